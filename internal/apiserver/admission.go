@@ -1,0 +1,173 @@
+package apiserver
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apiserver/pkg/admission"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
+	"k8s.io/apiserver/pkg/registry/rest"
+
+	"kumo.dev/kumo/internal/auth"
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
+)
+
+// LabelTenant marks a namespace with the tenant that owns it.
+const LabelTenant = "kumo.dev/tenant"
+
+// lookups are the stores admission reads. They are filled once the stores exist.
+type lookups struct {
+	namespaces, tenants, instanceTypes, instanceProfiles rest.Getter
+	vmInstances, vmDisks                                 rest.Lister
+}
+
+// admissionChecks enforces what one object's validation cannot see: namespaces belong to live
+// tenants, references to instance types and profiles resolve, a tenant holding VMs or disks is
+// not deleted, and a node registers only itself.
+type admissionChecks struct{ l *lookups }
+
+var _ admission.ValidationInterface = &admissionChecks{}
+
+func (a *admissionChecks) Handles(op admission.Operation) bool {
+	return op == admission.Create || op == admission.Update || op == admission.Delete
+}
+
+func (a *admissionChecks) Validate(ctx context.Context, attr admission.Attributes, _ admission.ObjectInterfaces) error {
+	gr := attr.GetResource().GroupResource()
+	if attr.GetSubresource() != "" && !(gr == kumo.Resource("tenants") && attr.GetSubresource() == "token") {
+		return nil
+	}
+	switch {
+	case attr.GetOperation() == admission.Create && attr.GetNamespace() != "" && gr != coreResource("namespaces"):
+		if err := a.namespaceAccepts(ctx, attr.GetNamespace(), gr); err != nil {
+			return err
+		}
+	case attr.GetOperation() == admission.Delete && gr == kumo.Resource("tenants"):
+		return a.tenantEmpty(ctx, attr.GetName())
+	case attr.GetOperation() == admission.Delete && gr == coreResource("namespaces"):
+		return a.namespaceDeletable(ctx, attr.GetName())
+	}
+	switch gr {
+	case apps.Resource("vminstances"):
+		if vm, ok := attr.GetObject().(*apps.VMInstance); ok {
+			var old *apps.VMInstance
+			if o, ok := attr.GetOldObject().(*apps.VMInstance); ok {
+				old = o
+			}
+			return a.vmReferences(ctx, vm, old)
+		}
+	case kumo.Resource("nodes"):
+		if n := auth.NodeOf(attr.GetUserInfo()); n != "" && attr.GetOperation() == admission.Create && attr.GetName() != n {
+			return apierrors.NewForbidden(gr, attr.GetName(), fmt.Errorf("node %q may only register itself", n))
+		}
+	}
+	return nil
+}
+
+// namespaceAccepts refuses new objects in a namespace that does not exist, is being deleted, or
+// (for VMs and disks) belongs to no tenant.
+func (a *admissionChecks) namespaceAccepts(ctx context.Context, ns string, gr schema.GroupResource) error {
+	obj, err := a.l.namespaces.Get(ctx, ns, &metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		hint := ""
+		if t := kumo.TenantOfNamespace(ns); t != "" {
+			hint = fmt.Sprintf(": create the tenant first (kumo tenant create %s)", t)
+		}
+		return apierrors.NewNotFound(coreResource("namespaces"), ns+hint)
+	}
+	if err != nil {
+		return err
+	}
+	n := obj.(*corev1.Namespace)
+	if n.Status.Phase == corev1.NamespaceTerminating || n.DeletionTimestamp != nil {
+		return apierrors.NewForbidden(gr, "", fmt.Errorf("unable to create new content in namespace %s because it is being terminated", ns))
+	}
+	if gr.Group == apps.GroupName && n.Labels[LabelTenant] == "" {
+		return apierrors.NewForbidden(gr, "", fmt.Errorf("namespace %s belongs to no tenant: VMs and disks live in a tenant's namespace (tenant-<name>)", ns))
+	}
+	return nil
+}
+
+// vmReferences checks that the instance type and profile a VM names exist.
+func (a *admissionChecks) vmReferences(ctx context.Context, vm, old *apps.VMInstance) error {
+	var errs field.ErrorList
+	spec := field.NewPath("spec")
+	if vm.Spec.InstanceType != "" && (old == nil || old.Spec.InstanceType != vm.Spec.InstanceType) {
+		if _, err := a.l.instanceTypes.Get(ctx, vm.Spec.InstanceType, &metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			errs = append(errs, field.NotFound(spec.Child("instanceType"), vm.Spec.InstanceType))
+			errs[len(errs)-1].Detail = "no such instance type (kumo get instancetypes lists them)"
+		} else if err != nil {
+			return err
+		}
+	}
+	if vm.Spec.InstanceProfile != "" && (old == nil || old.Spec.InstanceProfile != vm.Spec.InstanceProfile) {
+		if _, err := a.l.instanceProfiles.Get(ctx, vm.Spec.InstanceProfile, &metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			errs = append(errs, field.NotFound(spec.Child("instanceProfile"), vm.Spec.InstanceProfile))
+			errs[len(errs)-1].Detail = "no such instance profile (kumo get instanceprofiles lists them)"
+		} else if err != nil {
+			return err
+		}
+	}
+	if len(errs) > 0 {
+		return apierrors.NewInvalid(apps.SchemeGroupVersion.WithKind("VMInstance").GroupKind(), vm.Name, errs)
+	}
+	return nil
+}
+
+// tenantEmpty refuses to delete a tenant whose namespace still holds VMs or disks.
+func (a *admissionChecks) tenantEmpty(ctx context.Context, tenant string) error {
+	nsCtx := genericapirequest.WithNamespace(ctx, kumo.TenantNamespace(tenant))
+	var held []string
+	for _, l := range []struct {
+		lister rest.Lister
+		what   string
+	}{{a.l.vmInstances, "VMInstance"}, {a.l.vmDisks, "VMDisk"}} {
+		list, err := l.lister.List(nsCtx, &metainternalversion.ListOptions{})
+		if err != nil {
+			return err
+		}
+		if n := meta.LenList(list); n > 0 {
+			held = append(held, plural(n, l.what))
+		}
+	}
+	if len(held) == 0 {
+		return nil
+	}
+	return apierrors.NewConflict(kumo.Resource("tenants"), tenant, fmt.Errorf(
+		"tenant still holds %s in namespace %s; delete them first", strings.Join(held, " and "), kumo.TenantNamespace(tenant)))
+}
+
+// namespaceDeletable keeps a live tenant's namespace: it goes with its tenant.
+func (a *admissionChecks) namespaceDeletable(ctx context.Context, ns string) error {
+	t := kumo.TenantOfNamespace(ns)
+	if t == "" {
+		return nil
+	}
+	obj, err := a.l.tenants.Get(ctx, t, &metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if obj.(*kumo.Tenant).DeletionTimestamp == nil {
+		return apierrors.NewForbidden(coreResource("namespaces"), ns, fmt.Errorf("it belongs to tenant %s: delete the tenant instead", t))
+	}
+	return nil
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}

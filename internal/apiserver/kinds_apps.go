@@ -1,0 +1,100 @@
+package apiserver
+
+import (
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"kumo.dev/kumo/internal/apiserver/registry"
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+	"kumo.dev/kumo/pkg/apis/apps/validation"
+)
+
+func vmInstanceKind() *registry.Kind {
+	vm := func(o runtime.Object) *apps.VMInstance { return o.(*apps.VMInstance) }
+	return &registry.Kind{
+		Resource: apps.Resource("vminstances"), Singular: "vminstance", ShortNames: []string{"vm", "vms"},
+		Categories: []string{"all", "kumo"}, Namespaced: true, HasStatus: true, Version: apps.SchemeGroupVersion.Version,
+		New:     func() runtime.Object { return &apps.VMInstance{} },
+		NewList: func() runtime.Object { return &apps.VMInstanceList{} },
+		PrepareForCreate: func(o runtime.Object) {
+			apps.SetDefaultsVMInstance(vm(o))
+			vm(o).Status.Phase = apps.VMPending
+		},
+		PrepareForUpdate: func(o, old runtime.Object) { reconcileRunning(vm(o), vm(old)) },
+		Validate:         func(o runtime.Object) field.ErrorList { return validation.ValidateVMInstance(vm(o)) },
+		ValidateUpdate: func(o, old runtime.Object) field.ErrorList {
+			return validation.ValidateVMInstanceUpdate(vm(o), vm(old))
+		},
+		Table: registry.Table{
+			{Name: "Phase", Type: "string", Description: "Coarse state of the VM", Value: func(o runtime.Object) interface{} { return string(vm(o).Status.Phase) }},
+			{Name: "Type", Type: "string", Description: "Instance type", Value: func(o runtime.Object) interface{} { return vm(o).Spec.InstanceType }},
+			{Name: "Node", Type: "string", Description: "Node running the VM", Value: func(o runtime.Object) interface{} { return registry.OrNone(vm(o).Status.Node) }},
+			{Name: "DC", Type: "string", Description: "Datacenter of the node", Value: func(o runtime.Object) interface{} { return registry.OrNone(vm(o).Status.Datacenter) }},
+			{Name: "IP", Type: "string", Description: "The VM's addresses", Value: func(o runtime.Object) interface{} { return registry.Join(vm(o).Status.IPAddresses) }},
+			{Name: "Profile", Type: "string", Priority: 1, Description: "Instance profile", Value: func(o runtime.Object) interface{} { return registry.OrNone(vm(o).Spec.InstanceProfile) }},
+			{Name: "RunStrategy", Type: "string", Priority: 1, Description: "When the VM runs", Value: func(o runtime.Object) interface{} { return string(vm(o).Spec.RunStrategy) }},
+			{Name: "Incarnation", Type: "integer", Priority: 1, Description: "Number of the VM's current start", Value: func(o runtime.Object) interface{} { return vm(o).Status.Incarnation }},
+		},
+	}
+}
+
+// reconcileRunning keeps the older boolean running and runStrategy in agreement when only one
+// of them changes: a manifest that flips running: false also moves runStrategy to Halted, and a
+// change of runStrategy drops a stale running.
+func reconcileRunning(vm, old *apps.VMInstance) {
+	s, o := &vm.Spec, &old.Spec
+	apps.SetDefaultsVMInstance(vm)
+	runningChanged := (s.Running == nil) != (o.Running == nil) || (s.Running != nil && o.Running != nil && *s.Running != *o.Running)
+	switch {
+	case runningChanged && s.Running != nil && s.RunStrategy == o.RunStrategy:
+		s.RunStrategy = apps.RunStrategyFor(*s.Running)
+	case !runningChanged && s.Running != nil && s.RunStrategy != o.RunStrategy:
+		s.Running = nil
+	}
+}
+
+func vmDiskKind() *registry.Kind {
+	disk := func(o runtime.Object) *apps.VMDisk { return o.(*apps.VMDisk) }
+	return &registry.Kind{
+		Resource: apps.Resource("vmdisks"), Singular: "vmdisk", ShortNames: []string{"vmd"},
+		Categories: []string{"all", "kumo"}, Namespaced: true, HasStatus: true, Version: apps.SchemeGroupVersion.Version,
+		New:     func() runtime.Object { return &apps.VMDisk{} },
+		NewList: func() runtime.Object { return &apps.VMDiskList{} },
+		PrepareForCreate: func(o runtime.Object) {
+			apps.SetDefaultsVMDisk(disk(o))
+			disk(o).Status.Phase = apps.DiskPending
+		},
+		PrepareForUpdate: func(o, old runtime.Object) { apps.SetDefaultsVMDisk(disk(o)) },
+		Validate:         func(o runtime.Object) field.ErrorList { return validation.ValidateVMDisk(disk(o)) },
+		ValidateUpdate: func(o, old runtime.Object) field.ErrorList {
+			return validation.ValidateVMDiskUpdate(disk(o), disk(old))
+		},
+		Table: registry.Table{
+			{Name: "Phase", Type: "string", Description: "Coarse state of the disk", Value: func(o runtime.Object) interface{} { return string(disk(o).Status.Phase) }},
+			{Name: "Size", Type: "string", Description: "Requested size", Value: func(o runtime.Object) interface{} {
+				if s := disk(o).Spec.Storage; s != nil {
+					return s.String()
+				}
+				return "<none>"
+			}},
+			{Name: "Class", Type: "string", Description: "Storage class", Value: func(o runtime.Object) interface{} { return string(disk(o).Spec.StorageClass) }},
+			{Name: "Progress", Type: "string", Description: "Import progress", Value: func(o runtime.Object) interface{} { return registry.OrNone(disk(o).Status.Progress) }},
+			{Name: "Source", Type: "string", Priority: 1, Description: "Where the content comes from", Value: func(o runtime.Object) interface{} { return sourceSummary(disk(o).Spec.Source) }},
+			{Name: "Node", Type: "string", Priority: 1, Description: "Node holding a local disk", Value: func(o runtime.Object) interface{} { return registry.OrNone(disk(o).Status.Node) }},
+		},
+	}
+}
+
+func sourceSummary(s apps.VMDiskSource) string {
+	switch {
+	case s.HTTP != nil:
+		return "http:" + s.HTTP.URL
+	case s.Image != nil:
+		return "image:" + s.Image.Name
+	case s.Upload != nil:
+		return "upload"
+	case s.Disk != nil:
+		return "disk:" + s.Disk.Name
+	}
+	return "blank"
+}

@@ -1,0 +1,214 @@
+// Package apiserver serves Kumo's Kubernetes-compatible API: the Hikube kinds (VMDisk,
+// VMInstance), Kumo's platform kinds (InstanceType, InstanceProfile, Tenant, Node) and the core
+// Namespace and Event kinds, on k8s.io/apiserver with objects kept in etcd. kubectl and client-go
+// work against it unchanged.
+package apiserver
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apiserver/pkg/authentication/group"
+	"k8s.io/apiserver/pkg/authentication/request/bearertoken"
+	"k8s.io/apiserver/pkg/authentication/request/union"
+	x509request "k8s.io/apiserver/pkg/authentication/request/x509"
+	"k8s.io/apiserver/pkg/endpoints/openapi"
+	"k8s.io/apiserver/pkg/registry/rest"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
+	genericoptions "k8s.io/apiserver/pkg/server/options"
+	"k8s.io/apiserver/pkg/util/compatibility"
+
+	corev1 "k8s.io/api/core/v1"
+	"kumo.dev/kumo/internal/auth"
+	"kumo.dev/kumo/internal/pki"
+	"kumo.dev/kumo/internal/version"
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
+	generatedopenapi "kumo.dev/kumo/pkg/generated/openapi"
+)
+
+// etcdPrefix is where Kumo keeps its objects in etcd.
+const etcdPrefix = "/registry/kumo"
+
+// Config is everything the API server needs to start.
+type Config struct {
+	// PKIDir holds the CA, the serving certificate and the token key.
+	PKIDir string
+	// BindAddress and Port are where HTTPS is served.
+	BindAddress net.IP
+	Port        int
+	// AdvertiseAddress is the address clients reach the server at; it goes into the serving
+	// certificate and the discovery documents.
+	AdvertiseAddress string
+	// ExtraSANs are more names or IPs for the serving certificate.
+	ExtraSANs []string
+	// EtcdServers are the etcd client URLs.
+	EtcdServers []string
+}
+
+// Server is a configured API server, ready to run.
+type Server struct {
+	generic *genericapiserver.GenericAPIServer
+	CA      *pki.CA
+	Signer  *auth.Signer
+	stores  *stores
+}
+
+// URL is where clients reach a server with this configuration.
+func (c Config) URL() string {
+	return "https://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.Port))
+}
+
+// New builds the API server: certificates, authentication, authorization, admission, storage
+// of every kind, and the start-up hooks that seed built-in objects and start the controllers.
+func New(cfg Config) (*Server, error) {
+	ca, err := pki.LoadOrCreateCA(cfg.PKIDir)
+	if err != nil {
+		return nil, fmt.Errorf("certificate authority: %w", err)
+	}
+	dnsNames, ips := servingNames(cfg)
+	certFile, keyFile, err := ca.EnsureServerCert(cfg.PKIDir, dnsNames, ips)
+	if err != nil {
+		return nil, fmt.Errorf("serving certificate: %w", err)
+	}
+	signer, err := auth.LoadOrCreateSigner(filepath.Join(cfg.PKIDir, "token.key"))
+	if err != nil {
+		return nil, err
+	}
+
+	opts := genericoptions.NewRecommendedOptions(etcdPrefix, Codecs.LegacyCodec(apps.SchemeGroupVersion, kumo.SchemeGroupVersion, corev1.SchemeGroupVersion))
+	opts.Etcd.StorageConfig.Transport.ServerList = cfg.EtcdServers
+	opts.Etcd.DefaultStorageMediaType = "application/json"
+	opts.SecureServing.BindAddress = cfg.BindAddress
+	opts.SecureServing.BindPort = cfg.Port
+	opts.SecureServing.ServerCert.CertKey = genericoptions.CertKey{CertFile: certFile, KeyFile: keyFile}
+	// Kumo brings its own authentication, authorization and admission, and has no core
+	// Kubernetes API behind it for priority and fairness to read.
+	opts.Authentication, opts.Authorization, opts.CoreAPI, opts.Admission = nil, nil, nil, nil
+	opts.Features.EnablePriorityAndFairness = false
+	if errs := opts.Validate(); len(errs) > 0 {
+		return nil, fmt.Errorf("server options: %v", errs)
+	}
+
+	config := genericapiserver.NewRecommendedConfig(Codecs)
+	config.EffectiveVersion = compatibility.DefaultBuildEffectiveVersion()
+	if err := opts.ApplyTo(config); err != nil {
+		return nil, fmt.Errorf("apply server options: %w", err)
+	}
+	config.ExternalAddress = net.JoinHostPort(cfg.AdvertiseAddress, strconv.Itoa(cfg.Port))
+	namer := openapi.NewDefinitionNamer(Scheme)
+	config.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(generatedopenapi.GetOpenAPIDefinitions, namer)
+	config.OpenAPIConfig.Info.Title, config.OpenAPIConfig.Info.Version = "Kumo", "v1alpha1"
+	config.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(generatedopenapi.GetOpenAPIDefinitions, namer)
+	config.OpenAPIV3Config.Info.Title, config.OpenAPIV3Config.Info.Version = "Kumo", "v1alpha1"
+
+	st := &stores{}
+	tokens := &auth.TokenAuthenticator{Signer: signer, Tenants: st.tenantUID}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	certAuth := x509request.New(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, x509request.CommonNameUserConversion)
+	config.Authentication.Authenticator = group.NewAuthenticatedGroupAdder(union.New(certAuth, bearertoken.New(tokens)))
+	clientCA, err := dynamiccertificates.NewStaticCAContent("kumo-ca", ca.CertPEM)
+	if err != nil {
+		return nil, err
+	}
+	config.SecureServing.ClientCA = clientCA
+	config.Authorization.Authorizer = auth.Authorizer()
+	lk := &lookups{}
+	config.AdmissionControl = &admissionChecks{l: lk}
+
+	generic, err := config.Complete().New("kumo-apiserver", genericapiserver.NewEmptyDelegate())
+	if err != nil {
+		return nil, fmt.Errorf("create API server: %w", err)
+	}
+	if err := st.build(config.RESTOptionsGetter); err != nil {
+		return nil, err
+	}
+	*lk = st.lookups()
+	s := &Server{generic: generic, CA: ca, Signer: signer, stores: st}
+	if err := s.install(); err != nil {
+		return nil, err
+	}
+	s.installVersion()
+	generic.AddPostStartHookOrDie("kumo-bootstrap", func(ctx genericapiserver.PostStartHookContext) error {
+		return bootstrap(ctx, ctx.LoopbackClientConfig)
+	})
+	generic.AddPostStartHookOrDie("kumo-controllers", func(ctx genericapiserver.PostStartHookContext) error {
+		return startControllers(ctx, ctx.LoopbackClientConfig)
+	})
+	return s, nil
+}
+
+// install registers every kind's storage under its group and version.
+func (s *Server) install() error {
+	st := s.stores
+	appsInfo := genericapiserver.NewDefaultAPIGroupInfo(apps.GroupName, Scheme, metav1.ParameterCodec, Codecs)
+	appsInfo.VersionedResourcesStorageMap[apps.SchemeGroupVersion.Version] = map[string]rest.Storage{
+		"vminstances": st.vmInstances, "vminstances/status": st.vmInstances.Status,
+		"vmdisks": st.vmDisks, "vmdisks/status": st.vmDisks.Status,
+	}
+	if err := s.generic.InstallAPIGroup(&appsInfo); err != nil {
+		return fmt.Errorf("install %s: %w", apps.GroupName, err)
+	}
+	kumoInfo := genericapiserver.NewDefaultAPIGroupInfo(kumo.GroupName, Scheme, metav1.ParameterCodec, Codecs)
+	kumoInfo.VersionedResourcesStorageMap[kumo.SchemeGroupVersion.Version] = map[string]rest.Storage{
+		"instancetypes": st.instanceTypes, "instanceprofiles": st.instanceProfiles,
+		"tenants": st.tenants, "tenants/status": st.tenants.Status,
+		"tenants/token": &tenantTokenREST{tenants: st.tenants, signer: s.Signer},
+		"nodes":         st.nodes, "nodes/status": st.nodes.Status,
+	}
+	if err := s.generic.InstallAPIGroup(&kumoInfo); err != nil {
+		return fmt.Errorf("install %s: %w", kumo.GroupName, err)
+	}
+	coreInfo := genericapiserver.NewDefaultAPIGroupInfo("", Scheme, metav1.ParameterCodec, Codecs)
+	coreInfo.VersionedResourcesStorageMap["v1"] = map[string]rest.Storage{
+		"namespaces": st.namespaces, "namespaces/status": st.namespaces.Status,
+		"events": st.events,
+	}
+	if err := s.generic.InstallLegacyAPIGroup(genericapiserver.DefaultLegacyAPIPrefix, &coreInfo); err != nil {
+		return fmt.Errorf("install core group: %w", err)
+	}
+	return nil
+}
+
+// Run serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	return s.generic.PrepareRun().RunWithContext(ctx)
+}
+
+func servingNames(cfg Config) ([]string, []net.IP) {
+	dns := []string{"localhost", "kumo-apiserver"}
+	ips := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}
+	if h, err := os.Hostname(); err == nil {
+		dns = append(dns, h)
+	}
+	for _, n := range append([]string{cfg.AdvertiseAddress}, cfg.ExtraSANs...) {
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+		} else if n != "" {
+			dns = append(dns, n)
+		}
+	}
+	if cfg.BindAddress != nil && !cfg.BindAddress.IsUnspecified() {
+		ips = append(ips, cfg.BindAddress)
+	}
+	return dns, ips
+}
+
+// installVersion serves GET /kumo/version: the Kumo build behind the Kubernetes-style /version.
+func (s *Server) installVersion() {
+	body, _ := json.Marshal(map[string]string{"version": version.Version, "commit": version.Commit()})
+	s.generic.Handler.NonGoRestfulMux.HandleFunc("/kumo/version", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	})
+}

@@ -1,0 +1,61 @@
+package apiserver
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apiserver/pkg/registry/generic"
+
+	"kumo.dev/kumo/internal/apiserver/registry"
+	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
+)
+
+// stores holds the storage of every served kind.
+type stores struct {
+	vmInstances, vmDisks             *registry.Storage
+	instanceTypes                    *registry.Storage
+	instanceProfiles, tenants, nodes *registry.Storage
+	namespaces, events               *registry.Storage
+}
+
+func (s *stores) build(opts generic.RESTOptionsGetter) error {
+	for _, b := range []struct {
+		dst  **registry.Storage
+		kind *registry.Kind
+	}{
+		{&s.vmInstances, vmInstanceKind()}, {&s.vmDisks, vmDiskKind()},
+		{&s.instanceTypes, instanceTypeKind()}, {&s.instanceProfiles, instanceProfileKind()},
+		{&s.tenants, tenantKind()}, {&s.nodes, nodeKind()},
+		{&s.namespaces, namespaceKind()}, {&s.events, eventKind()},
+	} {
+		st, err := registry.NewStorage(b.kind, Scheme, opts)
+		if err != nil {
+			return fmt.Errorf("storage for %s: %w", b.kind.Resource, err)
+		}
+		*b.dst = st
+	}
+	return nil
+}
+
+func (s *stores) lookups() lookups {
+	return lookups{
+		namespaces: s.namespaces, tenants: s.tenants,
+		instanceTypes: s.instanceTypes, instanceProfiles: s.instanceProfiles,
+		vmInstances: s.vmInstances, vmDisks: s.vmDisks,
+	}
+}
+
+// tenantUID finds a live tenant for the token authenticator, from the watch cache.
+func (s *stores) tenantUID(ctx context.Context, name string) (string, bool, error) {
+	obj, err := s.tenants.Get(ctx, name, &metav1.GetOptions{ResourceVersion: "0"})
+	if apierrors.IsNotFound(err) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	t := obj.(*kumo.Tenant)
+	return string(t.UID), t.DeletionTimestamp == nil, nil
+}

@@ -1,0 +1,119 @@
+package auth
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
+)
+
+const (
+	groupApps = "apps.cozystack.io"
+	groupKumo = "kumo.dev"
+)
+
+var readVerbs = map[string]bool{"get": true, "list": true, "watch": true}
+
+// publicPaths are the non-resource paths any authenticated user may read: discovery, OpenAPI,
+// version and health.
+var publicPaths = []string{"/api", "/apis", "/openapi/", "/version", "/kumo/version", "/healthz", "/readyz", "/livez"}
+
+// Authorizer is the server's authorization policy.
+func Authorizer() authorizer.Authorizer {
+	return authorizer.AuthorizerFunc(func(ctx context.Context, a authorizer.Attributes) (authorizer.Decision, string, error) {
+		d, reason := Decide(a)
+		return d, reason, nil
+	})
+}
+
+// Decide applies the policy: admins reach everything; a tenant's users reach their own namespace
+// and read the catalogue (instance types, profiles); nodes reach what an agent needs.
+func Decide(a authorizer.Attributes) (authorizer.Decision, string) {
+	u := a.GetUser()
+	if u == nil {
+		return authorizer.DecisionNoOpinion, "no user"
+	}
+	if IsAdmin(u) {
+		return authorizer.DecisionAllow, ""
+	}
+	if !a.IsResourceRequest() {
+		if readVerbs[a.GetVerb()] && isPublicPath(a.GetPath()) {
+			return authorizer.DecisionAllow, ""
+		}
+		return authorizer.DecisionNoOpinion, "only discovery, OpenAPI, version and health paths are open"
+	}
+	if readVerbs[a.GetVerb()] && a.GetAPIGroup() == groupKumo && (a.GetResource() == "instancetypes" || a.GetResource() == "instanceprofiles") {
+		return authorizer.DecisionAllow, ""
+	}
+	if t := TenantOf(u); t != "" {
+		return decideTenant(a, t)
+	}
+	if n := NodeOf(u); n != "" {
+		return decideNode(a, n)
+	}
+	return authorizer.DecisionNoOpinion, fmt.Sprintf("user %q belongs to no tenant", u.GetName())
+}
+
+func decideTenant(a authorizer.Attributes, tenant string) (authorizer.Decision, string) {
+	ns := "tenant-" + tenant
+	switch {
+	case a.GetAPIGroup() == groupApps && (a.GetResource() == "vminstances" || a.GetResource() == "vmdisks"):
+		if a.GetNamespace() == ns {
+			return authorizer.DecisionAllow, ""
+		}
+	case a.GetAPIGroup() == "" && a.GetResource() == "events":
+		if a.GetNamespace() == ns && readVerbs[a.GetVerb()] {
+			return authorizer.DecisionAllow, ""
+		}
+	case a.GetAPIGroup() == "" && a.GetResource() == "namespaces" && a.GetSubresource() == "":
+		if a.GetName() == ns && a.GetVerb() == "get" {
+			return authorizer.DecisionAllow, ""
+		}
+	case a.GetAPIGroup() == groupKumo && a.GetResource() == "tenants" && a.GetSubresource() == "":
+		if a.GetName() == tenant && a.GetVerb() == "get" {
+			return authorizer.DecisionAllow, ""
+		}
+	}
+	return authorizer.DecisionNoOpinion, fmt.Sprintf("users of tenant %q may only reach namespace %q", tenant, ns)
+}
+
+// decideNode grants an agent its own Node object, reads of VMs and disks (to run them), their
+// status (to report it), and events. Which VMs a node may change is narrowed further by admission.
+func decideNode(a authorizer.Attributes, node string) (authorizer.Decision, string) {
+	res, sub, verb := a.GetResource(), a.GetSubresource(), a.GetVerb()
+	switch {
+	case a.GetAPIGroup() == groupKumo && res == "nodes":
+		if a.GetName() == node && (readVerbs[verb] || verb == "update" || verb == "patch") {
+			return authorizer.DecisionAllow, ""
+		}
+		if verb == "create" {
+			return authorizer.DecisionAllow, ""
+		}
+	case a.GetAPIGroup() == groupApps && (res == "vminstances" || res == "vmdisks"):
+		if sub == "" && readVerbs[verb] {
+			return authorizer.DecisionAllow, ""
+		}
+		if sub == "status" && (verb == "update" || verb == "patch" || verb == "get") {
+			return authorizer.DecisionAllow, ""
+		}
+	case a.GetAPIGroup() == "" && res == "events":
+		if verb == "create" || verb == "patch" || verb == "update" {
+			return authorizer.DecisionAllow, ""
+		}
+	}
+	return authorizer.DecisionNoOpinion, fmt.Sprintf("node %q may not %s %s", node, verb, res)
+}
+
+func isPublicPath(p string) bool {
+	for _, pp := range publicPaths {
+		if p == pp || strings.HasPrefix(p, pp+"/") || (strings.HasSuffix(pp, "/") && strings.HasPrefix(p, pp)) {
+			return true
+		}
+	}
+	return false
+}
+
+// Anonymous reports whether u is the anonymous user.
+func Anonymous(u user.Info) bool { return u.GetName() == user.Anonymous }

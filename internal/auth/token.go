@@ -1,0 +1,161 @@
+package auth
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authentication/user"
+)
+
+// tokenPrefix versions the token format.
+const tokenPrefix = "kumo1"
+
+// Claims is what a token says about its bearer.
+type Claims struct {
+	User   string   `json:"u"`
+	Groups []string `json:"g,omitempty"`
+	// Tenant and TenantUID bind a tenant user's token to one incarnation of the tenant: a deleted
+	// and recreated tenant does not honour old tokens.
+	Tenant    string `json:"t,omitempty"`
+	TenantUID string `json:"tu,omitempty"`
+	Expiry    int64  `json:"exp"`
+	ID        string `json:"jti"`
+}
+
+// Signer issues and verifies tokens with one secret key.
+type Signer struct{ key []byte }
+
+// LoadOrCreateSigner reads the key at path, creating a random one (mode 0600) on first use.
+func LoadOrCreateSigner(path string) (*Signer, error) {
+	key, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		key = make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(path, key, 0o600); err != nil {
+			return nil, fmt.Errorf("write token key %s: %w", path, err)
+		}
+		return &Signer{key: key}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read token key %s: %w", path, err)
+	}
+	if len(key) < 32 {
+		return nil, fmt.Errorf("token key %s is too short (%d bytes, want 32)", path, len(key))
+	}
+	return &Signer{key: key}, nil
+}
+
+// Sign returns a token carrying c.
+func (s *Signer) Sign(c Claims) (string, error) {
+	if c.ID == "" {
+		id := make([]byte, 12)
+		if _, err := rand.Read(id); err != nil {
+			return "", err
+		}
+		c.ID = base64.RawURLEncoding.EncodeToString(id)
+	}
+	body, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	payload := tokenPrefix + "." + base64.RawURLEncoding.EncodeToString(body)
+	return payload + "." + base64.RawURLEncoding.EncodeToString(s.mac(payload)), nil
+}
+
+func (s *Signer) mac(payload string) []byte {
+	m := hmac.New(sha256.New, s.key)
+	m.Write([]byte(payload))
+	return m.Sum(nil)
+}
+
+// ErrNotOurs says a token is not in Kumo's format, so another authenticator may try it.
+var ErrNotOurs = errors.New("not a kumo token")
+
+// Verify checks a token's signature and expiry and returns its claims.
+func (s *Signer) Verify(token string, now time.Time) (Claims, error) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 || parts[0] != tokenPrefix {
+		return Claims{}, ErrNotOurs
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil || !hmac.Equal(sig, s.mac(parts[0]+"."+parts[1])) {
+		return Claims{}, errors.New("token signature is invalid")
+	}
+	body, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return Claims{}, errors.New("token is malformed")
+	}
+	var c Claims
+	if err := json.Unmarshal(body, &c); err != nil {
+		return Claims{}, errors.New("token is malformed")
+	}
+	if now.Unix() >= c.Expiry {
+		return Claims{}, errors.New("token has expired")
+	}
+	return c, nil
+}
+
+// TenantLookup returns the UID of a live tenant, or false when there is none by that name.
+type TenantLookup func(ctx context.Context, name string) (uid string, ok bool, err error)
+
+// TokenAuthenticator authenticates bearer tokens the Signer issued.
+type TokenAuthenticator struct {
+	Signer  *Signer
+	Tenants TenantLookup
+	Now     func() time.Time
+}
+
+var _ authenticator.Token = &TokenAuthenticator{}
+
+// AuthenticateToken implements authenticator.Token.
+func (a *TokenAuthenticator) AuthenticateToken(ctx context.Context, token string) (*authenticator.Response, bool, error) {
+	now := time.Now
+	if a.Now != nil {
+		now = a.Now
+	}
+	c, err := a.Signer.Verify(token, now())
+	if errors.Is(err, ErrNotOurs) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if c.Tenant != "" {
+		uid, ok, err := a.Tenants(ctx, c.Tenant)
+		if err != nil {
+			return nil, false, fmt.Errorf("look up tenant %s: %w", c.Tenant, err)
+		}
+		if !ok || uid != c.TenantUID {
+			return nil, false, fmt.Errorf("tenant %s of this token no longer exists", c.Tenant)
+		}
+	}
+	return &authenticator.Response{User: &user.DefaultInfo{Name: c.User, Groups: c.Groups, UID: c.ID}}, true, nil
+}
+
+// TenantClaims are the claims of a token for user of tenant.
+func TenantClaims(userName, tenant, tenantUID string, expiry time.Time) Claims {
+	return Claims{
+		User:      userName,
+		Groups:    []string{GroupTenantPrefix + tenant, GroupTenants},
+		Tenant:    tenant,
+		TenantUID: tenantUID,
+		Expiry:    expiry.Unix(),
+	}
+}
+
+// NodeClaims are the claims of a node agent's token.
+func NodeClaims(node string, expiry time.Time) Claims {
+	return Claims{User: NodeUserPrefix + node, Groups: []string{GroupNodes}, Expiry: expiry.Unix()}
+}

@@ -1,0 +1,194 @@
+// Package tenant reconciles Tenants: each gets its namespace, tenant-<name>, owned by it; a
+// deleted tenant's namespace and events go before the tenant itself (a finalizer holds it).
+package tenant
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+
+	"kumo.dev/kumo/internal/controller/events"
+	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
+	"kumo.dev/kumo/pkg/client"
+)
+
+// resyncPeriod re-checks every tenant now and then, so a namespace deleted behind Kumo's back
+// comes back.
+const resyncPeriod = 5 * time.Minute
+
+// ConditionReady says the tenant's namespace exists.
+const ConditionReady = "Ready"
+
+// Controller reconciles tenants.
+type Controller struct {
+	c          *client.Client
+	labelKey   string
+	tenants    cache.SharedIndexInformer
+	namespaces cache.SharedIndexInformer
+	queue      workqueue.TypedRateLimitingInterface[string]
+	recorder   record.EventRecorder
+}
+
+// NewController watches tenants and the namespaces labelled with labelKey.
+func NewController(c *client.Client, labelKey string) *Controller {
+	ctl := &Controller{
+		c:        c,
+		labelKey: labelKey,
+		queue:    workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
+	}
+	ctl.tenants = cache.NewSharedIndexInformer(
+		cache.NewListWatchFromClient(c.Kumo, "tenants", "", fields.Everything()), &kumo.Tenant{}, resyncPeriod, cache.Indexers{})
+	ctl.namespaces = cache.NewSharedIndexInformer(
+		cache.NewFilteredListWatchFromClient(c.Core.CoreV1().RESTClient(), "namespaces", "", func(o *metav1.ListOptions) { o.LabelSelector = labelKey }),
+		&corev1.Namespace{}, resyncPeriod, cache.Indexers{})
+	enqueueTenant := func(obj interface{}) {
+		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			ctl.queue.Add(key)
+		}
+	}
+	enqueueOwner := func(obj interface{}) {
+		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = tomb.Obj
+		}
+		if m, err := meta.Accessor(obj); err == nil && m.GetLabels()[labelKey] != "" {
+			ctl.queue.Add(m.GetLabels()[labelKey])
+		}
+	}
+	ctl.tenants.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: enqueueTenant, UpdateFunc: func(_, o interface{}) { enqueueTenant(o) }, DeleteFunc: enqueueTenant,
+	})
+	ctl.namespaces.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(_, o interface{}) { enqueueOwner(o) }, DeleteFunc: enqueueOwner,
+	})
+	return ctl
+}
+
+// Run reconciles with workers until ctx ends.
+func (ctl *Controller) Run(ctx context.Context, workers int) {
+	defer ctl.queue.ShutDown()
+	ctl.recorder = events.NewRecorder(ctx, ctl.c, "kumo-tenant-controller")
+	go ctl.tenants.Run(ctx.Done())
+	go ctl.namespaces.Run(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), ctl.tenants.HasSynced, ctl.namespaces.HasSynced) {
+		return
+	}
+	for i := 0; i < workers; i++ {
+		go func() {
+			for ctl.next(ctx) {
+			}
+		}()
+	}
+	<-ctx.Done()
+}
+
+func (ctl *Controller) next(ctx context.Context) bool {
+	key, quit := ctl.queue.Get()
+	if quit {
+		return false
+	}
+	defer ctl.queue.Done(key)
+	if err := ctl.reconcile(ctx, key); err != nil {
+		slog.Warn("reconcile tenant", "tenant", key, "err", err)
+		ctl.queue.AddRateLimited(key)
+		return true
+	}
+	ctl.queue.Forget(key)
+	return true
+}
+
+func (ctl *Controller) reconcile(ctx context.Context, name string) error {
+	obj, exists, err := ctl.tenants.GetStore().GetByKey(name)
+	if err != nil || !exists {
+		return err
+	}
+	t := obj.(*kumo.Tenant).DeepCopy()
+	if t.DeletionTimestamp != nil {
+		return ctl.finalize(ctx, t)
+	}
+	ns := kumo.TenantNamespace(t.Name)
+	if _, exists, _ := ctl.namespaces.GetStore().GetByKey(ns); !exists {
+		if err := ctl.createNamespace(ctx, t, ns); err != nil {
+			return err
+		}
+	}
+	if t.Status.Phase == kumo.TenantActive && t.Status.Namespace == ns {
+		return nil
+	}
+	t.Status.Phase, t.Status.Namespace = kumo.TenantActive, ns
+	meta.SetStatusCondition(&t.Status.Conditions, metav1.Condition{
+		Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "NamespaceReady",
+		Message: fmt.Sprintf("namespace %s is ready", ns), ObservedGeneration: t.Generation,
+	})
+	if err := ctl.c.Kumo.Put().Resource("tenants").Name(t.Name).SubResource("status").Body(t).Do(ctx).Error(); err != nil {
+		return fmt.Errorf("update status of tenant %s: %w", t.Name, err)
+	}
+	return nil
+}
+
+func (ctl *Controller) createNamespace(ctx context.Context, t *kumo.Tenant, ns string) error {
+	owner := metav1.NewControllerRef(t, kumo.SchemeGroupVersion.WithKind("Tenant"))
+	_, err := ctl.c.Core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name: ns, Labels: map[string]string{ctl.labelKey: t.Name}, OwnerReferences: []metav1.OwnerReference{*owner},
+	}}, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create namespace %s for tenant %s: %w", ns, t.Name, err)
+	}
+	ctl.recorder.Eventf(t, corev1.EventTypeNormal, "NamespaceCreated", "Created namespace %s", ns)
+	slog.Info("tenant namespace created", "tenant", t.Name, "namespace", ns)
+	return nil
+}
+
+// finalize removes a deleted tenant's namespace and events, then lets the tenant go. Admission
+// has already refused the deletion while the tenant held VMs or disks, and refuses new content
+// in a terminating namespace.
+func (ctl *Controller) finalize(ctx context.Context, t *kumo.Tenant) error {
+	ns := kumo.TenantNamespace(t.Name)
+	core := ctl.c.Core.CoreV1()
+	if n, err := core.Namespaces().Get(ctx, ns, metav1.GetOptions{}); err == nil {
+		if n.Status.Phase != corev1.NamespaceTerminating {
+			n.Status.Phase = corev1.NamespaceTerminating
+			if _, err := core.Namespaces().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+				return fmt.Errorf("mark namespace %s terminating: %w", ns, err)
+			}
+		}
+		if err := core.Events(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+			return fmt.Errorf("delete events of namespace %s: %w", ns, err)
+		}
+		if err := core.Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete namespace %s: %w", ns, err)
+		}
+	} else if !apierrors.IsNotFound(err) {
+		return err
+	}
+	if t.Status.Phase != kumo.TenantTerminating {
+		t.Status.Phase = kumo.TenantTerminating
+		if err := ctl.c.Kumo.Put().Resource("tenants").Name(t.Name).SubResource("status").Body(t).Do(ctx).Into(t); err != nil {
+			return fmt.Errorf("mark tenant %s terminating: %w", t.Name, err)
+		}
+	}
+	var keep []string
+	for _, f := range t.Finalizers {
+		if f != kumo.TenantFinalizer {
+			keep = append(keep, f)
+		}
+	}
+	t.Finalizers = keep
+	if err := ctl.c.Kumo.Put().Resource("tenants").Name(t.Name).Body(t).Do(ctx).Error(); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("release tenant %s: %w", t.Name, err)
+	}
+	slog.Info("tenant deleted", "tenant", t.Name, "namespace", ns)
+	return nil
+}

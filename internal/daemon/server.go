@@ -1,0 +1,118 @@
+// Package daemon runs kumod's roles: the server (API, controllers, embedded etcd unless an
+// external cluster is given) and, in all-in-one, everything a single machine needs.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"kumo.dev/kumo/internal/apiserver"
+	"kumo.dev/kumo/internal/auth"
+	"kumo.dev/kumo/internal/etcd"
+	"kumo.dev/kumo/internal/pki"
+)
+
+// ServerOptions configure the server role.
+type ServerOptions struct {
+	DataDir          string
+	BindAddress      string
+	Port             int
+	AdvertiseAddress string
+	ExtraSANs        []string
+	// EtcdEndpoints, when set, name an external etcd cluster; otherwise an embedded member runs
+	// under DataDir/etcd on EtcdClientPort and EtcdPeerPort (loopback).
+	EtcdEndpoints  []string
+	EtcdClientPort int
+	EtcdPeerPort   int
+}
+
+// AdminKubeconfig is where the server writes the administrator's kubeconfig.
+func (o ServerOptions) AdminKubeconfig() string { return filepath.Join(o.DataDir, "admin.kubeconfig") }
+
+// RunServer runs the server until ctx ends.
+func RunServer(ctx context.Context, o ServerOptions) error {
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir %s: %w", o.DataDir, err)
+	}
+	bind := net.ParseIP(o.BindAddress)
+	if bind == nil {
+		return fmt.Errorf("--bind-address %q is not an IP address", o.BindAddress)
+	}
+	advertise := o.AdvertiseAddress
+	if advertise == "" {
+		advertise = defaultAdvertise(bind)
+	}
+	endpoints := o.EtcdEndpoints
+	if len(endpoints) == 0 {
+		member, err := etcd.Start(etcd.Config{
+			Name:      "kumo",
+			Dir:       filepath.Join(o.DataDir, "etcd"),
+			ClientURL: "http://127.0.0.1:" + strconv.Itoa(o.EtcdClientPort),
+			PeerURL:   "http://127.0.0.1:" + strconv.Itoa(o.EtcdPeerPort),
+		})
+		if err != nil {
+			return err
+		}
+		defer member.Close()
+		endpoints = []string{member.ClientURL()}
+	}
+	cfg := apiserver.Config{
+		PKIDir:           filepath.Join(o.DataDir, "pki"),
+		BindAddress:      bind,
+		Port:             o.Port,
+		AdvertiseAddress: advertise,
+		ExtraSANs:        o.ExtraSANs,
+		EtcdServers:      endpoints,
+	}
+	srv, err := apiserver.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := writeAdminKubeconfig(o.AdminKubeconfig(), cfg.URL(), srv.CA); err != nil {
+		return err
+	}
+	slog.Info("kumo API server starting", "url", cfg.URL(), "kubeconfig", o.AdminKubeconfig(), "etcd", endpoints)
+	if err := srv.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("API server: %w", err)
+	}
+	return nil
+}
+
+// writeAdminKubeconfig issues an admin client certificate and writes a kubeconfig with it
+// (mode 0600) for url.
+func writeAdminKubeconfig(path, url string, ca *pki.CA) error {
+	pair, err := ca.Issue(auth.AdminUser, []string{"system:masters", auth.GroupAdmins}, nil, nil, false)
+	if err != nil {
+		return err
+	}
+	data, err := pki.Kubeconfig("kumo", url, ca.CertPEM, auth.AdminUser, pki.Credentials{ClientCertPEM: pair.CertPEM, ClientKeyPEM: pair.KeyPEM}, "")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return os.Rename(tmp, path)
+}
+
+// defaultAdvertise picks the address clients use: loopback when bound there, else the first
+// non-loopback address of the machine.
+func defaultAdvertise(bind net.IP) string {
+	if !bind.IsUnspecified() {
+		return bind.String()
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+			return ipn.IP.String()
+		}
+	}
+	return "127.0.0.1"
+}
