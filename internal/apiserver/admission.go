@@ -56,16 +56,7 @@ func (a *admissionChecks) Validate(ctx context.Context, attr admission.Attribute
 	case attr.GetOperation() == admission.Delete && gr == coreResource("namespaces"):
 		return a.namespaceDeletable(ctx, attr.GetName())
 	}
-	switch gr {
-	case apps.Resource("vminstances"):
-		if vm, ok := attr.GetObject().(*apps.VMInstance); ok {
-			var old *apps.VMInstance
-			if o, ok := attr.GetOldObject().(*apps.VMInstance); ok {
-				old = o
-			}
-			return a.vmReferences(ctx, vm, old)
-		}
-	case kumo.Resource("nodes"):
+	if gr == kumo.Resource("nodes") {
 		if n := auth.NodeOf(attr.GetUserInfo()); n != "" && attr.GetOperation() == admission.Create && attr.GetName() != n {
 			return apierrors.NewForbidden(gr, attr.GetName(), fmt.Errorf("node %q may only register itself", n))
 		}
@@ -97,30 +88,32 @@ func (a *admissionChecks) namespaceAccepts(ctx context.Context, ns string, gr sc
 	return nil
 }
 
-// vmReferences checks that the instance type and profile a VM names exist.
-func (a *admissionChecks) vmReferences(ctx context.Context, vm, old *apps.VMInstance) error {
+// vmReferences checks that the instance type and profile a VM names exist. It runs within
+// validation so that one response lists every problem of a manifest.
+func (l *lookups) vmReferences(ctx context.Context, vm, old *apps.VMInstance) field.ErrorList {
 	var errs field.ErrorList
 	spec := field.NewPath("spec")
-	if vm.Spec.InstanceType != "" && (old == nil || old.Spec.InstanceType != vm.Spec.InstanceType) {
-		if _, err := a.l.instanceTypes.Get(ctx, vm.Spec.InstanceType, &metav1.GetOptions{}); apierrors.IsNotFound(err) {
-			errs = append(errs, field.NotFound(spec.Child("instanceType"), vm.Spec.InstanceType))
-			errs[len(errs)-1].Detail = "no such instance type (kumo get instancetypes lists them)"
-		} else if err != nil {
-			return err
+	check := func(getter rest.Getter, path *field.Path, name, oldName, what string) {
+		if name == "" || name == oldName {
+			return
+		}
+		_, err := getter.Get(ctx, name, &metav1.GetOptions{ResourceVersion: "0"})
+		switch {
+		case apierrors.IsNotFound(err):
+			e := field.NotFound(path, name)
+			e.Detail = fmt.Sprintf("no such %s (kumo get %ss lists them)", what, strings.ReplaceAll(what, " ", ""))
+			errs = append(errs, e)
+		case err != nil:
+			errs = append(errs, field.InternalError(path, err))
 		}
 	}
-	if vm.Spec.InstanceProfile != "" && (old == nil || old.Spec.InstanceProfile != vm.Spec.InstanceProfile) {
-		if _, err := a.l.instanceProfiles.Get(ctx, vm.Spec.InstanceProfile, &metav1.GetOptions{}); apierrors.IsNotFound(err) {
-			errs = append(errs, field.NotFound(spec.Child("instanceProfile"), vm.Spec.InstanceProfile))
-			errs[len(errs)-1].Detail = "no such instance profile (kumo get instanceprofiles lists them)"
-		} else if err != nil {
-			return err
-		}
+	var oldType, oldProfile string
+	if old != nil {
+		oldType, oldProfile = old.Spec.InstanceType, old.Spec.InstanceProfile
 	}
-	if len(errs) > 0 {
-		return apierrors.NewInvalid(apps.SchemeGroupVersion.WithKind("VMInstance").GroupKind(), vm.Name, errs)
-	}
-	return nil
+	check(l.instanceTypes, spec.Child("instanceType"), vm.Spec.InstanceType, oldType, "instance type")
+	check(l.instanceProfiles, spec.Child("instanceProfile"), vm.Spec.InstanceProfile, oldProfile, "instance profile")
+	return errs
 }
 
 // tenantEmpty refuses to delete a tenant whose namespace still holds VMs or disks.

@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"context"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -9,7 +10,7 @@ import (
 	"kumo.dev/kumo/pkg/apis/apps/validation"
 )
 
-func vmInstanceKind() *registry.Kind {
+func vmInstanceKind(refs *lookups) *registry.Kind {
 	vm := func(o runtime.Object) *apps.VMInstance { return o.(*apps.VMInstance) }
 	return &registry.Kind{
 		Resource: apps.Resource("vminstances"), Singular: "vminstance", ShortNames: []string{"vm", "vms"},
@@ -21,9 +22,11 @@ func vmInstanceKind() *registry.Kind {
 			vm(o).Status.Phase = apps.VMPending
 		},
 		PrepareForUpdate: func(o, old runtime.Object) { reconcileRunning(vm(o), vm(old)) },
-		Validate:         func(o runtime.Object) field.ErrorList { return validation.ValidateVMInstance(vm(o)) },
-		ValidateUpdate: func(o, old runtime.Object) field.ErrorList {
-			return validation.ValidateVMInstanceUpdate(vm(o), vm(old))
+		Validate: func(ctx context.Context, o runtime.Object) field.ErrorList {
+			return append(validation.ValidateVMInstance(vm(o)), refs.vmReferences(ctx, vm(o), nil)...)
+		},
+		ValidateUpdate: func(ctx context.Context, o, old runtime.Object) field.ErrorList {
+			return append(validation.ValidateVMInstanceUpdate(vm(o), vm(old)), refs.vmReferences(ctx, vm(o), vm(old))...)
 		},
 		Table: registry.Table{
 			{Name: "Phase", Type: "string", Description: "Coarse state of the VM", Value: func(o runtime.Object) interface{} { return string(vm(o).Status.Phase) }},
@@ -65,8 +68,8 @@ func vmDiskKind() *registry.Kind {
 			disk(o).Status.Phase = apps.DiskPending
 		},
 		PrepareForUpdate: func(o, old runtime.Object) { apps.SetDefaultsVMDisk(disk(o)) },
-		Validate:         func(o runtime.Object) field.ErrorList { return validation.ValidateVMDisk(disk(o)) },
-		ValidateUpdate: func(o, old runtime.Object) field.ErrorList {
+		Validate:         func(_ context.Context, o runtime.Object) field.ErrorList { return validation.ValidateVMDisk(disk(o)) },
+		ValidateUpdate: func(_ context.Context, o, old runtime.Object) field.ErrorList {
 			return validation.ValidateVMDiskUpdate(disk(o), disk(old))
 		},
 		Table: registry.Table{

@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"context"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,7 +25,7 @@ func coreResource(r string) schema.GroupResource { return schema.GroupResource{R
 // deleted by the tenant controller) plus "default" and "kumo-system".
 func namespaceKind() *registry.Kind {
 	ns := func(o runtime.Object) *corev1.Namespace { return o.(*corev1.Namespace) }
-	validate := func(o runtime.Object) field.ErrorList {
+	validate := func(_ context.Context, o runtime.Object) field.ErrorList {
 		return apimachineryvalidation.ValidateObjectMeta(&ns(o).ObjectMeta, false, apimachineryvalidation.ValidateNamespaceName, field.NewPath("metadata"))
 	}
 	return &registry.Kind{
@@ -36,9 +37,9 @@ func namespaceKind() *registry.Kind {
 			ns(o).Status.Phase = corev1.NamespaceActive
 		},
 		Validate: validate,
-		ValidateUpdate: func(o, old runtime.Object) field.ErrorList {
+		ValidateUpdate: func(ctx context.Context, o, old runtime.Object) field.ErrorList {
 			errs := apimachineryvalidation.ValidateObjectMetaUpdate(&ns(o).ObjectMeta, &ns(old).ObjectMeta, field.NewPath("metadata"))
-			return append(errs, validate(o)...)
+			return append(errs, validate(ctx, o)...)
 		},
 		AttrFunc: func(o runtime.Object) (labels.Set, fields.Set, error) {
 			n := ns(o)
@@ -61,7 +62,7 @@ func namespaceFieldLabel(label, value string) (string, string, error) {
 // eventKind stores core/v1 events, which kubectl describe and kumo describe show.
 func eventKind() *registry.Kind {
 	ev := func(o runtime.Object) *corev1.Event { return o.(*corev1.Event) }
-	validate := func(o runtime.Object) field.ErrorList {
+	validate := func(_ context.Context, o runtime.Object) field.ErrorList {
 		e := ev(o)
 		errs := apimachineryvalidation.ValidateObjectMeta(&e.ObjectMeta, true, apimachineryvalidation.NameIsDNSSubdomain, field.NewPath("metadata"))
 		if e.InvolvedObject.Namespace != "" && e.InvolvedObject.Namespace != e.Namespace {
@@ -74,8 +75,8 @@ func eventKind() *registry.Kind {
 		New:      func() runtime.Object { return &corev1.Event{} },
 		NewList:  func() runtime.Object { return &corev1.EventList{} },
 		Validate: validate,
-		ValidateUpdate: func(o, old runtime.Object) field.ErrorList {
-			return append(apimachineryvalidation.ValidateObjectMetaUpdate(&ev(o).ObjectMeta, &ev(old).ObjectMeta, field.NewPath("metadata")), validate(o)...)
+		ValidateUpdate: func(ctx context.Context, o, old runtime.Object) field.ErrorList {
+			return append(apimachineryvalidation.ValidateObjectMetaUpdate(&ev(o).ObjectMeta, &ev(old).ObjectMeta, field.NewPath("metadata")), validate(ctx, o)...)
 		},
 		AttrFunc: func(o runtime.Object) (labels.Set, fields.Set, error) {
 			e := ev(o)

@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"context"
 	"fmt"
 
 	apimachineryvalidation "k8s.io/apimachinery/pkg/api/validation"
@@ -15,7 +16,7 @@ import (
 
 func instanceTypeKind() *registry.Kind {
 	it := func(o runtime.Object) *kumo.InstanceType { return o.(*kumo.InstanceType) }
-	validate := func(o runtime.Object) field.ErrorList {
+	validate := func(_ context.Context, o runtime.Object) field.ErrorList {
 		t := it(o)
 		errs := apimachineryvalidation.ValidateObjectMeta(&t.ObjectMeta, false, apimachineryvalidation.NameIsDNSSubdomain, field.NewPath("metadata"))
 		spec := field.NewPath("spec")
@@ -50,7 +51,7 @@ var (
 
 func instanceProfileKind() *registry.Kind {
 	ip := func(o runtime.Object) *kumo.InstanceProfile { return o.(*kumo.InstanceProfile) }
-	validate := func(o runtime.Object) field.ErrorList {
+	validate := func(_ context.Context, o runtime.Object) field.ErrorList {
 		p := ip(o)
 		errs := apimachineryvalidation.ValidateObjectMeta(&p.ObjectMeta, false, apimachineryvalidation.NameIsDNSSubdomain, field.NewPath("metadata"))
 		spec := field.NewPath("spec")
@@ -88,7 +89,7 @@ const maxTenantName = 63 - len(kumo.TenantNamespacePrefix)
 
 func tenantKind() *registry.Kind {
 	tn := func(o runtime.Object) *kumo.Tenant { return o.(*kumo.Tenant) }
-	validate := func(o runtime.Object) field.ErrorList {
+	validate := func(_ context.Context, o runtime.Object) field.ErrorList {
 		t := tn(o)
 		errs := apimachineryvalidation.ValidateObjectMeta(&t.ObjectMeta, false, apimachineryvalidation.NameIsDNSLabel, field.NewPath("metadata"))
 		if len(t.Name) > maxTenantName {
@@ -109,9 +110,9 @@ func tenantKind() *registry.Kind {
 			t.Status = kumo.TenantStatus{Phase: kumo.TenantPending, Namespace: kumo.TenantNamespace(t.Name)}
 		},
 		Validate: validate,
-		ValidateUpdate: func(o, old runtime.Object) field.ErrorList {
+		ValidateUpdate: func(ctx context.Context, o, old runtime.Object) field.ErrorList {
 			errs := apimachineryvalidation.ValidateObjectMetaUpdate(&tn(o).ObjectMeta, &tn(old).ObjectMeta, field.NewPath("metadata"))
-			return append(errs, validate(o)...)
+			return append(errs, validate(ctx, o)...)
 		},
 		Table: registry.Table{
 			{Name: "Phase", Type: "string", Value: func(o runtime.Object) interface{} { return string(tn(o).Status.Phase) }},
@@ -123,7 +124,7 @@ func tenantKind() *registry.Kind {
 
 func nodeKind() *registry.Kind {
 	nd := func(o runtime.Object) *kumo.Node { return o.(*kumo.Node) }
-	validate := func(o runtime.Object) field.ErrorList {
+	validate := func(_ context.Context, o runtime.Object) field.ErrorList {
 		n := nd(o)
 		errs := apimachineryvalidation.ValidateObjectMeta(&n.ObjectMeta, false, apimachineryvalidation.NameIsDNSSubdomain, field.NewPath("metadata"))
 		if n.Spec.Datacenter == "" {

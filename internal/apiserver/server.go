@@ -130,7 +130,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create API server: %w", err)
 	}
-	if err := st.build(config.RESTOptionsGetter); err != nil {
+	if err := st.build(config.RESTOptionsGetter, lk); err != nil {
 		return nil, err
 	}
 	*lk = st.lookups()

@@ -20,12 +20,12 @@ type stores struct {
 	namespaces, events               *registry.Storage
 }
 
-func (s *stores) build(opts generic.RESTOptionsGetter) error {
+func (s *stores) build(opts generic.RESTOptionsGetter, refs *lookups) error {
 	for _, b := range []struct {
 		dst  **registry.Storage
 		kind *registry.Kind
 	}{
-		{&s.vmInstances, vmInstanceKind()}, {&s.vmDisks, vmDiskKind()},
+		{&s.vmInstances, vmInstanceKind(refs)}, {&s.vmDisks, vmDiskKind()},
 		{&s.instanceTypes, instanceTypeKind()}, {&s.instanceProfiles, instanceProfileKind()},
 		{&s.tenants, tenantKind()}, {&s.nodes, nodeKind()},
 		{&s.namespaces, namespaceKind()}, {&s.events, eventKind()},

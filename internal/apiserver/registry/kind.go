@@ -37,8 +37,8 @@ type Kind struct {
 	// PrepareForCreate and PrepareForUpdate normalise an object before validation.
 	PrepareForCreate func(obj runtime.Object)
 	PrepareForUpdate func(obj, old runtime.Object)
-	Validate         func(obj runtime.Object) field.ErrorList
-	ValidateUpdate   func(obj, old runtime.Object) field.ErrorList
+	Validate         func(ctx context.Context, obj runtime.Object) field.ErrorList
+	ValidateUpdate   func(ctx context.Context, obj, old runtime.Object) field.ErrorList
 
 	Table    rest.TableConvertor
 	AttrFunc storage.AttrFunc
@@ -140,12 +140,12 @@ func (s *strategy) Validate(ctx context.Context, obj runtime.Object) field.Error
 	if s.kind.Validate == nil {
 		return nil
 	}
-	return s.kind.Validate(obj)
+	return s.kind.Validate(ctx, obj)
 }
 
 func (s *strategy) ValidateUpdate(ctx context.Context, obj, old runtime.Object) field.ErrorList {
 	if s.kind.ValidateUpdate != nil {
-		return s.kind.ValidateUpdate(obj, old)
+		return s.kind.ValidateUpdate(ctx, obj, old)
 	}
 	return s.Validate(ctx, obj)
 }

@@ -17869,7 +17869,7 @@ func schema_pkg_apis_apps_v1alpha1_VMInstanceSpec(ref common.ReferenceCallback) 
 					"externalPorts": {
 						VendorExtensible: spec.VendorExtensible{
 							Extensions: spec.Extensions{
-								"x-kubernetes-list-type": "set",
+								"x-kubernetes-list-type": "atomic",
 							},
 						},
 						SchemaProps: spec.SchemaProps{

@@ -65,7 +65,7 @@ type VMInstanceSpec struct {
 	ExternalMethod ExternalMethod `json:"externalMethod,omitempty"`
 	// ExternalPorts are the TCP/UDP ports opened with PortList. Default [22].
 	// +optional
-	// +listType=set
+	// +listType=atomic
 	ExternalPorts []int32 `json:"externalPorts,omitempty"`
 	// RunStrategy is Always (default), Halted, Manual, RerunOnFailure or Once.
 	// +optional
