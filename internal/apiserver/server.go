@@ -139,6 +139,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.installVersion()
+	s.installNoCRDs()
 	generic.AddPostStartHookOrDie("kumo-bootstrap", func(ctx genericapiserver.PostStartHookContext) error {
 		return bootstrap(ctx, ctx.LoopbackClientConfig)
 	})
@@ -210,5 +211,20 @@ func (s *Server) installVersion() {
 	s.generic.Handler.NonGoRestfulMux.HandleFunc("/kumo/version", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(body)
+	})
+}
+
+// installNoCRDs answers kubectl's probe for CustomResourceDefinitions (it lists them when a
+// manifest names a kind the OpenAPI lacks) with the truth: Kumo serves none. kubectl then
+// reports the unknown kind itself ("no matches for kind ...") instead of a failed probe.
+func (s *Server) installNoCRDs() {
+	const body = `{"kind":"CustomResourceDefinitionList","apiVersion":"apiextensions.k8s.io/v1","metadata":{},"items":[]}`
+	s.generic.Handler.NonGoRestfulMux.HandleFunc("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			http.Error(w, "Kumo serves no CustomResourceDefinitions", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(body))
 	})
 }

@@ -296,3 +296,15 @@ func (c *Cluster) clientFor(t *testing.T, cfg *rest.Config) *client.Client {
 	}
 	return cl
 }
+
+// runEnv runs bin with extra environment variables overriding the test's.
+func runEnv(env []string, bin string, args ...string) Result {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return Result{Stdout: out.String(), Stderr: errb.String(), Err: err}
+}
