@@ -2,8 +2,13 @@ package apiserver
 
 import (
 	"context"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apiserver/pkg/storage"
 
 	"kumo.dev/kumo/internal/apiserver/registry"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
@@ -15,8 +20,9 @@ func vmInstanceKind(refs *lookups) *registry.Kind {
 	return &registry.Kind{
 		Resource: apps.Resource("vminstances"), Singular: "vminstance", ShortNames: []string{"vm", "vms"},
 		Categories: []string{"all", "kumo"}, Namespaced: true, HasStatus: true, Version: apps.SchemeGroupVersion.Version,
-		New:     func() runtime.Object { return &apps.VMInstance{} },
-		NewList: func() runtime.Object { return &apps.VMInstanceList{} },
+		New:      func() runtime.Object { return &apps.VMInstance{} },
+		NewList:  func() runtime.Object { return &apps.VMInstanceList{} },
+		AttrFunc: statusAttrs(func(o runtime.Object) (string, string) { return vm(o).Status.Node, string(vm(o).Status.Phase) }),
 		PrepareForCreate: func(o runtime.Object) {
 			apps.SetDefaultsVMInstance(vm(o))
 			vm(o).Status.Phase = apps.VMPending
@@ -61,8 +67,9 @@ func vmDiskKind() *registry.Kind {
 	return &registry.Kind{
 		Resource: apps.Resource("vmdisks"), Singular: "vmdisk", ShortNames: []string{"vmd"},
 		Categories: []string{"all", "kumo"}, Namespaced: true, HasStatus: true, Version: apps.SchemeGroupVersion.Version,
-		New:     func() runtime.Object { return &apps.VMDisk{} },
-		NewList: func() runtime.Object { return &apps.VMDiskList{} },
+		New:      func() runtime.Object { return &apps.VMDisk{} },
+		NewList:  func() runtime.Object { return &apps.VMDiskList{} },
+		AttrFunc: statusAttrs(func(o runtime.Object) (string, string) { return disk(o).Status.Node, string(disk(o).Status.Phase) }),
 		PrepareForCreate: func(o runtime.Object) {
 			apps.SetDefaultsVMDisk(disk(o))
 			disk(o).Status.Phase = apps.DiskPending
@@ -100,4 +107,18 @@ func sourceSummary(s apps.VMDiskSource) string {
 		return "disk:" + s.Disk.Name
 	}
 	return "blank"
+}
+
+// statusAttrs lets clients select objects by status.node and status.phase (agents watch the VMs
+// bound to their node with fieldSelector=status.node=NAME).
+func statusAttrs(nodePhase func(runtime.Object) (string, string)) storage.AttrFunc {
+	return func(o runtime.Object) (labels.Set, fields.Set, error) {
+		m, err := meta.Accessor(o)
+		if err != nil {
+			return nil, nil, err
+		}
+		node, phase := nodePhase(o)
+		f := fields.Set{"metadata.name": m.GetName(), "metadata.namespace": m.GetNamespace(), "status.node": node, "status.phase": phase}
+		return m.GetLabels(), f, nil
+	}
 }

@@ -6,6 +6,7 @@ package apiserver
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apiserver/pkg/authentication/group"
 	"k8s.io/apiserver/pkg/authentication/request/bearertoken"
 	"k8s.io/apiserver/pkg/authentication/request/union"
@@ -61,6 +63,19 @@ type Server struct {
 	CA      *pki.CA
 	Signer  *auth.Signer
 	stores  *stores
+	// agentClientCert is what the server presents to agents when it proxies streams.
+	agentClientCert tls.Certificate
+}
+
+// ServerClientCN is the identity the server presents to agents.
+const ServerClientCN = "kumo-apiserver"
+
+func agentClientCertificate(ca *pki.CA) (tls.Certificate, error) {
+	pair, err := ca.Issue(ServerClientCN, []string{"kumo:apiserver"}, nil, nil, false)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("client certificate for agents: %w", err)
+	}
+	return tls.X509KeyPair(pair.CertPEM, pair.KeyPEM)
 }
 
 // URL is where clients reach a server with this configuration.
@@ -135,6 +150,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	*lk = st.lookups()
 	s := &Server{generic: generic, CA: ca, Signer: signer, stores: st}
+	if s.agentClientCert, err = agentClientCertificate(ca); err != nil {
+		return nil, err
+	}
 	if err := s.install(); err != nil {
 		return nil, err
 	}
@@ -152,10 +170,15 @@ func New(cfg Config) (*Server, error) {
 // install registers every kind's storage under its group and version.
 func (s *Server) install() error {
 	st := s.stores
-	appsInfo := genericapiserver.NewDefaultAPIGroupInfo(apps.GroupName, Scheme, metav1.ParameterCodec, Codecs)
+	appsInfo := genericapiserver.NewDefaultAPIGroupInfo(apps.GroupName, Scheme, runtime.NewParameterCodec(Scheme), Codecs)
 	appsInfo.VersionedResourcesStorageMap[apps.SchemeGroupVersion.Version] = map[string]rest.Storage{
 		"vminstances": st.vmInstances, "vminstances/status": st.vmInstances.Status,
-		"vmdisks": st.vmDisks, "vmdisks/status": st.vmDisks.Status,
+		"vminstances/start":   &vmAction{action: "start", vms: st.vmInstances},
+		"vminstances/stop":    &vmAction{action: "stop", vms: st.vmInstances},
+		"vminstances/restart": &vmAction{action: "restart", vms: st.vmInstances},
+		"vminstances/console": &vmStream{kind: "console", vms: st.vmInstances, nodes: st.nodes, clientCert: s.agentClientCert},
+		"vminstances/vnc":     &vmStream{kind: "vnc", vms: st.vmInstances, nodes: st.nodes, clientCert: s.agentClientCert},
+		"vmdisks":             st.vmDisks, "vmdisks/status": st.vmDisks.Status,
 	}
 	if err := s.generic.InstallAPIGroup(&appsInfo); err != nil {
 		return fmt.Errorf("install %s: %w", apps.GroupName, err)
@@ -166,6 +189,7 @@ func (s *Server) install() error {
 		"tenants": st.tenants, "tenants/status": st.tenants.Status,
 		"tenants/token": &tenantTokenREST{tenants: st.tenants, signer: s.Signer},
 		"nodes":         st.nodes, "nodes/status": st.nodes.Status,
+		"nodes/token": &nodeTokenREST{signer: s.Signer},
 	}
 	if err := s.generic.InstallAPIGroup(&kumoInfo); err != nil {
 		return fmt.Errorf("install %s: %w", kumo.GroupName, err)

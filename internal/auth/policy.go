@@ -64,7 +64,8 @@ func decideTenant(a authorizer.Attributes, tenant string) (authorizer.Decision, 
 	ns := "tenant-" + tenant
 	switch {
 	case a.GetAPIGroup() == groupApps && (a.GetResource() == "vminstances" || a.GetResource() == "vmdisks"):
-		if a.GetNamespace() == ns {
+		// Status belongs to Kumo: tenants read it but never write it.
+		if a.GetNamespace() == ns && (a.GetSubresource() != "status" || readVerbs[a.GetVerb()]) {
 			return authorizer.DecisionAllow, ""
 		}
 	case a.GetAPIGroup() == "" && a.GetResource() == "events":

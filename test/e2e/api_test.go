@@ -403,6 +403,19 @@ func TestRunningBooleanDrivesRunStrategy(t *testing.T) {
 	if vm := apply("true"); vm.Spec.RunStrategy != apps.RunAlways {
 		t.Errorf("running=true gave runStrategy %s", vm.Spec.RunStrategy)
 	}
+	// An explicitly empty port list stays empty: nothing is exposed, not SSH by default.
+	closed := newVM("closed")
+	closed.Spec.External, closed.Spec.ExternalPorts = true, []int32{}
+	got := &apps.VMInstance{}
+	if err := cl.Apps.Post().Namespace(ns).Resource("vminstances").Body(closed).Do(ctx).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Apps.Get().Namespace(ns).Resource("vminstances").Name("closed").Do(ctx).Into(got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.ExternalPorts == nil || len(got.Spec.ExternalPorts) != 0 {
+		t.Errorf("externalPorts: [] stored as %v", got.Spec.ExternalPorts)
+	}
 	both := newVM("both")
 	f := false
 	both.Spec.Running, both.Spec.RunStrategy = &f, apps.RunAlways

@@ -328,8 +328,11 @@ func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenA
 		v1alpha1.GPURef{}.OpenAPIModelName():                       schema_pkg_apis_apps_v1alpha1_GPURef(ref),
 		v1alpha1.HTTPSource{}.OpenAPIModelName():                   schema_pkg_apis_apps_v1alpha1_HTTPSource(ref),
 		v1alpha1.ImageSource{}.OpenAPIModelName():                  schema_pkg_apis_apps_v1alpha1_ImageSource(ref),
+		v1alpha1.IncarnationExit{}.OpenAPIModelName():              schema_pkg_apis_apps_v1alpha1_IncarnationExit(ref),
 		v1alpha1.Resources{}.OpenAPIModelName():                    schema_pkg_apis_apps_v1alpha1_Resources(ref),
+		v1alpha1.RunRequest{}.OpenAPIModelName():                   schema_pkg_apis_apps_v1alpha1_RunRequest(ref),
 		v1alpha1.UploadSource{}.OpenAPIModelName():                 schema_pkg_apis_apps_v1alpha1_UploadSource(ref),
+		v1alpha1.VMConsoleOptions{}.OpenAPIModelName():             schema_pkg_apis_apps_v1alpha1_VMConsoleOptions(ref),
 		v1alpha1.VMDisk{}.OpenAPIModelName():                       schema_pkg_apis_apps_v1alpha1_VMDisk(ref),
 		v1alpha1.VMDiskList{}.OpenAPIModelName():                   schema_pkg_apis_apps_v1alpha1_VMDiskList(ref),
 		v1alpha1.VMDiskRef{}.OpenAPIModelName():                    v1alpha1.VMDiskRef{}.OpenAPIDefinition(),
@@ -340,6 +343,7 @@ func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenA
 		v1alpha1.VMInstanceList{}.OpenAPIModelName():               schema_pkg_apis_apps_v1alpha1_VMInstanceList(ref),
 		v1alpha1.VMInstanceSpec{}.OpenAPIModelName():               schema_pkg_apis_apps_v1alpha1_VMInstanceSpec(ref),
 		v1alpha1.VMInstanceStatus{}.OpenAPIModelName():             schema_pkg_apis_apps_v1alpha1_VMInstanceStatus(ref),
+		v1alpha1.VMStateChange{}.OpenAPIModelName():                schema_pkg_apis_apps_v1alpha1_VMStateChange(ref),
 		kumov1alpha1.InstanceProfile{}.OpenAPIModelName():          schema_pkg_apis_kumo_v1alpha1_InstanceProfile(ref),
 		kumov1alpha1.InstanceProfileList{}.OpenAPIModelName():      schema_pkg_apis_kumo_v1alpha1_InstanceProfileList(ref),
 		kumov1alpha1.InstanceProfileSpec{}.OpenAPIModelName():      schema_pkg_apis_kumo_v1alpha1_InstanceProfileSpec(ref),
@@ -350,6 +354,8 @@ func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenA
 		kumov1alpha1.NodeList{}.OpenAPIModelName():                 schema_pkg_apis_kumo_v1alpha1_NodeList(ref),
 		kumov1alpha1.NodeSpec{}.OpenAPIModelName():                 schema_pkg_apis_kumo_v1alpha1_NodeSpec(ref),
 		kumov1alpha1.NodeStatus{}.OpenAPIModelName():               schema_pkg_apis_kumo_v1alpha1_NodeStatus(ref),
+		kumov1alpha1.NodeToken{}.OpenAPIModelName():                schema_pkg_apis_kumo_v1alpha1_NodeToken(ref),
+		kumov1alpha1.NodeTokenSpec{}.OpenAPIModelName():            schema_pkg_apis_kumo_v1alpha1_NodeTokenSpec(ref),
 		kumov1alpha1.Tenant{}.OpenAPIModelName():                   schema_pkg_apis_kumo_v1alpha1_Tenant(ref),
 		kumov1alpha1.TenantList{}.OpenAPIModelName():               schema_pkg_apis_kumo_v1alpha1_TenantList(ref),
 		kumov1alpha1.TenantSpec{}.OpenAPIModelName():               schema_pkg_apis_kumo_v1alpha1_TenantSpec(ref),
@@ -17464,6 +17470,47 @@ func schema_pkg_apis_apps_v1alpha1_ImageSource(ref common.ReferenceCallback) com
 	}
 }
 
+func schema_pkg_apis_apps_v1alpha1_IncarnationExit(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "IncarnationExit records the end of one incarnation.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"incarnation": {
+						SchemaProps: spec.SchemaProps{
+							Default: 0,
+							Type:    []string{"integer"},
+							Format:  "int64",
+						},
+					},
+					"reason": {
+						SchemaProps: spec.SchemaProps{
+							Default: "",
+							Type:    []string{"string"},
+							Format:  "",
+						},
+					},
+					"message": {
+						SchemaProps: spec.SchemaProps{
+							Type:   []string{"string"},
+							Format: "",
+						},
+					},
+					"time": {
+						SchemaProps: spec.SchemaProps{
+							Ref: ref(metav1.Time{}.OpenAPIModelName()),
+						},
+					},
+				},
+				Required: []string{"incarnation", "reason", "time"},
+			},
+		},
+		Dependencies: []string{
+			metav1.Time{}.OpenAPIModelName()},
+	}
+}
+
 func schema_pkg_apis_apps_v1alpha1_Resources(ref common.ReferenceCallback) common.OpenAPIDefinition {
 	return common.OpenAPIDefinition{
 		Schema: spec.Schema{
@@ -17494,12 +17541,74 @@ func schema_pkg_apis_apps_v1alpha1_Resources(ref common.ReferenceCallback) commo
 	}
 }
 
+func schema_pkg_apis_apps_v1alpha1_RunRequest(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "RunRequest is a start or stop asked by a user.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"action": {
+						SchemaProps: spec.SchemaProps{
+							Default: "",
+							Type:    []string{"string"},
+							Format:  "",
+						},
+					},
+					"time": {
+						SchemaProps: spec.SchemaProps{
+							Ref: ref(metav1.Time{}.OpenAPIModelName()),
+						},
+					},
+				},
+				Required: []string{"action", "time"},
+			},
+		},
+		Dependencies: []string{
+			metav1.Time{}.OpenAPIModelName()},
+	}
+}
+
 func schema_pkg_apis_apps_v1alpha1_UploadSource(ref common.ReferenceCallback) common.OpenAPIDefinition {
 	return common.OpenAPIDefinition{
 		Schema: spec.Schema{
 			SchemaProps: spec.SchemaProps{
 				Description: "UploadSource marks a disk whose content is uploaded by the user. It has no fields.",
 				Type:        []string{"object"},
+			},
+		},
+	}
+}
+
+func schema_pkg_apis_apps_v1alpha1_VMConsoleOptions(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "VMConsoleOptions are the query parameters of vminstances/NAME/console and /vnc.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"showLog": {
+						SchemaProps: spec.SchemaProps{
+							Description: "ShowLog returns the serial output kept for the current incarnation instead of attaching.",
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
+				},
 			},
 		},
 	}
@@ -18077,11 +18186,72 @@ func schema_pkg_apis_apps_v1alpha1_VMInstanceStatus(ref common.ReferenceCallback
 							Format: "int64",
 						},
 					},
+					"lastExit": {
+						SchemaProps: spec.SchemaProps{
+							Description: "LastExit says how the most recent incarnation ended.",
+							Ref:         ref(v1alpha1.IncarnationExit{}.OpenAPIModelName()),
+						},
+					},
+					"runRequest": {
+						SchemaProps: spec.SchemaProps{
+							Description: "RunRequest is the latest start or stop asked through the start/stop subresources for the run strategies that do not encode it themselves (Manual, RerunOnFailure, Once).",
+							Ref:         ref(v1alpha1.RunRequest{}.OpenAPIModelName()),
+						},
+					},
+					"restartIncarnation": {
+						SchemaProps: spec.SchemaProps{
+							Description: "RestartIncarnation asks the node to stop this incarnation so that a new one starts.",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"restarts": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Restarts counts incarnations started after the first.",
+							Type:        []string{"integer"},
+							Format:      "int32",
+						},
+					},
 				},
 			},
 		},
 		Dependencies: []string{
-			metav1.Condition{}.OpenAPIModelName()},
+			metav1.Condition{}.OpenAPIModelName(), v1alpha1.IncarnationExit{}.OpenAPIModelName(), v1alpha1.RunRequest{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_apps_v1alpha1_VMStateChange(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "VMStateChange is the body of POST vminstances/NAME/start, /stop and /restart.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"metadata": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(metav1.ObjectMeta{}.OpenAPIModelName()),
+						},
+					},
+				},
+			},
+		},
+		Dependencies: []string{
+			metav1.ObjectMeta{}.OpenAPIModelName()},
 	}
 }
 
@@ -18578,6 +18748,45 @@ func schema_pkg_apis_kumo_v1alpha1_NodeStatus(ref common.ReferenceCallback) comm
 							Format:      "",
 						},
 					},
+					"agentEndpoint": {
+						SchemaProps: spec.SchemaProps{
+							Description: "AgentEndpoint is the agent's HTTPS URL for console and VNC streams.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"agentCertificate": {
+						SchemaProps: spec.SchemaProps{
+							Description: "AgentCertificate is the agent's self-signed serving certificate (PEM); the server pins it.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"images": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "set",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "Images are the golden images present on the node.",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Type:   []string{"string"},
+										Format: "",
+									},
+								},
+							},
+						},
+					},
+					"lastHeartbeatTime": {
+						SchemaProps: spec.SchemaProps{
+							Description: "LastHeartbeatTime is when the agent last renewed its lease.",
+							Ref:         ref(metav1.Time{}.OpenAPIModelName()),
+						},
+					},
 					"conditions": {
 						VendorExtensible: spec.VendorExtensible{
 							Extensions: spec.Extensions{
@@ -18602,7 +18811,74 @@ func schema_pkg_apis_kumo_v1alpha1_NodeStatus(ref common.ReferenceCallback) comm
 			},
 		},
 		Dependencies: []string{
-			resource.Quantity{}.OpenAPIModelName(), metav1.Condition{}.OpenAPIModelName()},
+			resource.Quantity{}.OpenAPIModelName(), metav1.Condition{}.OpenAPIModelName(), metav1.Time{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_kumo_v1alpha1_NodeToken(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "NodeToken asks for a bearer token for a node's agent (POST nodes/NAME/token, admins only).",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"metadata": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(metav1.ObjectMeta{}.OpenAPIModelName()),
+						},
+					},
+					"spec": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(kumov1alpha1.NodeTokenSpec{}.OpenAPIModelName()),
+						},
+					},
+					"status": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(kumov1alpha1.TenantTokenStatus{}.OpenAPIModelName()),
+						},
+					},
+				},
+			},
+		},
+		Dependencies: []string{
+			metav1.ObjectMeta{}.OpenAPIModelName(), kumov1alpha1.NodeTokenSpec{}.OpenAPIModelName(), kumov1alpha1.TenantTokenStatus{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_kumo_v1alpha1_NodeTokenSpec(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "NodeTokenSpec sets a node token's lifetime.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"expirationSeconds": {
+						SchemaProps: spec.SchemaProps{
+							Description: "ExpirationSeconds is the token's lifetime; default one year.",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+				},
+			},
+		},
 	}
 }
 

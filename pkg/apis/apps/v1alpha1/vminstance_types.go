@@ -66,7 +66,7 @@ type VMInstanceSpec struct {
 	// ExternalPorts are the TCP/UDP ports opened with PortList. Default [22].
 	// +optional
 	// +listType=atomic
-	ExternalPorts []int32 `json:"externalPorts,omitempty"`
+	ExternalPorts []int32 `json:"externalPorts"`
 	// RunStrategy is Always (default), Halted, Manual, RerunOnFailure or Once.
 	// +optional
 	RunStrategy RunStrategy `json:"runStrategy,omitempty"`
@@ -143,6 +143,79 @@ type VMInstanceStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// LastExit says how the most recent incarnation ended.
+	// +optional
+	LastExit *IncarnationExit `json:"lastExit,omitempty"`
+	// RunRequest is the latest start or stop asked through the start/stop subresources for the
+	// run strategies that do not encode it themselves (Manual, RerunOnFailure, Once).
+	// +optional
+	RunRequest *RunRequest `json:"runRequest,omitempty"`
+	// RestartIncarnation asks the node to stop this incarnation so that a new one starts.
+	// +optional
+	RestartIncarnation int64 `json:"restartIncarnation,omitempty"`
+	// Restarts counts incarnations started after the first.
+	// +optional
+	Restarts int32 `json:"restarts,omitempty"`
+}
+
+// ExitReason says why an incarnation ended.
+type ExitReason string
+
+const (
+	// ExitSucceeded: the guest shut itself down cleanly.
+	ExitSucceeded ExitReason = "Succeeded"
+	// ExitFailed: QEMU or the guest crashed, or the start failed.
+	ExitFailed ExitReason = "Failed"
+	// ExitStopped: Kumo stopped it (stop, restart, delete, run strategy).
+	ExitStopped ExitReason = "Stopped"
+)
+
+// IncarnationExit records the end of one incarnation.
+type IncarnationExit struct {
+	Incarnation int64       `json:"incarnation"`
+	Reason      ExitReason  `json:"reason"`
+	Message     string      `json:"message,omitempty"`
+	Time        metav1.Time `json:"time"`
+}
+
+// RunAction is a start or a stop request.
+type RunAction string
+
+const (
+	ActionStart RunAction = "Start"
+	ActionStop  RunAction = "Stop"
+)
+
+// RunRequest is a start or stop asked by a user.
+type RunRequest struct {
+	Action RunAction   `json:"action"`
+	Time   metav1.Time `json:"time"`
+}
+
+// Condition types of a VMInstance.
+const (
+	// ConditionScheduled: the current incarnation is bound to a node.
+	ConditionScheduled = "Scheduled"
+	// ConditionReady: the guest runs.
+	ConditionReady = "Ready"
+)
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// VMStateChange is the body of POST vminstances/NAME/start, /stop and /restart.
+type VMStateChange struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// VMConsoleOptions are the query parameters of vminstances/NAME/console and /vnc.
+type VMConsoleOptions struct {
+	metav1.TypeMeta `json:",inline"`
+	// ShowLog returns the serial output kept for the current incarnation instead of attaching.
+	// +optional
+	ShowLog bool `json:"showLog,omitempty"`
 }
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object

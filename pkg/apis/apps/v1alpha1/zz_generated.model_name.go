@@ -28,13 +28,28 @@ func (in ImageSource) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in IncarnationExit) OpenAPIModelName() string {
+	return "io.cozystack.apps.v1alpha1.IncarnationExit"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in Resources) OpenAPIModelName() string {
 	return "io.cozystack.apps.v1alpha1.Resources"
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in RunRequest) OpenAPIModelName() string {
+	return "io.cozystack.apps.v1alpha1.RunRequest"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in UploadSource) OpenAPIModelName() string {
 	return "io.cozystack.apps.v1alpha1.UploadSource"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in VMConsoleOptions) OpenAPIModelName() string {
+	return "io.cozystack.apps.v1alpha1.VMConsoleOptions"
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
@@ -85,4 +100,9 @@ func (in VMInstanceSpec) OpenAPIModelName() string {
 // OpenAPIModelName returns the OpenAPI model name for this type.
 func (in VMInstanceStatus) OpenAPIModelName() string {
 	return "io.cozystack.apps.v1alpha1.VMInstanceStatus"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in VMStateChange) OpenAPIModelName() string {
+	return "io.cozystack.apps.v1alpha1.VMStateChange"
 }

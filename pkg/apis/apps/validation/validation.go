@@ -42,7 +42,8 @@ func ValidateVMDisk(d *apps.VMDisk) field.ErrorList {
 		errs = append(errs, field.Required(spec.Child("storage"), "the disk's size, e.g. 20Gi"))
 	} else if d.Spec.Storage.Sign() <= 0 {
 		errs = append(errs, field.Invalid(spec.Child("storage"), d.Spec.Storage.String(), "must be a positive size, e.g. 20Gi"))
-	} else if d.Spec.Storage.Value() > maxDiskSizeBytes {
+	} else if d.Spec.Storage.CmpInt64(maxDiskSizeBytes) > 0 {
+		// CmpInt64, not Value(): Value wraps sizes beyond int64 (e.g. 1e30) to small numbers.
 		errs = append(errs, field.Invalid(spec.Child("storage"), d.Spec.Storage.String(), "must be at most 64Ti"))
 	}
 	if !sets.New(storageClasses...).Has(string(d.Spec.StorageClass)) {
@@ -176,7 +177,9 @@ func ValidateVMInstance(vm *apps.VMInstance) field.ErrorList {
 		errs = append(errs, field.Forbidden(spec.Child("resources"), "VMs are sized by spec.instanceType; leave resources empty"))
 	}
 	for i, k := range s.SSHKeys {
-		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil {
+		if strings.ContainsAny(strings.TrimRight(k, "\r\n"), "\r\n") {
+			errs = append(errs, field.Invalid(spec.Child("sshKeys").Index(i), abbreviate(k), "must be one key on a single line; list several keys as separate items"))
+		} else if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil {
 			errs = append(errs, field.Invalid(spec.Child("sshKeys").Index(i), abbreviate(k),
 				"is not an OpenSSH public key (expected e.g. \"ssh-ed25519 AAAA... user@host\"): "+err.Error()))
 		}
@@ -204,9 +207,9 @@ func validateCloudInit(ud string, path *field.Path) field.ErrorList {
 	}
 	header := ""
 	for _, h := range cloudInitHeaders {
-		if strings.HasPrefix(ud, h) {
+		// The longest header wins, as in cloud-init: #cloud-config-archive is not #cloud-config.
+		if strings.HasPrefix(ud, h) && len(h) > len(header) {
 			header = h
-			break
 		}
 	}
 	if header == "" {

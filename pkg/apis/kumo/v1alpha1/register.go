@@ -24,7 +24,7 @@ func AddToScheme(scheme *runtime.Scheme) error {
 			&InstanceType{}, &InstanceTypeList{},
 			&InstanceProfile{}, &InstanceProfileList{},
 			&Tenant{}, &TenantList{}, &TenantToken{},
-			&Node{}, &NodeList{},
+			&Node{}, &NodeList{}, &NodeToken{},
 		)
 	}
 	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)

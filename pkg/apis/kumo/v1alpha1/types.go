@@ -191,6 +191,24 @@ type TenantTokenStatus struct {
 	ExpirationTimestamp metav1.Time `json:"expirationTimestamp,omitempty"`
 }
 
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// NodeToken asks for a bearer token for a node's agent (POST nodes/NAME/token, admins only).
+type NodeToken struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   NodeTokenSpec     `json:"spec,omitempty"`
+	Status TenantTokenStatus `json:"status,omitempty"`
+}
+
+// NodeTokenSpec sets a node token's lifetime.
+type NodeTokenSpec struct {
+	// ExpirationSeconds is the token's lifetime; default one year.
+	// +optional
+	ExpirationSeconds *int64 `json:"expirationSeconds,omitempty"`
+}
+
 // NodeConditionReady is the condition that says a node's agent renews its lease.
 const NodeConditionReady = "Ready"
 
@@ -234,6 +252,19 @@ type NodeStatus struct {
 	// Accelerator is kvm or tcg.
 	// +optional
 	Accelerator string `json:"accelerator,omitempty"`
+	// AgentEndpoint is the agent's HTTPS URL for console and VNC streams.
+	// +optional
+	AgentEndpoint string `json:"agentEndpoint,omitempty"`
+	// AgentCertificate is the agent's self-signed serving certificate (PEM); the server pins it.
+	// +optional
+	AgentCertificate string `json:"agentCertificate,omitempty"`
+	// Images are the golden images present on the node.
+	// +optional
+	// +listType=set
+	Images []string `json:"images,omitempty"`
+	// LastHeartbeatTime is when the agent last renewed its lease.
+	// +optional
+	LastHeartbeatTime metav1.Time `json:"lastHeartbeatTime,omitempty"`
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -58,6 +58,16 @@ func (in NodeStatus) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in NodeToken) OpenAPIModelName() string {
+	return "dev.kumo.v1alpha1.NodeToken"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in NodeTokenSpec) OpenAPIModelName() string {
+	return "dev.kumo.v1alpha1.NodeTokenSpec"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in Tenant) OpenAPIModelName() string {
 	return "dev.kumo.v1alpha1.Tenant"
 }

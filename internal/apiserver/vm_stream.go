@@ -1,0 +1,91 @@
+package apiserver
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/proxy"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
+	"k8s.io/apiserver/pkg/registry/rest"
+
+	"kumo.dev/kumo/internal/apiserver/registry"
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
+)
+
+// AgentServerName is the TLS name of every agent's self-signed serving certificate.
+const AgentServerName = "kumo-agent"
+
+// vmStream serves vminstances/NAME/console and /vnc: after the request is authenticated and
+// authorized like any other of the tenant, the server proxies the (WebSocket) stream to the agent
+// of the node running the VM, presenting its client certificate; it trusts the agent through the
+// certificate the agent published in its Node status.
+type vmStream struct {
+	kind       string // "console" or "vnc"
+	vms, nodes *registry.Storage
+	clientCert tls.Certificate
+}
+
+var _ rest.Connecter = &vmStream{}
+
+func (s *vmStream) New() runtime.Object { return &apps.VMConsoleOptions{} }
+func (s *vmStream) Destroy()            {}
+
+func (s *vmStream) NewConnectOptions() (runtime.Object, bool, string) {
+	return &apps.VMConsoleOptions{}, false, ""
+}
+
+func (s *vmStream) ConnectMethods() []string { return []string{http.MethodGet, http.MethodPost} }
+
+func (s *vmStream) Connect(ctx context.Context, name string, options runtime.Object, responder rest.Responder) (http.Handler, error) {
+	opts := options.(*apps.VMConsoleOptions)
+	got, err := s.vms.Get(ctx, name, &metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	vm := got.(*apps.VMInstance)
+	if vm.Status.Node == "" {
+		return nil, apierrors.NewConflict(apps.Resource("vminstances"), name, fmt.Errorf("VM is not running on any node (phase %s)", vm.Status.Phase))
+	}
+	if s.kind == "vnc" && vm.Status.Phase != apps.VMRunning {
+		return nil, apierrors.NewConflict(apps.Resource("vminstances"), name, fmt.Errorf("VM is not running (phase %s)", vm.Status.Phase))
+	}
+	nodeObj, err := s.nodes.Get(genericapirequest.WithNamespace(ctx, ""), vm.Status.Node, &metav1.GetOptions{})
+	if err != nil {
+		return nil, apierrors.NewServiceUnavailable(fmt.Sprintf("node %s of VM %s: %v", vm.Status.Node, name, err))
+	}
+	node := nodeObj.(*kumo.Node)
+	if node.Status.AgentEndpoint == "" || node.Status.AgentCertificate == "" {
+		return nil, apierrors.NewServiceUnavailable(fmt.Sprintf("the agent of node %s has not published its endpoint", node.Name))
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(node.Status.AgentCertificate)) {
+		return nil, apierrors.NewInternalError(fmt.Errorf("node %s publishes an unreadable agent certificate", node.Name))
+	}
+	loc, err := url.Parse(node.Status.AgentEndpoint)
+	if err != nil {
+		return nil, apierrors.NewInternalError(fmt.Errorf("node %s agent endpoint: %w", node.Name, err))
+	}
+	loc.Path = fmt.Sprintf("/v1/vms/%s/%s/%s", vm.Namespace, vm.Name, s.kind)
+	q := url.Values{"incarnation": {strconv.FormatInt(vm.Status.Incarnation, 10)}}
+	if opts.ShowLog {
+		q.Set("showLog", "true")
+	}
+	loc.RawQuery = q.Encode()
+	transport := &http.Transport{TLSClientConfig: &tls.Config{
+		Certificates: []tls.Certificate{s.clientCert},
+		RootCAs:      roots,
+		ServerName:   AgentServerName,
+		MinVersion:   tls.VersionTLS12,
+	}}
+	h := proxy.NewUpgradeAwareHandler(loc, transport, false, !opts.ShowLog, proxy.NewErrorResponder(responder))
+	return h, nil
+}
