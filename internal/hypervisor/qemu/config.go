@@ -269,6 +269,10 @@ func (c *Config) validateDisks() []error {
 		default:
 			bad("Bus", "unknown bus %q (want virtio, scsi or sata)", d.Bus)
 		}
+		if d.Bus == BusSATA && d.ReadOnly && !d.CDROM {
+			// QEMU's ide-hd refuses read-only block nodes.
+			bad("ReadOnly", "SATA disks cannot be read-only; use virtio or scsi")
+		}
 		if d.BootIndex < 0 {
 			bad("BootIndex", "%d must not be negative", d.BootIndex)
 		} else if d.BootIndex > 0 {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -287,6 +286,3 @@ func logTail(path string, offset int64) string {
 	}
 	return strings.Join(lines, "; ")
 }
-
-// itoa keeps strconv out of callers' error formatting.
-func itoa(i int) string { return strconv.Itoa(i) }

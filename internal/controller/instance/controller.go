@@ -1,0 +1,147 @@
+// Package instance moves VMInstances between incarnations. When a node reports that the current
+// incarnation ended, the VM is released from that node and, if its run strategy wants it running,
+// queued for the scheduler as a new incarnation (crash loops back off); a VM that should not run
+// rests in Stopped.
+package instance
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+
+	"kumo.dev/kumo/internal/controller/events"
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+	"kumo.dev/kumo/pkg/client"
+)
+
+const (
+	// maxBackoff bounds the wait before restarting a VM that keeps failing.
+	maxBackoff = 5 * time.Minute
+)
+
+// Controller reconciles the lifecycle of VMs.
+type Controller struct {
+	c        *client.Client
+	vms      cache.SharedIndexInformer
+	queue    workqueue.TypedRateLimitingInterface[string]
+	recorder record.EventRecorder
+}
+
+// NewController builds the controller on a shared VM informer.
+func NewController(c *client.Client, vms cache.SharedIndexInformer) *Controller {
+	ctl := &Controller{c: c, vms: vms, queue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())}
+	enqueue := func(obj interface{}) {
+		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			ctl.queue.Add(key)
+		}
+	}
+	vms.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, o interface{}) { enqueue(o) }})
+	return ctl
+}
+
+// Run reconciles until ctx ends.
+func (ctl *Controller) Run(ctx context.Context, workers int) {
+	defer ctl.queue.ShutDown()
+	ctl.recorder = events.NewRecorder(ctx, ctl.c, "kumo-instance-controller")
+	if !cache.WaitForCacheSync(ctx.Done(), ctl.vms.HasSynced) {
+		return
+	}
+	for i := 0; i < workers; i++ {
+		go func() {
+			for {
+				key, quit := ctl.queue.Get()
+				if quit {
+					return
+				}
+				if err := ctl.reconcile(ctx, key); err != nil {
+					slog.Warn("reconcile VM lifecycle", "vm", key, "err", err)
+					ctl.queue.AddRateLimited(key)
+				} else {
+					ctl.queue.Forget(key)
+				}
+				ctl.queue.Done(key)
+			}
+		}()
+	}
+	<-ctx.Done()
+}
+
+// Backoff is how long a VM whose last incarnation failed waits before the next one.
+func Backoff(restarts int32) time.Duration {
+	if restarts > 8 {
+		restarts = 8
+	}
+	d := time.Second << restarts
+	if d > maxBackoff {
+		d = maxBackoff
+	}
+	return d
+}
+
+func (ctl *Controller) reconcile(ctx context.Context, key string) error {
+	obj, exists, err := ctl.vms.GetStore().GetByKey(key)
+	if err != nil || !exists {
+		return err
+	}
+	vm := obj.(*apps.VMInstance).DeepCopy()
+	if vm.DeletionTimestamp != nil {
+		return nil
+	}
+	want := vm.WantsRunning()
+	s := &vm.Status
+	var reason, msg string
+	switch {
+	case s.Node != "" && vm.IncarnationEnded():
+		// The node reported the end of the incarnation: release the node.
+		node, exit := s.Node, s.LastExit
+		s.Node, s.Datacenter = "", ""
+		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: apps.ConditionScheduled, Status: metav1.ConditionFalse,
+			Reason: "IncarnationEnded", Message: fmt.Sprintf("incarnation %d on node %s ended: %s", exit.Incarnation, node, exit.Reason)})
+		if want {
+			if wait := ctl.waitBeforeRestart(vm); wait > 0 {
+				ctl.queue.AddAfter(key, wait)
+				return nil
+			}
+			s.Phase, reason, msg = apps.VMPending, "Restarting", fmt.Sprintf("incarnation %d ended (%s); starting a new one", exit.Incarnation, exit.Reason)
+		} else {
+			reason, msg = "Stopped", fmt.Sprintf("incarnation %d ended (%s); run strategy %s keeps it stopped", exit.Incarnation, exit.Reason, vm.Spec.RunStrategy)
+		}
+	case s.Node == "" && s.Phase == apps.VMPending && !want:
+		s.Phase, reason, msg = apps.VMStopped, "Stopped", fmt.Sprintf("run strategy %s: not started", vm.Spec.RunStrategy)
+	case s.Node == "" && (s.Phase == apps.VMStopped || s.Phase == apps.VMFailed) && want:
+		if wait := ctl.waitBeforeRestart(vm); wait > 0 {
+			ctl.queue.AddAfter(key, wait)
+			return nil
+		}
+		s.Phase, reason, msg = apps.VMPending, "Starting", "start requested"
+	default:
+		return nil
+	}
+	err = ctl.c.Apps.Put().Namespace(vm.Namespace).Resource("vminstances").Name(vm.Name).SubResource("status").Body(vm).Do(ctx).Error()
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("update VM %s: %w", key, err)
+	}
+	ctl.recorder.Event(vm, corev1.EventTypeNormal, reason, msg)
+	return nil
+}
+
+// waitBeforeRestart is the rest of the back-off after a failed incarnation, or 0.
+func (ctl *Controller) waitBeforeRestart(vm *apps.VMInstance) time.Duration {
+	e := vm.Status.LastExit
+	if e == nil || e.Reason != apps.ExitFailed {
+		return 0
+	}
+	return time.Until(e.Time.Add(Backoff(vm.Status.Restarts)))
+}

@@ -1,0 +1,303 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+
+	"kumo.dev/kumo/internal/controller/events"
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
+	"kumo.dev/kumo/pkg/client"
+)
+
+const (
+	// resync re-examines pending VMs now and then (a node's heartbeat may have gone stale).
+	resync = 30 * time.Second
+	// HeartbeatGrace is how old a node's heartbeat may be for the node to take new VMs.
+	HeartbeatGrace = 15 * time.Second
+	// retryUnschedulable re-tries a VM no node could take.
+	retryUnschedulable = 10 * time.Second
+)
+
+// Informers are the watches the scheduler reads.
+type Informers struct {
+	VMs, Nodes, Types, Disks cache.SharedIndexInformer
+}
+
+// Controller binds pending VMs to nodes, one at a time so that its own bindings never overcommit
+// a node: bindings not yet visible in the watch are remembered as assumed.
+type Controller struct {
+	c        *client.Client
+	inf      Informers
+	queue    workqueue.TypedRateLimitingInterface[string]
+	recorder record.EventRecorder
+
+	mu      sync.Mutex
+	assumed map[string]assumption
+}
+
+type assumption struct {
+	node        string
+	incarnation int64
+	res         Resources
+}
+
+// NewController builds the scheduler on shared informers.
+func NewController(c *client.Client, inf Informers) *Controller {
+	ctl := &Controller{c: c, inf: inf, assumed: map[string]assumption{},
+		queue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())}
+	enqueue := func(obj interface{}) {
+		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			ctl.queue.Add(key)
+		}
+	}
+	inf.VMs.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: enqueue, UpdateFunc: func(_, o interface{}) { enqueue(o) },
+		DeleteFunc: func(o interface{}) { ctl.forget(o); ctl.requeuePending() },
+	})
+	requeue := cache.ResourceEventHandlerFuncs{
+		AddFunc: func(interface{}) { ctl.requeuePending() }, UpdateFunc: func(_, _ interface{}) { ctl.requeuePending() },
+		DeleteFunc: func(interface{}) { ctl.requeuePending() },
+	}
+	inf.Nodes.AddEventHandler(requeue)
+	inf.Disks.AddEventHandler(requeue)
+	return ctl
+}
+
+// Run schedules until ctx ends.
+func (ctl *Controller) Run(ctx context.Context) {
+	defer ctl.queue.ShutDown()
+	ctl.recorder = events.NewRecorder(ctx, ctl.c, "kumo-scheduler")
+	if !cache.WaitForCacheSync(ctx.Done(), ctl.inf.VMs.HasSynced, ctl.inf.Nodes.HasSynced, ctl.inf.Types.HasSynced, ctl.inf.Disks.HasSynced) {
+		return
+	}
+	go func() {
+		t := time.NewTicker(resync)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				ctl.requeuePending()
+			}
+		}
+	}()
+	for {
+		key, quit := ctl.queue.Get()
+		if quit {
+			return
+		}
+		if err := ctl.schedule(ctx, key); err != nil {
+			slog.Warn("schedule VM", "vm", key, "err", err)
+			ctl.queue.AddRateLimited(key)
+		} else {
+			ctl.queue.Forget(key)
+		}
+		ctl.queue.Done(key)
+	}
+}
+
+func (ctl *Controller) requeuePending() {
+	for _, obj := range ctl.inf.VMs.GetStore().List() {
+		vm := obj.(*apps.VMInstance)
+		if needsNode(vm) {
+			if key, err := cache.MetaNamespaceKeyFunc(vm); err == nil {
+				ctl.queue.Add(key)
+			}
+		}
+	}
+}
+
+func (ctl *Controller) forget(obj interface{}) {
+	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+		ctl.mu.Lock()
+		delete(ctl.assumed, key)
+		ctl.mu.Unlock()
+	}
+}
+
+// needsNode says whether the VM waits for a binding.
+func needsNode(vm *apps.VMInstance) bool {
+	return vm.DeletionTimestamp == nil && vm.Status.Node == "" && vm.Status.Phase == apps.VMPending && vm.WantsRunning()
+}
+
+func (ctl *Controller) schedule(ctx context.Context, key string) error {
+	obj, exists, err := ctl.inf.VMs.GetStore().GetByKey(key)
+	if err != nil || !exists {
+		return err
+	}
+	vm := obj.(*apps.VMInstance)
+	if !needsNode(vm) {
+		return nil
+	}
+	ctl.mu.Lock()
+	a, assumed := ctl.assumed[key]
+	ctl.mu.Unlock()
+	if assumed && a.incarnation > vm.Status.Incarnation {
+		return nil // our binding is on its way through the watch
+	}
+	req, err := ctl.request(vm)
+	if err == nil {
+		var n Node
+		if n, err = Place(req, ctl.nodes()); err == nil {
+			return ctl.bind(ctx, key, vm, n, req.Resources)
+		}
+	}
+	if u, ok := err.(*Unschedulable); ok {
+		ctl.queue.AddAfter(key, retryUnschedulable)
+		return ctl.markUnschedulable(ctx, vm, u.Message)
+	}
+	return err
+}
+
+// request computes what a VM needs from its instance type and disks.
+func (ctl *Controller) request(vm *apps.VMInstance) (Request, error) {
+	obj, ok, _ := ctl.inf.Types.GetStore().GetByKey(vm.Spec.InstanceType)
+	if !ok {
+		return Request{}, &Unschedulable{Message: fmt.Sprintf("instance type %s does not exist", vm.Spec.InstanceType)}
+	}
+	it := obj.(*kumo.InstanceType)
+	req := Request{Resources: Resources{CPUs: int64(it.Spec.CPUs), Memory: it.Spec.Memory.Value()}}
+	for _, ref := range vm.Spec.Disks {
+		obj, ok, _ := ctl.inf.Disks.GetStore().GetByKey(vm.Namespace + "/" + ref.Name)
+		if !ok {
+			return Request{}, &Unschedulable{Message: fmt.Sprintf("disk %s does not exist", ref.Name)}
+		}
+		d := obj.(*apps.VMDisk)
+		if d.Status.Phase == apps.DiskFailed {
+			return Request{}, &Unschedulable{Message: fmt.Sprintf("disk %s failed: %s", d.Name, diskFailure(d))}
+		}
+		if d.Spec.StorageClass != apps.StorageLocal {
+			continue
+		}
+		switch {
+		case d.Status.Node != "" && req.Node != "" && req.Node != d.Status.Node:
+			return Request{}, &Unschedulable{Message: fmt.Sprintf("its local disks live on different nodes (%s on %s, another on %s)", d.Name, d.Status.Node, req.Node)}
+		case d.Status.Node != "":
+			req.Node = d.Status.Node
+		case d.Spec.Source.Image != nil:
+			req.Images = append(req.Images, d.Spec.Source.Image.Name)
+		}
+	}
+	return req, nil
+}
+
+func diskFailure(d *apps.VMDisk) string {
+	for _, c := range d.Status.Conditions {
+		if c.Status == metav1.ConditionFalse && c.Message != "" {
+			return c.Message
+		}
+	}
+	return "see kumo describe vmdisk " + d.Name
+}
+
+// nodes summarises every node with the resources its bound VMs (and our assumed bindings) use.
+func (ctl *Controller) nodes() []Node {
+	byName := map[string]*Node{}
+	var out []Node
+	for _, obj := range ctl.inf.Nodes.GetStore().List() {
+		n := obj.(*kumo.Node)
+		cpu, mem := n.Status.Allocatable["cpu"], n.Status.Allocatable["memory"]
+		images := map[string]bool{}
+		for _, img := range n.Status.Images {
+			images[img] = true
+		}
+		out = append(out, Node{
+			Name: n.Name, Datacenter: n.Spec.Datacenter, Ready: nodeReady(n, time.Now()), Schedulable: !n.Spec.Unschedulable,
+			Allocatable: Resources{CPUs: cpu.Value(), Memory: mem.Value()}, Images: images,
+		})
+	}
+	for i := range out {
+		byName[out[i].Name] = &out[i]
+	}
+	seen := map[string]bool{}
+	for _, obj := range ctl.inf.VMs.GetStore().List() {
+		vm := obj.(*apps.VMInstance)
+		n := byName[vm.Status.Node]
+		if n == nil {
+			continue
+		}
+		key, _ := cache.MetaNamespaceKeyFunc(vm)
+		seen[key] = true
+		if t, ok, _ := ctl.inf.Types.GetStore().GetByKey(vm.Spec.InstanceType); ok {
+			it := t.(*kumo.InstanceType)
+			n.Used.CPUs += int64(it.Spec.CPUs)
+			n.Used.Memory += it.Spec.Memory.Value()
+		}
+		n.VMs++
+	}
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	for key, a := range ctl.assumed {
+		obj, ok, _ := ctl.inf.VMs.GetStore().GetByKey(key)
+		if !ok || obj.(*apps.VMInstance).Status.Incarnation >= a.incarnation {
+			delete(ctl.assumed, key) // the watch caught up (or the VM is gone)
+			continue
+		}
+		if n := byName[a.node]; n != nil && !seen[key] {
+			n.Used.CPUs += a.res.CPUs
+			n.Used.Memory += a.res.Memory
+			n.VMs++
+		}
+	}
+	return out
+}
+
+// nodeReady: the agent says Ready and its heartbeat is fresh.
+func nodeReady(n *kumo.Node, now time.Time) bool {
+	c := meta.FindStatusCondition(n.Status.Conditions, kumo.NodeConditionReady)
+	return c != nil && c.Status == metav1.ConditionTrue && now.Sub(n.Status.LastHeartbeatTime.Time) < HeartbeatGrace
+}
+
+func (ctl *Controller) bind(ctx context.Context, key string, vm *apps.VMInstance, n Node, res Resources) error {
+	vm = vm.DeepCopy()
+	inc := vm.Status.Incarnation + 1
+	if vm.Status.Incarnation > 0 {
+		vm.Status.Restarts++
+	}
+	vm.Status.Node, vm.Status.Datacenter, vm.Status.Incarnation, vm.Status.Phase = n.Name, n.Datacenter, inc, apps.VMScheduled
+	msg := fmt.Sprintf("incarnation %d bound to node %s in datacenter %s", inc, n.Name, n.Datacenter)
+	meta.SetStatusCondition(&vm.Status.Conditions, metav1.Condition{Type: apps.ConditionScheduled, Status: metav1.ConditionTrue, Reason: "Bound", Message: msg, ObservedGeneration: vm.Generation})
+	err := ctl.c.Apps.Put().Namespace(vm.Namespace).Resource("vminstances").Name(vm.Name).SubResource("status").Body(vm).Do(ctx).Error()
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		return nil // a newer version is on its way through the watch and will be queued
+	}
+	if err != nil {
+		return fmt.Errorf("bind VM %s to node %s: %w", key, n.Name, err)
+	}
+	ctl.mu.Lock()
+	ctl.assumed[key] = assumption{node: n.Name, incarnation: inc, res: res}
+	ctl.mu.Unlock()
+	ctl.recorder.Event(vm, corev1.EventTypeNormal, "Scheduled", "Scheduled "+msg)
+	slog.Info("VM scheduled", "vm", key, "node", n.Name, "datacenter", n.Datacenter, "incarnation", inc)
+	return nil
+}
+
+func (ctl *Controller) markUnschedulable(ctx context.Context, vm *apps.VMInstance, msg string) error {
+	if c := meta.FindStatusCondition(vm.Status.Conditions, apps.ConditionScheduled); c != nil && c.Status == metav1.ConditionFalse && c.Message == msg {
+		return nil
+	}
+	vm = vm.DeepCopy()
+	meta.SetStatusCondition(&vm.Status.Conditions, metav1.Condition{Type: apps.ConditionScheduled, Status: metav1.ConditionFalse, Reason: "Unschedulable", Message: msg, ObservedGeneration: vm.Generation})
+	err := ctl.c.Apps.Put().Namespace(vm.Namespace).Resource("vminstances").Name(vm.Name).SubResource("status").Body(vm).Do(ctx).Error()
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("mark VM %s/%s unschedulable: %w", vm.Namespace, vm.Name, err)
+	}
+	ctl.recorder.Event(vm, corev1.EventTypeWarning, "FailedScheduling", msg)
+	return nil
+}

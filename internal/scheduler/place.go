@@ -1,0 +1,124 @@
+// Package scheduler binds each VMInstance that should run to a node: it filters nodes by what the
+// VM needs (free vCPU and memory, which are guaranteed, never overcommitted; the node its local
+// disks live on; the golden images to copy) and scores the rest to spread VMs across datacenters
+// and then across nodes. A binding is a new incarnation of the VM on exactly one node.
+package scheduler
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// Resources is an amount of vCPU and memory.
+type Resources struct {
+	CPUs   int64
+	Memory int64 // bytes
+}
+
+func (r Resources) String() string {
+	return fmt.Sprintf("%d vCPU / %s", r.CPUs, resource.NewQuantity(r.Memory, resource.BinarySI).String())
+}
+
+// Fits says whether r fits in free.
+func (r Resources) Fits(free Resources) bool { return r.CPUs <= free.CPUs && r.Memory <= free.Memory }
+
+// Node is what placement knows of a node.
+type Node struct {
+	Name        string
+	Datacenter  string
+	Ready       bool
+	Schedulable bool
+	Allocatable Resources
+	// Used is the sum of the instance types bound to the node.
+	Used Resources
+	// VMs counts VMs bound to the node.
+	VMs    int
+	Images map[string]bool
+}
+
+// Free is what the node can still guarantee.
+func (n Node) Free() Resources {
+	return Resources{CPUs: n.Allocatable.CPUs - n.Used.CPUs, Memory: n.Allocatable.Memory - n.Used.Memory}
+}
+
+// Request is what one VM needs.
+type Request struct {
+	Resources Resources
+	// Node, when set, is the only node the VM may run on (its local disks live there).
+	Node string
+	// Images are golden images the node must hold (to create the VM's local disks).
+	Images []string
+}
+
+// Unschedulable explains why no node fits.
+type Unschedulable struct{ Message string }
+
+func (u *Unschedulable) Error() string { return u.Message }
+
+// Place picks the node for req, or returns *Unschedulable saying why none fits. Among the nodes
+// that fit it prefers the datacenter with the fewest VMs, then the node with the fewest VMs, then
+// the most free memory, then the name (so the choice is deterministic).
+func Place(req Request, nodes []Node) (Node, error) {
+	if len(nodes) == 0 {
+		return Node{}, &Unschedulable{Message: "no node has registered"}
+	}
+	perDC := map[string]int{}
+	for _, n := range nodes {
+		perDC[n.Datacenter] += n.VMs
+	}
+	var fit []Node
+	var why []string
+	for _, n := range nodes {
+		switch {
+		case req.Node != "" && n.Name != req.Node:
+			continue
+		case !n.Ready:
+			why = append(why, n.Name+": not ready")
+		case !n.Schedulable:
+			why = append(why, n.Name+": unschedulable")
+		case !hasImages(n, req.Images):
+			why = append(why, fmt.Sprintf("%s: lacks golden image %s", n.Name, strings.Join(req.Images, ", ")))
+		case !req.Resources.Fits(n.Free()):
+			why = append(why, fmt.Sprintf("%s: %s free", n.Name, n.Free()))
+		default:
+			fit = append(fit, n)
+		}
+	}
+	if len(fit) == 0 {
+		if req.Node != "" && len(why) == 0 {
+			return Node{}, &Unschedulable{Message: fmt.Sprintf("its local disks are on node %s, which is not registered", req.Node)}
+		}
+		prefix := fmt.Sprintf("no node has %s free", req.Resources)
+		if req.Node != "" {
+			prefix = fmt.Sprintf("its local disks bind it to node %s, which cannot take it", req.Node)
+		}
+		sort.Strings(why)
+		return Node{}, &Unschedulable{Message: prefix + " (" + strings.Join(why, "; ") + ")"}
+	}
+	sort.Slice(fit, func(i, j int) bool {
+		a, b := fit[i], fit[j]
+		if perDC[a.Datacenter] != perDC[b.Datacenter] {
+			return perDC[a.Datacenter] < perDC[b.Datacenter]
+		}
+		if a.VMs != b.VMs {
+			return a.VMs < b.VMs
+		}
+		if fa, fb := a.Free().Memory, b.Free().Memory; fa != fb {
+			return fa > fb
+		}
+		return a.Name < b.Name
+	})
+	return fit[0], nil
+}
+
+func hasImages(n Node, images []string) bool {
+	for _, img := range images {
+		if !n.Images[img] {
+			return false
+		}
+	}
+	return true
+}
