@@ -1,0 +1,55 @@
+// Package storage defines how a node turns a VMDisk into something QEMU opens. Each storage
+// class has a driver; drivers declare their capabilities so that callers (scheduler, migration,
+// HA) ask flags instead of switching on names.
+package storage
+
+import (
+	"context"
+	"fmt"
+
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+)
+
+// Info states a driver's capabilities.
+type Info struct {
+	// Name is the storage class the driver serves.
+	Name string
+	// Shared: every node reaches the same disk (a VM may restart or migrate elsewhere).
+	Shared bool
+	// Snapshots, Clones, OnlineResize: what the backend can do natively.
+	Snapshots, Clones, OnlineResize bool
+}
+
+// Volume is how QEMU opens a prepared disk.
+type Volume struct {
+	// Driver is QEMU's block driver for the location: "file" (later "rbd").
+	Driver string
+	// Path is the file (or image) QEMU opens.
+	Path string
+	// Format is "qcow2" or "raw".
+	Format string
+	// SizeBytes is the disk's virtual size.
+	SizeBytes int64
+}
+
+// Driver prepares the disks of one storage class on this node.
+type Driver interface {
+	Info() Info
+	// Ensure creates the disk if it does not exist yet and returns how to open it. It is
+	// idempotent: a disk that exists is returned as it is.
+	Ensure(ctx context.Context, d *apps.VMDisk) (Volume, error)
+	// Delete removes the disk's data; a disk that does not exist is not an error.
+	Delete(ctx context.Context, namespace, name string) error
+}
+
+// Drivers maps storage classes to the drivers this node has.
+type Drivers map[apps.StorageClass]Driver
+
+// For returns the driver of a disk's class, or an error naming the class.
+func (ds Drivers) For(d *apps.VMDisk) (Driver, error) {
+	drv, ok := ds[d.Spec.StorageClass]
+	if !ok {
+		return nil, fmt.Errorf("storage class %q is not available on this node", d.Spec.StorageClass)
+	}
+	return drv, nil
+}
