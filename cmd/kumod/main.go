@@ -11,8 +11,11 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/klog/v2"
 
+	"kumo.dev/kumo/internal/agent"
 	"kumo.dev/kumo/internal/daemon"
 	"kumo.dev/kumo/internal/version"
 )
@@ -43,13 +46,15 @@ func root() *cobra.Command {
 		},
 	}
 	cmd.PersistentFlags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	cmd.AddCommand(serverCmd("server", "Run the API server and controllers", "0.0.0.0"))
-	cmd.AddCommand(serverCmd("all-in-one", "Run every role of Kumo on this machine", "127.0.0.1"))
+	cmd.AddCommand(serverCmd("server", "Run the API server and controllers", "0.0.0.0", false))
+	cmd.AddCommand(serverCmd("all-in-one", "Run every role of Kumo on this machine: server and node agent", "127.0.0.1", true))
+	cmd.AddCommand(agentCmd())
 	return cmd
 }
 
-func serverCmd(use, short, defaultBind string) *cobra.Command {
+func serverCmd(use, short, defaultBind string, withAgent bool) *cobra.Command {
 	o := daemon.ServerOptions{}
+	ao := agent.Options{}
 	cmd := &cobra.Command{
 		Use:   use,
 		Short: short,
@@ -57,10 +62,17 @@ func serverCmd(use, short, defaultBind string) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if withAgent {
+				return daemon.RunAllInOne(ctx, o, ao)
+			}
 			return daemon.RunServer(ctx, o)
 		},
 	}
 	f := cmd.Flags()
+	if withAgent {
+		hostname, _ := os.Hostname()
+		addNodeFlags(f, &ao, hostname)
+	}
 	f.StringVar(&o.DataDir, "data-dir", "/var/lib/kumo", "directory for etcd data, certificates and admin.kubeconfig")
 	f.StringVar(&o.BindAddress, "bind-address", defaultBind, "address the HTTPS API listens on")
 	f.IntVar(&o.Port, "port", 6443, "port the HTTPS API listens on")
@@ -71,3 +83,57 @@ func serverCmd(use, short, defaultBind string) *cobra.Command {
 	f.IntVar(&o.EtcdPeerPort, "etcd-peer-port", 2380, "loopback peer port of the embedded etcd")
 	return cmd
 }
+
+func agentCmd() *cobra.Command {
+	o := agent.Options{}
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the node agent: register the node, run its VMs under QEMU, serve their consoles",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return daemon.RunAgent(ctx, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Server, "server", "", "API server URL (overrides the kubeconfig's)")
+	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "the node's credentials (default DATA-DIR/node.kubeconfig; kumo node kubeconfig NAME makes one)")
+	f.StringVar(&o.DataDir, "data-dir", "/var/lib/kumo-agent", "directory for run directories, disks and logs")
+	addNodeFlags(f, &o, "")
+	return cmd
+}
+
+func addNodeFlags(f *pflag.FlagSet, o *agent.Options, defaultNode string) {
+	f.StringVar(&o.Node, "node", defaultNode, "name of this node")
+	f.StringVar(&o.Datacenter, "datacenter", "dc1", "datacenter this node sits in")
+	f.StringVar(&o.ImagesDir, "images-dir", "", "directory of golden images <name>.qcow2 (default DATA-DIR/images; make images fills _output/images)")
+	f.StringVar(&o.Accel, "accel", "auto", "accelerator: auto (KVM if a probe guest really runs, else TCG), kvm or tcg")
+	f.StringVar(&o.QEMU, "qemu", "qemu-system-x86_64", "QEMU binary")
+	f.Int64Var(&o.CPUs, "cpus", 0, "vCPUs this node offers before the reserve (default: the machine's)")
+	f.Var(quantityFlag{&o.Memory}, "memory", "memory this node offers before the reserve, e.g. 16Gi (default: the machine's)")
+	f.Int64Var(&o.ReserveCPUs, "reserve-cpus", 0, "vCPUs kept for the host")
+	o.ReserveMemory = resource.MustParse("512Mi")
+	f.Var(quantityFlag{&o.ReserveMemory}, "reserve-memory", "memory kept for the host")
+	f.StringVar(&o.ListenAddress, "stream-listen", "127.0.0.1:0", "address of the agent's console/VNC stream server")
+	f.StringVar(&o.AdvertiseAddress, "stream-advertise", "", "address the API server dials for streams (default: the listen host)")
+}
+
+// quantityFlag parses Kubernetes quantities such as 16Gi.
+type quantityFlag struct{ q *resource.Quantity }
+
+func (f quantityFlag) String() string {
+	if f.q == nil {
+		return ""
+	}
+	return f.q.String()
+}
+func (f quantityFlag) Set(s string) error {
+	q, err := resource.ParseQuantity(s)
+	if err != nil {
+		return err
+	}
+	*f.q = q
+	return nil
+}
+func (f quantityFlag) Type() string { return "quantity" }

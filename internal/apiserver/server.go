@@ -15,9 +15,11 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apiserver/pkg/authentication/group"
 	"k8s.io/apiserver/pkg/authentication/request/bearertoken"
 	"k8s.io/apiserver/pkg/authentication/request/union"
@@ -26,6 +28,7 @@ import (
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
+	genericfilters "k8s.io/apiserver/pkg/server/filters"
 	genericoptions "k8s.io/apiserver/pkg/server/options"
 	"k8s.io/apiserver/pkg/util/compatibility"
 
@@ -120,6 +123,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("apply server options: %w", err)
 	}
 	config.ExternalAddress = net.JoinHostPort(cfg.AdvertiseAddress, strconv.Itoa(cfg.Port))
+	// Console and VNC streams live as long as the user stays attached.
+	config.LongRunningFunc = genericfilters.BasicLongRunningRequestCheck(sets.NewString("watch", "proxy"), sets.NewString("console", "vnc", "proxy", "log"))
 	namer := openapi.NewDefinitionNamer(Scheme)
 	config.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(generatedopenapi.GetOpenAPIDefinitions, namer)
 	config.OpenAPIConfig.Info.Title, config.OpenAPIConfig.Info.Version = "Kumo", "v1alpha1"
@@ -203,6 +208,20 @@ func (s *Server) install() error {
 		return fmt.Errorf("install core group: %w", err)
 	}
 	return nil
+}
+
+// IssueNodeKubeconfig writes a kubeconfig that authenticates as node name (for the agent of an
+// all-in-one machine, which shares the server's data directory).
+func (s *Server) IssueNodeKubeconfig(path, url, name string) error {
+	token, err := s.Signer.Sign(auth.NodeClaims(name, time.Now().Add(defaultTokenLifetime)))
+	if err != nil {
+		return err
+	}
+	data, err := pki.Kubeconfig("kumo", url, s.CA.CertPEM, auth.NodeUserPrefix+name, pki.Credentials{Token: token}, "")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600)
 }
 
 // Run serves until ctx ends.

@@ -90,8 +90,8 @@ type updater interface {
 
 // update applies mutate to the stored VM with optimistic concurrency (the store retries on conflict).
 func update(ctx context.Context, store updater, name string, mutate func(*apps.VMInstance)) error {
-	info := rest.DefaultUpdatedObjectInfo(nil, func(ctx context.Context, newObj, _ runtime.Object) (runtime.Object, error) {
-		vm := newObj.(*apps.VMInstance).DeepCopy()
+	info := rest.DefaultUpdatedObjectInfo(nil, func(ctx context.Context, _, stored runtime.Object) (runtime.Object, error) {
+		vm := stored.(*apps.VMInstance).DeepCopy()
 		mutate(vm)
 		return vm, nil
 	})

@@ -46,8 +46,12 @@ func NewRoot(streams genericiooptions.IOStreams) *cobra.Command {
 		explain.NewCmdExplain("kumo", f, streams),
 		apiresources.NewCmdAPIResources(f, streams),
 		newTenantCmd(f, streams),
+		newNodeCmd(f, streams),
+		newConsoleCmd(f, streams),
+		newVNCCmd(f, streams),
 		newVersionCmd(f, streams),
 	)
+	root.AddCommand(newStateCmds(f, streams)...)
 	return root
 }
 

@@ -8,10 +8,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"kumo.dev/kumo/internal/agent"
 	"kumo.dev/kumo/internal/apiserver"
 	"kumo.dev/kumo/internal/auth"
 	"kumo.dev/kumo/internal/etcd"
@@ -37,6 +43,26 @@ func (o ServerOptions) AdminKubeconfig() string { return filepath.Join(o.DataDir
 
 // RunServer runs the server until ctx ends.
 func RunServer(ctx context.Context, o ServerOptions) error {
+	return runServer(ctx, o, nil)
+}
+
+// RunAllInOne runs the server and a node agent in one process: the agent gets a node
+// kubeconfig issued by the server and keeps its VMs under the same data directory.
+func RunAllInOne(ctx context.Context, o ServerOptions, ao agent.Options) error {
+	return runServer(ctx, o, func(ctx context.Context, srv *apiserver.Server, url string) error {
+		ao.DataDir = o.DataDir
+		ao.Kubeconfig = filepath.Join(o.DataDir, "node.kubeconfig")
+		if err := srv.IssueNodeKubeconfig(ao.Kubeconfig, url, ao.Node); err != nil {
+			return fmt.Errorf("node kubeconfig: %w", err)
+		}
+		if err := waitReady(ctx, ao.Kubeconfig); err != nil {
+			return err
+		}
+		return RunAgent(ctx, ao)
+	})
+}
+
+func runServer(ctx context.Context, o ServerOptions, withAgent func(context.Context, *apiserver.Server, string) error) error {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir %s: %w", o.DataDir, err)
 	}
@@ -78,8 +104,26 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 		return err
 	}
 	slog.Info("kumo API server starting", "url", cfg.URL(), "kubeconfig", o.AdminKubeconfig(), "etcd", endpoints)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	agentErr := make(chan error, 1)
+	if withAgent != nil {
+		go func() {
+			err := withAgent(ctx, srv, cfg.URL())
+			if err != nil && ctx.Err() == nil {
+				slog.Error("node agent stopped", "err", err)
+				agentErr <- err
+				cancel()
+			}
+		}()
+	}
 	if err := srv.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("API server: %w", err)
+	}
+	select {
+	case err := <-agentErr:
+		return fmt.Errorf("node agent: %w", err)
+	default:
 	}
 	return nil
 }
@@ -115,4 +159,30 @@ func defaultAdvertise(bind net.IP) string {
 		}
 	}
 	return "127.0.0.1"
+}
+
+// waitReady waits until the API server answers /readyz to the given credentials.
+func waitReady(ctx context.Context, kubeconfig string) error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return err
+	}
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return err
+	}
+	hc.Timeout = 2 * time.Second
+	for {
+		if resp, err := hc.Get(cfg.Host + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

@@ -1,0 +1,220 @@
+// Package agent is the node agent: it registers its Node and renews a heartbeat about every
+// second, watches the VMInstances bound to its node and runs each incarnation as a detached QEMU
+// process (re-attaching after its own restart), reports their status, and serves their serial
+// console and VNC to the API server. Everything it writes lives under its data directory.
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/workqueue"
+
+	"kumo.dev/kumo/internal/hypervisor/qemu"
+	"kumo.dev/kumo/internal/storage"
+	"kumo.dev/kumo/internal/storage/local"
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
+	"kumo.dev/kumo/pkg/client"
+)
+
+const (
+	// HeartbeatPeriod is how often the agent renews its node's heartbeat.
+	HeartbeatPeriod = time.Second
+	// resyncPeriod re-examines every VM of the node (QEMU state is also pushed by events).
+	resyncPeriod = 5 * time.Second
+	// stopGrace is how long a guest gets to power off on ACPI before QEMU is quit.
+	stopGrace = 30 * time.Second
+)
+
+// Options configure an agent.
+type Options struct {
+	// Node and Datacenter name this node.
+	Node, Datacenter string
+	// DataDir holds run directories, disks, logs and the agent's certificate.
+	DataDir string
+	// ImagesDir holds golden images (<name>.qcow2).
+	ImagesDir string
+	// Kubeconfig authenticates the agent as its node; Server overrides its server URL.
+	Kubeconfig, Server string
+	// Accel is "auto", "kvm" or "tcg".
+	Accel string
+	// QEMU is the qemu-system binary.
+	QEMU string
+	// CPUs and Memory override the detected capacity (0 = detect); Reserve* are kept for the host.
+	CPUs, ReserveCPUs     int64
+	Memory, ReserveMemory resource.Quantity
+	// ListenAddress is where the stream server (console, VNC) listens, e.g. "127.0.0.1:0";
+	// AdvertiseAddress is the address the API server dials (default: the listen host).
+	ListenAddress, AdvertiseAddress string
+}
+
+// Agent is a running node agent.
+type Agent struct {
+	opts   Options
+	c      *client.Client
+	caPEM  []byte
+	accel  string
+	qemuV  string
+	local  *local.Driver
+	drives storage.Drivers
+
+	vms, disks, types, profiles cache.SharedIndexInformer
+	queue                       workqueue.TypedRateLimitingInterface[string]
+
+	mu      sync.Mutex
+	running map[string]*runtimeVM // by namespace/name
+
+	endpoint, certPEM string
+}
+
+// New checks the options and connects to the API.
+func New(opts Options) (*Agent, error) {
+	if opts.Node == "" || opts.Datacenter == "" || opts.DataDir == "" {
+		return nil, fmt.Errorf("agent needs --node, --datacenter and --data-dir")
+	}
+	if opts.QEMU == "" {
+		opts.QEMU = "qemu-system-x86_64"
+	}
+	if opts.ImagesDir == "" {
+		opts.ImagesDir = filepath.Join(opts.DataDir, "images")
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	rules := &clientcmd.ClientConfigLoadingRules{ExplicitPath: opts.Kubeconfig}
+	overrides := &clientcmd.ConfigOverrides{}
+	if opts.Server != "" {
+		overrides.ClusterInfo.Server = opts.Server
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("node credentials %s: %w", opts.Kubeconfig, err)
+	}
+	cfg.QPS, cfg.Burst = 50, 100
+	cfg.UserAgent = "kumo-agent/" + opts.Node
+	c, err := client.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	caPEM := cfg.CAData
+	if len(caPEM) == 0 && cfg.CAFile != "" {
+		if caPEM, err = os.ReadFile(cfg.CAFile); err != nil {
+			return nil, err
+		}
+	}
+	if len(caPEM) == 0 {
+		return nil, fmt.Errorf("node credentials carry no cluster CA: the agent could not authenticate the API server's streams")
+	}
+	loc := &local.Driver{Dir: filepath.Join(opts.DataDir, "disks"), ImagesDir: opts.ImagesDir}
+	a := &Agent{
+		opts: opts, c: c, caPEM: caPEM, local: loc,
+		drives:  storage.Drivers{apps.StorageLocal: loc},
+		running: map[string]*runtimeVM{},
+		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
+	}
+	a.vms = client.NewInformer(c.Apps, "vminstances", &apps.VMInstance{}, "status.node="+opts.Node, 0)
+	a.disks = client.NewInformer(c.Apps, "vmdisks", &apps.VMDisk{}, "", 0)
+	a.types = client.NewInformer(c.Kumo, "instancetypes", &kumo.InstanceType{}, "", 0)
+	a.profiles = client.NewInformer(c.Kumo, "instanceprofiles", &kumo.InstanceProfile{}, "", 0)
+	return a, nil
+}
+
+// Config is the agent's REST configuration (its node identity).
+func (a *Agent) Config() *rest.Config { return a.c.Config }
+
+// Run runs the agent until ctx ends. VMs keep running when it returns.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.detect(ctx); err != nil {
+		return err
+	}
+	stream, err := a.startStreamServer(ctx)
+	if err != nil {
+		return err
+	}
+	defer stream.Close()
+	if err := a.register(ctx); err != nil {
+		return err
+	}
+	go a.heartbeat(ctx)
+	for _, inf := range []cache.SharedIndexInformer{a.vms, a.disks, a.types, a.profiles} {
+		go inf.Run(ctx.Done())
+	}
+	enqueue := func(obj interface{}) {
+		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			a.queue.Add(key)
+		}
+	}
+	a.vms.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, o interface{}) { enqueue(o) }, DeleteFunc: enqueue})
+	if !cache.WaitForCacheSync(ctx.Done(), a.vms.HasSynced, a.disks.HasSynced, a.types.HasSynced, a.profiles.HasSynced) {
+		return ctx.Err()
+	}
+	a.reattach(ctx)
+	go a.resync(ctx)
+	slog.Info("agent ready", "node", a.opts.Node, "datacenter", a.opts.Datacenter, "accel", a.accel, "qemu", a.qemuV)
+	go func() { <-ctx.Done(); a.queue.ShutDown() }()
+	for {
+		key, quit := a.queue.Get()
+		if quit {
+			a.detachAll()
+			return nil
+		}
+		if err := a.sync(ctx, key); err != nil {
+			slog.Warn("sync VM", "vm", key, "err", err)
+			a.queue.AddRateLimited(key)
+		} else {
+			a.queue.Forget(key)
+		}
+		a.queue.Done(key)
+	}
+}
+
+// detect finds the accelerator and QEMU's version.
+func (a *Agent) detect(ctx context.Context) error {
+	v, err := qemu.Version(ctx, a.opts.QEMU)
+	if err != nil {
+		return fmt.Errorf("QEMU (%s): %w", a.opts.QEMU, err)
+	}
+	a.qemuV = v
+	switch a.opts.Accel {
+	case "kvm", "tcg":
+		a.accel = a.opts.Accel
+	case "", "auto":
+		if a.accel, err = qemu.ProbeAccelerator(ctx, a.opts.QEMU); err != nil {
+			return fmt.Errorf("probe accelerator: %w", err)
+		}
+	default:
+		return fmt.Errorf("--accel %q: want auto, kvm or tcg", a.opts.Accel)
+	}
+	return nil
+}
+
+// resync queues every VM of the node and every VM with a local run directory.
+func (a *Agent) resync(ctx context.Context) {
+	t := time.NewTicker(resyncPeriod)
+	defer t.Stop()
+	for {
+		for _, key := range a.vms.GetStore().ListKeys() {
+			a.queue.Add(key)
+		}
+		a.mu.Lock()
+		for key := range a.running {
+			a.queue.Add(key)
+		}
+		a.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,70 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+
+	"kumo.dev/kumo/internal/storage"
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+)
+
+type preparedDisk struct {
+	vol     storage.Volume
+	optical bool
+}
+
+// prepareDisk makes a VM's disk ready on this node through its storage class's driver and
+// records the outcome in the disk's status (a local disk is bound to this node from then on).
+func (a *Agent) prepareDisk(ctx context.Context, namespace, name string) (preparedDisk, error) {
+	obj, ok, _ := a.disks.GetStore().GetByKey(namespace + "/" + name)
+	if !ok {
+		return preparedDisk{}, fmt.Errorf("disk %s does not exist", name)
+	}
+	d := obj.(*apps.VMDisk)
+	if d.Spec.StorageClass == apps.StorageLocal && d.Status.Node != "" && d.Status.Node != a.opts.Node {
+		return preparedDisk{}, fmt.Errorf("local disk %s lives on node %s, not %s", name, d.Status.Node, a.opts.Node)
+	}
+	drv, err := a.drives.For(d)
+	var vol storage.Volume
+	if err == nil {
+		vol, err = drv.Ensure(ctx, d)
+	}
+	if err != nil {
+		a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
+			cur.Status.Phase = apps.DiskFailed
+			meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionFalse, Reason: "PrepareFailed", Message: err.Error(), ObservedGeneration: cur.Generation})
+		})
+		return preparedDisk{}, fmt.Errorf("disk %s: %w", name, err)
+	}
+	if d.Status.Phase != apps.DiskReady || (d.Spec.StorageClass == apps.StorageLocal && d.Status.Node == "") {
+		a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
+			cur.Status.Phase, cur.Status.Progress = apps.DiskReady, "100%"
+			cur.Status.Size = resource.NewQuantity(vol.SizeBytes, resource.BinarySI)
+			if cur.Spec.StorageClass == apps.StorageLocal {
+				cur.Status.Node = a.opts.Node
+			}
+			meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Prepared",
+				Message: fmt.Sprintf("prepared on node %s", a.opts.Node), ObservedGeneration: cur.Generation})
+		})
+	}
+	return preparedDisk{vol: vol, optical: d.Spec.Optical}, nil
+}
+
+func (a *Agent) reportDisk(ctx context.Context, d *apps.VMDisk, mutate func(*apps.VMDisk)) {
+	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		cur := &apps.VMDisk{}
+		if err := a.c.Apps.Get().Namespace(d.Namespace).Resource("vmdisks").Name(d.Name).Do(ctx).Into(cur); err != nil {
+			return err
+		}
+		mutate(cur)
+		return a.c.Apps.Put().Namespace(cur.Namespace).Resource("vmdisks").Name(cur.Name).SubResource("status").Body(cur).Do(ctx).Error()
+	})
+	if err != nil {
+		fmt.Println("report disk status:", err)
+	}
+}

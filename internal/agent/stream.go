@@ -1,0 +1,258 @@
+package agent
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"kumo.dev/kumo/internal/apiserver"
+)
+
+const (
+	// streamCertName is the name in every agent's serving certificate; the server checks it
+	// against the certificate the node published.
+	streamCertName = apiserver.AgentServerName
+	wsBufferSize   = 32 << 10
+)
+
+var upgrader = websocket.Upgrader{ReadBufferSize: wsBufferSize, WriteBufferSize: wsBufferSize, CheckOrigin: func(*http.Request) bool { return true }}
+
+// startStreamServer serves console and VNC streams over HTTPS to the API server only: clients
+// must present a certificate of the cluster CA for the API server's identity.
+func (a *Agent) startStreamServer(ctx context.Context) (io.Closer, error) {
+	cert, certPEM, err := a.servingCert()
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(a.caPEM) {
+		return nil, fmt.Errorf("cluster CA of the node credentials is unreadable")
+	}
+	listen := a.opts.ListenAddress
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("stream server listen %s: %w", listen, err)
+	}
+	tlsCfg := &tls.Config{
+		Certificates: []tls.Certificate{cert}, ClientCAs: roots, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12,
+		VerifyPeerCertificate: func(_ [][]byte, chains [][]*x509.Certificate) error {
+			if len(chains) == 0 || chains[0][0].Subject.CommonName != apiserver.ServerClientCN {
+				return fmt.Errorf("only the API server may open streams")
+			}
+			return nil
+		},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/vms/{ns}/{name}/console", a.serveConsole)
+	mux.HandleFunc("/v1/vms/{ns}/{name}/vnc", a.serveVNC)
+	srv := &http.Server{Handler: mux, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(tls.NewListener(ln, tlsCfg)); err != nil && err != http.ErrServerClosed {
+			slog.Error("stream server", "err", err)
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	a.endpoint = "https://" + net.JoinHostPort(a.advertiseHost(), strconv.Itoa(port))
+	a.certPEM = string(certPEM)
+	return srv, nil
+}
+
+func (a *Agent) advertiseHost() string {
+	if a.opts.AdvertiseAddress != "" {
+		return a.opts.AdvertiseAddress
+	}
+	host, _, err := net.SplitHostPort(a.opts.ListenAddress)
+	if err != nil || host == "" || host == "0.0.0.0" || host == "::" {
+		return "127.0.0.1"
+	}
+	return host
+}
+
+// servingCert loads or creates the agent's self-signed certificate (kept across restarts).
+func (a *Agent) servingCert() (tls.Certificate, []byte, error) {
+	certPath, keyPath := filepath.Join(a.opts.DataDir, "agent.crt"), filepath.Join(a.opts.DataDir, "agent.key")
+	if certPEM, err := os.ReadFile(certPath); err == nil {
+		if c, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
+			return c, certPEM, nil
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: streamCertName + ":" + a.opts.Node},
+		DNSNames: []string{streamCertName}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(10 * 365 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	if err := os.WriteFile(keyPath, keyPEM, 0o600); err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	if err := os.WriteFile(certPath, certPEM, 0o644); err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	c, err := tls.X509KeyPair(certPEM, keyPEM)
+	return c, certPEM, err
+}
+
+// lookupStream finds the running incarnation a stream asks for.
+func (a *Agent) lookupStream(w http.ResponseWriter, r *http.Request) *runtimeVM {
+	key := r.PathValue("ns") + "/" + r.PathValue("name")
+	a.mu.Lock()
+	rt := a.running[key]
+	a.mu.Unlock()
+	if rt == nil {
+		http.Error(w, fmt.Sprintf("VM %s is not running on node %s", key, a.opts.Node), http.StatusNotFound)
+		return nil
+	}
+	if inc := r.URL.Query().Get("incarnation"); inc != "" && inc != strconv.FormatInt(rt.incarnation, 10) {
+		http.Error(w, fmt.Sprintf("VM %s runs incarnation %d here, not %s", key, rt.incarnation, inc), http.StatusConflict)
+		return nil
+	}
+	return rt
+}
+
+func (a *Agent) serveConsole(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("showLog") == "true" {
+		key := r.PathValue("ns") + "/" + r.PathValue("name")
+		a.mu.Lock()
+		rt := a.running[key]
+		a.mu.Unlock()
+		if rt == nil {
+			http.Error(w, fmt.Sprintf("VM %s has no incarnation on node %s", key, a.opts.Node), http.StatusNotFound)
+			return
+		}
+		data, err := readLog(rt.serialLog())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write(data)
+		return
+	}
+	rt := a.lookupStream(w, r)
+	if rt == nil {
+		return
+	}
+	con := rt.console()
+	if con == nil {
+		http.Error(w, "the serial console is not connected yet", http.StatusServiceUnavailable)
+		return
+	}
+	ws, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer ws.Close()
+	out, detach := con.attach()
+	defer detach()
+	go func() {
+		for chunk := range out {
+			if err := ws.WriteMessage(websocket.BinaryMessage, chunk); err != nil {
+				return
+			}
+		}
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "console closed"), time.Now().Add(time.Second))
+	}()
+	for {
+		_, msg, err := ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		if _, err := con.Write(msg); err != nil {
+			return
+		}
+	}
+}
+
+func (a *Agent) serveVNC(w http.ResponseWriter, r *http.Request) {
+	rt := a.lookupStream(w, r)
+	if rt == nil {
+		return
+	}
+	vnc, err := net.Dial("unix", rt.cfg.VNCSocket())
+	if err != nil {
+		http.Error(w, "VNC is not available: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	defer vnc.Close()
+	ws, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer ws.Close()
+	pipeWebSocket(ws, vnc)
+}
+
+// pipeWebSocket copies bytes both ways between a WebSocket and a stream until either ends.
+func pipeWebSocket(ws *websocket.Conn, conn net.Conn) {
+	done := make(chan struct{}, 2)
+	go func() {
+		buf := make([]byte, wsBufferSize)
+		for {
+			n, err := conn.Read(buf)
+			if n > 0 {
+				if werr := ws.WriteMessage(websocket.BinaryMessage, buf[:n]); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		done <- struct{}{}
+	}()
+	go func() {
+		for {
+			_, msg, err := ws.ReadMessage()
+			if err != nil {
+				break
+			}
+			if _, err := conn.Write(msg); err != nil {
+				break
+			}
+		}
+		done <- struct{}{}
+	}()
+	<-done
+}
+
+// hostOnly strips a port.
+func hostOnly(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return strings.Trim(addr, "[]")
+}

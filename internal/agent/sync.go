@@ -1,0 +1,260 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+
+	"kumo.dev/kumo/internal/cloudinit"
+	"kumo.dev/kumo/internal/hypervisor/qemu"
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
+)
+
+// sync moves one VM of this node one step toward what its status and run strategy ask.
+func (a *Agent) sync(ctx context.Context, key string) error {
+	var vm *apps.VMInstance
+	if obj, exists, _ := a.vms.GetStore().GetByKey(key); exists {
+		vm = obj.(*apps.VMInstance)
+	}
+	a.mu.Lock()
+	rt := a.running[key]
+	a.mu.Unlock()
+
+	if vm == nil || vm.Status.Node != a.opts.Node || vm.DeletionTimestamp != nil {
+		if rt != nil {
+			return a.finishStop(ctx, rt, nil, "")
+		}
+		return nil
+	}
+	inc := vm.Status.Incarnation
+	if rt != nil && (rt.incarnation != inc || rt.uid != string(vm.UID)) {
+		return a.finishStop(ctx, rt, nil, "")
+	}
+	if vm.IncarnationEnded() {
+		return nil
+	}
+	want := vm.WantsRunning() && vm.Status.RestartIncarnation != inc
+	if rt == nil {
+		switch vm.Status.Phase {
+		case apps.VMScheduled, apps.VMStarting:
+			if !want {
+				return a.reportExit(ctx, vm, apps.ExitStopped, "stopped before it started")
+			}
+			return a.start(ctx, vm)
+		case apps.VMRunning, apps.VMStopping:
+			return a.reportExit(ctx, vm, apps.ExitFailed, "the QEMU process of this incarnation is gone")
+		}
+		return nil
+	}
+
+	rt.mu.Lock()
+	stopping, stopped := rt.stopping, rt.stopped
+	rt.mu.Unlock()
+	switch {
+	case stopped:
+		reason, msg := apps.ExitStopped, "stopped by Kumo"
+		if vm.Status.RestartIncarnation == inc {
+			msg = "restarted"
+		}
+		return a.finishStop(ctx, rt, vm, exitMessage(reason, msg))
+	case stopping:
+		return nil
+	case !want:
+		a.stopAsync(rt)
+		return a.setPhase(ctx, vm, apps.VMStopping, metav1.ConditionFalse, "Stopping", "stopping the guest (ACPI power button, then quit)")
+	}
+	select {
+	case <-rt.vm.Exited():
+		tail := logTail(rt.cfg.LogFile())
+		a.forget(rt)
+		return a.reportExit(ctx, vm, apps.ExitFailed, "QEMU exited unexpectedly"+tail)
+	default:
+	}
+	status, err := rt.vm.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("query VM %s: %w", key, err)
+	}
+	switch status {
+	case "shutdown":
+		a.stopAsync(rt)
+		rt.mu.Lock()
+		rt.stopped, rt.stopping = false, true
+		rt.mu.Unlock()
+		// The guest powered itself off: record it as such once QEMU is gone.
+		_ = rt.vm.Quit(ctx)
+		<-rt.vm.Exited()
+		a.forget(rt)
+		return a.reportExit(ctx, vm, apps.ExitSucceeded, "the guest shut down")
+	case "guest-panicked", "internal-error":
+		_ = rt.vm.Kill()
+		<-rt.vm.Exited()
+		a.forget(rt)
+		return a.reportExit(ctx, vm, apps.ExitFailed, "the guest crashed (QEMU status "+status+")")
+	case "running":
+		if vm.Status.Phase != apps.VMRunning {
+			return a.setPhase(ctx, vm, apps.VMRunning, metav1.ConditionTrue, "Running", fmt.Sprintf("incarnation %d runs on node %s (QEMU pid %d)", inc, a.opts.Node, rt.vm.PID()))
+		}
+	}
+	return nil
+}
+
+func exitMessage(_ apps.ExitReason, msg string) string { return msg }
+
+// finishStop ends an incarnation that was (being) stopped: waits for QEMU, removes the run
+// directory and, when vm is given, reports the exit.
+func (a *Agent) finishStop(ctx context.Context, rt *runtimeVM, vm *apps.VMInstance, msg string) error {
+	rt.mu.Lock()
+	stopped := rt.stopped
+	rt.mu.Unlock()
+	if !stopped {
+		a.stopAsync(rt)
+		if vm == nil {
+			return nil // queued again when QEMU is gone
+		}
+	}
+	a.forget(rt)
+	if vm == nil {
+		return nil
+	}
+	return a.reportExit(ctx, vm, apps.ExitStopped, msg)
+}
+
+// start launches the VM's current incarnation.
+func (a *Agent) start(ctx context.Context, vm *apps.VMInstance) error {
+	key := vm.Namespace + "/" + vm.Name
+	if err := a.setPhase(ctx, vm, apps.VMStarting, metav1.ConditionFalse, "Starting", "preparing disks and starting QEMU"); err != nil {
+		return err
+	}
+	cfg, err := a.qemuConfig(ctx, vm)
+	if err == nil {
+		err = os.MkdirAll(cfg.RunDir, 0o700)
+	}
+	if err == nil {
+		seed := cloudinit.Seed{InstanceID: cloudinit.InstanceID(vm.Namespace, vm.Name, vm.Spec.CloudInitSeed), Hostname: vm.Name, UserData: vm.Spec.CloudInit, SSHKeys: vm.Spec.SSHKeys}
+		err = seed.WriteISO(filepath.Join(cfg.RunDir, "cidata.iso"))
+	}
+	rt := &runtimeVM{key: key, uid: string(vm.UID), incarnation: vm.Status.Incarnation, dir: cfg.RunDir, cfg: cfg}
+	if err == nil {
+		err = rt.saveState()
+	}
+	if err == nil {
+		rt.vm, err = qemu.Start(ctx, cfg)
+	}
+	if err != nil {
+		if cfg.RunDir != "" {
+			os.RemoveAll(cfg.RunDir)
+		}
+		slog.Warn("VM start failed", "vm", key, "incarnation", vm.Status.Incarnation, "err", err)
+		return a.reportExit(ctx, vm, apps.ExitFailed, "start failed: "+err.Error())
+	}
+	if con, err := openConsole(cfg.SerialSocket(), rt.serialLog()); err == nil {
+		rt.con = con
+	} else {
+		slog.Warn("serial console", "vm", key, "err", err)
+	}
+	a.mu.Lock()
+	a.running[key] = rt
+	a.mu.Unlock()
+	a.watch(rt)
+	slog.Info("VM started", "vm", key, "incarnation", rt.incarnation, "pid", rt.vm.PID())
+	return a.setPhase(ctx, vm, apps.VMRunning, metav1.ConditionTrue, "Running", fmt.Sprintf("incarnation %d runs on node %s (QEMU pid %d)", rt.incarnation, a.opts.Node, rt.vm.PID()))
+}
+
+// updateStatus changes the VM's status for incarnation inc, retrying on conflicts; it gives up
+// silently when the VM moved on to another incarnation or is gone.
+func (a *Agent) updateStatus(ctx context.Context, vm *apps.VMInstance, mutate func(*apps.VMInstance)) error {
+	inc := vm.Status.Incarnation
+	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		cur := &apps.VMInstance{}
+		err := a.c.Apps.Get().Namespace(vm.Namespace).Resource("vminstances").Name(vm.Name).Do(ctx).Into(cur)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if cur.Status.Node != a.opts.Node || cur.Status.Incarnation != inc || cur.UID != vm.UID {
+			return nil
+		}
+		mutate(cur)
+		return a.c.Apps.Put().Namespace(cur.Namespace).Resource("vminstances").Name(cur.Name).SubResource("status").Body(cur).Do(ctx).Error()
+	})
+}
+
+func (a *Agent) setPhase(ctx context.Context, vm *apps.VMInstance, phase apps.VMPhase, ready metav1.ConditionStatus, reason, msg string) error {
+	return a.updateStatus(ctx, vm, func(cur *apps.VMInstance) {
+		cur.Status.Phase = phase
+		meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: apps.ConditionReady, Status: ready, Reason: reason, Message: msg, ObservedGeneration: cur.Generation})
+	})
+}
+
+// reportExit records the end of the current incarnation; the server's lifecycle controller
+// then releases the node and decides whether a new incarnation starts.
+func (a *Agent) reportExit(ctx context.Context, vm *apps.VMInstance, reason apps.ExitReason, msg string) error {
+	slog.Info("incarnation ended", "vm", vm.Namespace+"/"+vm.Name, "incarnation", vm.Status.Incarnation, "reason", reason, "message", msg)
+	return a.updateStatus(ctx, vm, func(cur *apps.VMInstance) {
+		cur.Status.LastExit = &apps.IncarnationExit{Incarnation: cur.Status.Incarnation, Reason: reason, Message: msg, Time: metav1.Now()}
+		cur.Status.Phase = apps.VMStopped
+		condReason := string(reason)
+		if reason == apps.ExitFailed {
+			cur.Status.Phase = apps.VMFailed
+		}
+		meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: apps.ConditionReady, Status: metav1.ConditionFalse, Reason: condReason, Message: msg, ObservedGeneration: cur.Generation})
+	})
+}
+
+// qemuConfig turns the VM's intent into QEMU's configuration: size from the instance type,
+// devices from the profile, disks prepared by their storage drivers in boot order.
+func (a *Agent) qemuConfig(ctx context.Context, vm *apps.VMInstance) (qemu.Config, error) {
+	obj, ok, _ := a.types.GetStore().GetByKey(vm.Spec.InstanceType)
+	if !ok {
+		return qemu.Config{}, fmt.Errorf("instance type %s does not exist", vm.Spec.InstanceType)
+	}
+	it := obj.(*kumo.InstanceType)
+	profile := kumo.BuiltinInstanceProfiles()[0].Spec
+	if vm.Spec.InstanceProfile != "" {
+		obj, ok, _ := a.profiles.GetStore().GetByKey(vm.Spec.InstanceProfile)
+		if !ok {
+			return qemu.Config{}, fmt.Errorf("instance profile %s does not exist", vm.Spec.InstanceProfile)
+		}
+		profile = obj.(*kumo.InstanceProfile).Spec
+	}
+	cfg := qemu.Config{
+		Name: vm.Namespace + "_" + vm.Name, UUID: string(vm.UID), Binary: a.opts.QEMU, Accel: a.accel,
+		Machine: profile.Machine, CPUs: int(it.Spec.CPUs), MemoryMiB: it.Spec.Memory.Value() >> 20,
+		Firmware: qemu.Firmware(profile.Firmware), Clock: profile.Clock, Tablet: profile.Tablet, HyperV: profile.HyperV,
+		RunDir: a.runDir(string(vm.UID)),
+	}
+	for i, ref := range vm.Spec.Disks {
+		d, err := a.prepareDisk(ctx, vm.Namespace, ref.Name)
+		if err != nil {
+			return qemu.Config{}, err
+		}
+		cfg.Disks = append(cfg.Disks, qemu.Disk{ID: fmt.Sprintf("disk%d", i), Path: d.vol.Path, Driver: d.vol.Driver, Format: d.vol.Format,
+			Bus: profile.DiskBus, CDROM: d.optical, ReadOnly: d.optical, BootIndex: i + 1})
+	}
+	cfg.Disks = append(cfg.Disks, qemu.Disk{ID: "cidata", Path: filepath.Join(cfg.RunDir, "cidata.iso"), Driver: "file", Format: "raw", Bus: profile.DiskBus, CDROM: true, ReadOnly: true})
+	return cfg, cfg.Validate()
+}
+
+func logTail(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil || len(strings.TrimSpace(string(data))) == 0 {
+		return ""
+	}
+	const max = 400
+	s := strings.TrimSpace(string(data))
+	if len(s) > max {
+		s = "..." + s[len(s)-max:]
+	}
+	return ": " + s
+}

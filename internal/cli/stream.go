@@ -1,0 +1,266 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/rest"
+	cmdutil "k8s.io/kubectl/pkg/cmd/util"
+)
+
+// escapeByte (Ctrl+]) leaves an interactive console, as in telnet and virtctl.
+const escapeByte = 0x1d
+
+// dialStream opens the WebSocket of vminstances/NAME/<kind> with the user's credentials.
+func dialStream(ctx context.Context, f cmdutil.Factory, name, kind string) (*websocket.Conn, error) {
+	cfg, err := f.ToRESTConfig()
+	if err != nil {
+		return nil, err
+	}
+	_, ns, err := vmClient(f)
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg, err := rest.TLSConfigFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(cfg.Host)
+	if err != nil {
+		return nil, err
+	}
+	u.Scheme = map[string]string{"https": "wss", "http": "ws"}[u.Scheme]
+	u.Path = strings.TrimSuffix(u.Path, "/") + fmt.Sprintf("/apis/apps.cozystack.io/v1alpha1/namespaces/%s/vminstances/%s/%s", ns, name, kind)
+	header := http.Header{}
+	if cfg.BearerToken != "" {
+		header.Set("Authorization", "Bearer "+cfg.BearerToken)
+	} else if cfg.BearerTokenFile != "" {
+		if tok, err := os.ReadFile(cfg.BearerTokenFile); err == nil {
+			header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		}
+	}
+	d := websocket.Dialer{TLSClientConfig: tlsCfg, HandshakeTimeout: 30 * time.Second, ReadBufferSize: 32 << 10, WriteBufferSize: 32 << 10}
+	ws, resp, err := d.DialContext(ctx, u.String(), header)
+	if err != nil {
+		if resp != nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			return nil, fmt.Errorf("%s of VM %s: %s: %s", kind, name, resp.Status, apiMessage(body))
+		}
+		return nil, fmt.Errorf("%s of VM %s: %w", kind, name, err)
+	}
+	return ws, nil
+}
+
+// apiMessage extracts the message of a Kubernetes Status body, or returns the body.
+func apiMessage(body []byte) string {
+	if i := bytes.Index(body, []byte(`"message":"`)); i >= 0 {
+		rest := body[i+len(`"message":"`):]
+		if j := bytes.IndexByte(rest, '"'); j >= 0 {
+			return string(rest[:j])
+		}
+	}
+	return strings.TrimSpace(string(body))
+}
+
+func newConsoleCmd(f cmdutil.Factory, streams genericiooptions.IOStreams) *cobra.Command {
+	var showLog bool
+	var linger time.Duration
+	cmd := &cobra.Command{
+		Use:   "console NAME",
+		Short: "Attach to a VM's serial console (Ctrl+] leaves); --show-log prints what it printed so far",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if showLog {
+				c, ns, err := vmClient(f)
+				if err != nil {
+					return err
+				}
+				data, err := c.Apps.Get().Namespace(ns).Resource("vminstances").Name(args[0]).SubResource("console").Param("showLog", "true").DoRaw(ctx)
+				if err != nil {
+					return fmt.Errorf("serial log of VM %s: %w", args[0], err)
+				}
+				_, err = streams.Out.Write(data)
+				return err
+			}
+			ws, err := dialStream(ctx, f, args[0], "console")
+			if err != nil {
+				return err
+			}
+			defer ws.Close()
+			return attachConsole(ws, streams, linger)
+		},
+	}
+	cmd.Flags().BoolVar(&showLog, "show-log", false, "print the serial output kept for the current incarnation and exit")
+	cmd.Flags().DurationVar(&linger, "linger", 3*time.Second, "when standard input is not a terminal: how long to keep printing output after it ends")
+	return cmd
+}
+
+// attachConsole copies the terminal (raw mode) or a pipe to the console and the console to
+// standard output.
+func attachConsole(ws *websocket.Conn, streams genericiooptions.IOStreams, linger time.Duration) error {
+	inFile, isFile := streams.In.(*os.File)
+	interactive := isFile && term.IsTerminal(int(inFile.Fd()))
+	if interactive {
+		old, err := term.MakeRaw(int(inFile.Fd()))
+		if err != nil {
+			return err
+		}
+		defer term.Restore(int(inFile.Fd()), old)
+		fmt.Fprint(streams.ErrOut, "Connected. Press Ctrl+] to leave.\r\n")
+	}
+	done := make(chan error, 2)
+	go func() {
+		for {
+			_, msg, err := ws.ReadMessage()
+			if err != nil {
+				if websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+					err = nil
+				}
+				done <- err
+				return
+			}
+			if _, err := streams.Out.Write(msg); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	go func() {
+		buf := make([]byte, 1024)
+		for {
+			n, err := streams.In.Read(buf)
+			if n > 0 {
+				chunk := buf[:n]
+				if interactive {
+					if i := bytes.IndexByte(chunk, escapeByte); i >= 0 {
+						_ = ws.WriteMessage(websocket.BinaryMessage, chunk[:i])
+						done <- nil
+						return
+					}
+				}
+				if werr := ws.WriteMessage(websocket.BinaryMessage, chunk); werr != nil {
+					done <- werr
+					return
+				}
+			}
+			if err != nil {
+				if errors.Is(err, io.EOF) && !interactive {
+					time.Sleep(linger)
+					done <- nil
+					return
+				}
+				done <- err
+				return
+			}
+		}
+	}()
+	interrupt := make(chan os.Signal, 1)
+	signal.Notify(interrupt, os.Interrupt)
+	defer signal.Stop(interrupt)
+	select {
+	case err := <-done:
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+		return err
+	case <-interrupt:
+		return nil
+	}
+}
+
+func newVNCCmd(f cmdutil.Factory, streams genericiooptions.IOStreams) *cobra.Command {
+	var port int
+	var proxyOnly bool
+	cmd := &cobra.Command{
+		Use:   "vnc NAME",
+		Short: "Open a local port speaking plain RFB to a VM's display, for any VNC viewer",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			// Fail early when the VM has no display to offer.
+			probe, err := dialStream(ctx, f, args[0], "vnc")
+			if err != nil {
+				return err
+			}
+			probe.Close()
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+			if err != nil {
+				return fmt.Errorf("listen on 127.0.0.1:%d: %w", port, err)
+			}
+			defer ln.Close()
+			addr := ln.Addr().(*net.TCPAddr)
+			if proxyOnly {
+				fmt.Fprintf(streams.Out, "{\"port\":%d}\n", addr.Port)
+			} else {
+				fmt.Fprintf(streams.Out, "VNC of %s listening on %s; point a VNC viewer at it (Ctrl+C to stop)\n", args[0], addr)
+			}
+			go func() { <-ctx.Done(); ln.Close() }()
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+				go func() {
+					defer conn.Close()
+					ws, err := dialStream(ctx, f, args[0], "vnc")
+					if err != nil {
+						fmt.Fprintln(streams.ErrOut, err)
+						return
+					}
+					defer ws.Close()
+					pipe(ws, conn)
+				}()
+			}
+		},
+	}
+	cmd.Flags().IntVar(&port, "port", 0, "local port (default: a free one)")
+	cmd.Flags().BoolVar(&proxyOnly, "proxy-only", false, "only proxy; print the port as JSON, like virtctl")
+	return cmd
+}
+
+// pipe copies between a WebSocket and a TCP connection until either side ends.
+func pipe(ws *websocket.Conn, conn net.Conn) {
+	done := make(chan struct{}, 2)
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := conn.Read(buf)
+			if n > 0 && ws.WriteMessage(websocket.BinaryMessage, buf[:n]) != nil {
+				break
+			}
+			if err != nil {
+				break
+			}
+		}
+		done <- struct{}{}
+	}()
+	go func() {
+		for {
+			_, msg, err := ws.ReadMessage()
+			if err != nil {
+				break
+			}
+			if _, err := conn.Write(msg); err != nil {
+				break
+			}
+		}
+		done <- struct{}{}
+	}()
+	<-done
+}
