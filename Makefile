@@ -3,7 +3,7 @@ SHELL := /bin/bash
 BIN := bin
 GO_LDFLAGS := -X kumo.dev/kumo/internal/version.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo v0.1.0-dev)
 
-.PHONY: all build demo stop test test-short generate verify bench-api clean
+.PHONY: all build demo stop test test-short generate verify bench-api images images-all clean
 
 all: build
 
@@ -14,6 +14,8 @@ build:
 
 # Sets up and runs the main job: an all-in-one Kumo with the example tenant and manifests.
 demo: build
+	hack/install-deps.sh
+	images/build.sh kumo-tiny
 	hack/demo.sh
 
 stop:
@@ -35,6 +37,14 @@ verify:
 
 bench-api:
 	go run ./bench/api
+
+# Bootable guest test images (cached in _output/images, FORCE=1 rebuilds); see images/README.md.
+images:
+	images/build.sh kumo-tiny
+
+# Also the (slow) Debian 12 cloud-init image.
+images-all:
+	images/build.sh all
 
 clean:
 	rm -rf $(BIN) _output

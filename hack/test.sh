@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 export GOFLAGS=${GOFLAGS:-}
 fail=0
 
+echo "== dependencies and guest images"
+hack/install-deps.sh || fail=1
+images/build.sh kumo-tiny || fail=1
+
 echo "== generated code"
 hack/verify-codegen.sh || fail=1
 

@@ -90,7 +90,11 @@ func newConsoleCmd(f cmdutil.Factory, streams genericiooptions.IOStreams) *cobra
 				if err != nil {
 					return err
 				}
-				data, err := c.Apps.Get().Namespace(ns).Resource("vminstances").Name(args[0]).SubResource("console").Param("showLog", "true").DoRaw(ctx)
+				res := c.Apps.Get().Namespace(ns).Resource("vminstances").Name(args[0]).SubResource("console").Param("showLog", "true").Do(ctx)
+				if err := res.Error(); err != nil {
+					return fmt.Errorf("serial log of VM %s: %w", args[0], err)
+				}
+				data, err := res.Raw()
 				if err != nil {
 					return fmt.Errorf("serial log of VM %s: %w", args[0], err)
 				}

@@ -33,7 +33,11 @@ func newVersionCmd(f cmdutil.Factory, streams genericiooptions.IOStreams) *cobra
 			if err != nil {
 				return err
 			}
-			body, err := rc.Get().AbsPath("/kumo/version").DoRaw(context.Background())
+			res := rc.Get().AbsPath("/kumo/version").Do(context.Background())
+			if err := res.Error(); err != nil {
+				return fmt.Errorf("ask the server for its version: %w", err)
+			}
+			body, err := res.Raw()
 			if err != nil {
 				return fmt.Errorf("ask the server for its version: %w", err)
 			}

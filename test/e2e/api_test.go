@@ -465,7 +465,7 @@ func TestTenantDeletionIsRefusedWhileItHoldsVMsOrDisks(t *testing.T) {
 
 func TestObjectsSurviveAServerRestart(t *testing.T) {
 	needCluster(t)
-	c, err := StartCluster(t.TempDir())
+	c, err := StartCluster(t.TempDir(), "server")
 	if err != nil {
 		t.Fatal(err)
 	}

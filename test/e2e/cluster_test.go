@@ -94,7 +94,7 @@ func needCluster(t *testing.T) *Cluster {
 			sharedErr = err
 			return
 		}
-		shared, sharedErr = StartCluster(dir)
+		shared, sharedErr = StartCluster(dir, "server")
 	})
 	if sharedErr != nil {
 		t.Fatalf("start shared cluster: %v", sharedErr)
@@ -102,26 +102,43 @@ func needCluster(t *testing.T) *Cluster {
 	return shared
 }
 
-// Cluster is one kumod all-in-one process with its data directory.
+// Cluster is one kumod process (role server or all-in-one) with its data directory.
 type Cluster struct {
 	Dir                        string
+	Role                       string
+	Extra                      []string
 	Port, EtcdClient, EtcdPeer int
 	cmd                        *exec.Cmd
-	log                        *bytes.Buffer
+	log                        *syncBuffer
 	done                       chan struct{}
 }
 
-// StartCluster starts kumod all-in-one on free loopback ports with its data in dir.
-func StartCluster(dir string) (*Cluster, error) {
-	c := &Cluster{Dir: dir, Port: freePort(), EtcdClient: freePort(), EtcdPeer: freePort()}
+// StartCluster starts kumod ROLE on free loopback ports with its data in dir; extra flags follow.
+func StartCluster(dir, role string, extra ...string) (*Cluster, error) {
+	c := &Cluster{Dir: dir, Role: role, Extra: extra, Port: freePort(), EtcdClient: freePort(), EtcdPeer: freePort()}
 	return c, c.Start()
+}
+
+// imagesDir is the guest image cache make images fills.
+func imagesDir() string {
+	if d := os.Getenv("KUMO_IMAGES_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(repoRoot(), "_output", "images")
+}
+
+// agentFlags are the flags every test agent gets: TCG (KVM hangs on the test machines) and
+// the test images.
+func agentFlags() []string {
+	return []string{"--accel", "tcg", "--images-dir", imagesDir()}
 }
 
 // Start (re)starts the server process on the cluster's directory and ports.
 func (c *Cluster) Start() error {
-	c.log = &bytes.Buffer{}
-	c.cmd = exec.Command(bins.kumod, "all-in-one", "--data-dir", c.Dir,
-		"--port", fmt.Sprint(c.Port), "--etcd-client-port", fmt.Sprint(c.EtcdClient), "--etcd-peer-port", fmt.Sprint(c.EtcdPeer))
+	c.log = &syncBuffer{}
+	args := append([]string{c.Role, "--data-dir", c.Dir,
+		"--port", fmt.Sprint(c.Port), "--etcd-client-port", fmt.Sprint(c.EtcdClient), "--etcd-peer-port", fmt.Sprint(c.EtcdPeer)}, c.Extra...)
+	c.cmd = exec.Command(bins.kumod, args...)
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
 	if err := c.cmd.Start(); err != nil {
 		return err
@@ -307,4 +324,95 @@ func runEnv(env []string, bin string, args ...string) Result {
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	return Result{Stdout: out.String(), Stderr: errb.String(), Err: err}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing and a test reading.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Agent is a kumod agent process of a test cluster.
+type Agent struct {
+	Node, Datacenter, Dir string
+	args                  []string
+	cmd                   *exec.Cmd
+	log                   *syncBuffer
+	done                  chan struct{}
+}
+
+// StartAgent runs a separate kumod agent for node in datacenter dc against the cluster, with
+// its own data directory and credentials from kumo node kubeconfig.
+func (c *Cluster) StartAgent(t *testing.T, node, dc string, extra ...string) *Agent {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), node)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	kc := filepath.Join(dir, "node.kubeconfig")
+	c.MustKumo(t, c.AdminKubeconfig(), "node", "kubeconfig", node, "-o", kc)
+	a := &Agent{Node: node, Datacenter: dc, Dir: dir}
+	a.args = append([]string{"agent", "--node", node, "--datacenter", dc, "--data-dir", dir, "--kubeconfig", kc}, append(agentFlags(), extra...)...)
+	a.Start(t)
+	t.Cleanup(func() { a.Kill(); killQEMUsUnder(dir) })
+	return a
+}
+
+// Start (re)starts the agent process.
+func (a *Agent) Start(t *testing.T) {
+	t.Helper()
+	a.log = &syncBuffer{}
+	a.cmd = exec.Command(bins.kumod, a.args...)
+	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a.done = make(chan struct{})
+	go func() { _ = a.cmd.Wait(); close(a.done) }()
+}
+
+// Kill kills the agent with SIGKILL, as a crash would.
+func (a *Agent) Kill() {
+	if a.cmd != nil && a.cmd.Process != nil {
+		_ = a.cmd.Process.Kill()
+		<-a.done
+	}
+}
+
+// Log is what the agent printed.
+func (a *Agent) Log() string { return a.log.String() }
+
+// qemuPIDsUnder lists the QEMU processes whose command line mentions dir (their run directory).
+func qemuPIDsUnder(dir string) []int {
+	var pids []int
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil || !bytes.Contains(data, []byte("qemu-system")) || !bytes.Contains(data, []byte(dir)) {
+			continue
+		}
+		var pid int
+		fmt.Sscanf(filepath.Base(filepath.Dir(p)), "%d", &pid)
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// killQEMUsUnder kills QEMU processes a test left behind.
+func killQEMUsUnder(dir string) {
+	for _, pid := range qemuPIDsUnder(dir) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -66,6 +68,26 @@ func TestProbeAcceleratorFallsBackToTCG(t *testing.T) {
 		t.Fatalf("ProbeAccelerator took %s, timeout is %s", d, kvmProbeTimeout)
 	}
 	t.Logf("accelerator %s after %s", got, time.Since(began).Round(time.Millisecond))
+	if left := probeProcesses(); len(left) != 0 {
+		t.Fatalf("probe QEMU processes left running: %v", left)
+	}
+}
+
+// probeProcesses lists live processes whose command line names a probe image.
+func probeProcesses() []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		info, err := readProc(pid)
+		if err == nil && info.state != 'Z' && strings.Contains(strings.Join(info.cmdline, " "), "kumo-qemu-probe-") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 func TestProbeGuestRunsReportsMissingBinary(t *testing.T) {

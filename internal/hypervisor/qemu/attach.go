@@ -53,21 +53,21 @@ func Attach(ctx context.Context, runDir string) (*VM, error) {
 	paths.Name = guestName(info.cmdline)
 
 	v := &VM{
-		pid:       pid,
-		proc:      proc,
-		paths:     paths,
-		log:       slog.Default().With("vm", paths.Name, "pid", pid),
-		exited:    make(chan struct{}),
-		stopWatch: make(chan struct{}),
-		cgroup:    cgroupOf(pid),
+		pid:    pid,
+		proc:   proc,
+		paths:  paths,
+		log:    slog.Default().With("vm", paths.Name, "pid", pid),
+		exited: make(chan struct{}),
+		cgroup: cgroupOf(pid),
 	}
-	go v.watchExit(info.startTime)
+	stopWatch := make(chan struct{})
+	go v.watchExit(info.startTime, stopWatch)
 
 	actx, cancel := context.WithTimeout(ctx, attachTimeout)
 	defer cancel()
 	mon, err := DialMonitor(actx, paths.QMPSocket())
 	if err != nil {
-		close(v.stopWatch)
+		close(stopWatch)
 		if processGone(pid, info.startTime) {
 			return nil, fmt.Errorf("attach to qemu in %s: pid %d exited: %w", abs, pid, ErrNotRunning)
 		}
@@ -79,7 +79,8 @@ func Attach(ctx context.Context, runDir string) (*VM, error) {
 }
 
 // watchExit closes v.exited once the process is gone, polling /proc because QEMU is not our child.
-func (v *VM) watchExit(startTime uint64) {
+// It runs until then, or until stop is closed.
+func (v *VM) watchExit(startTime uint64, stop <-chan struct{}) {
 	tick := time.NewTicker(exitPollInterval)
 	defer tick.Stop()
 	for {
@@ -90,7 +91,7 @@ func (v *VM) watchExit(startTime uint64) {
 		}
 		select {
 		case <-tick.C:
-		case <-v.stopWatch:
+		case <-stop:
 			return
 		}
 	}

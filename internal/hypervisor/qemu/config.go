@@ -1,10 +1,3 @@
-// Package qemu runs one QEMU process per VM: typed configuration to arguments, a thin QMP client,
-// process start/attach/stop, accelerator detection.
-//
-// The node agent builds a Config for each VM incarnation, calls Start (or Attach after its own
-// restart) and drives the VM through the QMP monitor. QEMU runs detached from the agent, in its own
-// session, so restarting the agent never restarts a guest. Everything belonging to one VM — QMP,
-// serial and VNC sockets, pid file, QEMU's log, the UEFI variable store — lives in its RunDir.
 package qemu
 
 import (

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -45,9 +44,7 @@ type VM struct {
 	mon    *Monitor
 	cgroup string
 
-	exited    chan struct{} // closed when the process is gone
-	stopWatch chan struct{} // stops the /proc watcher of an attached VM
-	closeOnce sync.Once
+	exited chan struct{} // closed when the process is gone
 }
 
 // PID is QEMU's process id.
@@ -59,8 +56,8 @@ func (v *VM) RunDir() string { return v.paths.RunDir }
 // CgroupPath is the cgroup v2 directory QEMU was placed in, "" when cgroups are not used.
 func (v *VM) CgroupPath() string { return v.cgroup }
 
-// Exited is closed when the QEMU process is gone. For an attached VM it is watched through /proc
-// until Close.
+// Exited is closed when the QEMU process is gone; QEMU started by another process is watched
+// through /proc. It keeps working after Close.
 func (v *VM) Exited() <-chan struct{} { return v.exited }
 
 // Events delivers the monitor's QMP events (SHUTDOWN, RESET, STOP, RESUME, GUEST_PANICKED, ...).
@@ -71,11 +68,6 @@ func (v *VM) QMP() *Monitor { return v.mon }
 
 // Close closes the QMP connection and leaves QEMU running.
 func (v *VM) Close() error {
-	v.closeOnce.Do(func() {
-		if v.stopWatch != nil {
-			close(v.stopWatch)
-		}
-	})
 	if err := v.mon.Close(); err != nil {
 		return fmt.Errorf("close VM %s: %w", v.paths.Name, err)
 	}
@@ -91,61 +83,14 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
-		return nil, fmt.Errorf("start VM %s: create run dir: %w", cfg.Name, err)
+	if err := prepareRunDir(&cfg); err != nil {
+		return nil, fmt.Errorf("start VM %s: %w", cfg.Name, err)
 	}
-	if err := os.Chmod(cfg.RunDir, 0o700); err != nil {
-		return nil, fmt.Errorf("start VM %s: restrict run dir: %w", cfg.Name, err)
-	}
-	if pid, ok := liveQEMU(cfg.RunDir); ok {
-		return nil, fmt.Errorf("start VM %s: qemu already running in %s (pid %d)", cfg.Name, cfg.RunDir, pid)
-	}
-	removeRuntimeFiles(&cfg)
-	if cfg.Firmware == FirmwareUEFI {
-		if err := prepareUEFIVars(&cfg); err != nil {
-			return nil, fmt.Errorf("start VM %s: %w", cfg.Name, err)
-		}
-	}
-
-	logFile, err := os.OpenFile(cfg.LogFile(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("start VM %s: open log: %w", cfg.Name, err)
-	}
-	fmt.Fprintf(logFile, "%s kumo: starting %s %s\n", time.Now().UTC().Format(time.RFC3339Nano), cfg.Binary, strings.Join(args, " "))
-	logStart, _ := logFile.Seek(0, io.SeekEnd)
-
-	cmd := exec.Command(cfg.Binary, args...)
-	cmd.Dir = cfg.RunDir
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	// Own session: no controlling terminal, no signals from the caller's process group, so the
-	// caller's death leaves QEMU running. No Pdeathsig for the same reason.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	began := time.Now()
-	err = cmd.Start()
-	logFile.Close() // the child holds its own descriptor
+	v, logStart, exitStatus, err := launch(&cfg, args)
 	if err != nil {
-		return nil, fmt.Errorf("start VM %s: run %s: %w", cfg.Name, cfg.Binary, err)
+		return nil, fmt.Errorf("start VM %s: %w", cfg.Name, err)
 	}
-
-	v := &VM{
-		pid:    cmd.Process.Pid,
-		proc:   cmd.Process,
-		paths:  Config{Name: cfg.Name, RunDir: cfg.RunDir},
-		log:    slog.Default().With("vm", cfg.Name, "pid", cmd.Process.Pid),
-		exited: make(chan struct{}),
-	}
-	exitStatus := make(chan string, 1)
-	go func() { // reap the child for as long as this process lives
-		err := cmd.Wait()
-		status := "exit status 0"
-		if err != nil {
-			status = err.Error()
-		}
-		v.log.Info("qemu exited", "status", status)
-		exitStatus <- status
-		close(v.exited)
-	}()
 	v.cgroup = placeInCgroup(&cfg, v.pid)
 
 	mon, err := waitForQMP(ctx, cfg.QMPSocket(), v.exited)
@@ -160,6 +105,7 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		return nil, fmt.Errorf("start VM %s: %w", cfg.Name, err)
 	}
 	v.mon = mon
+	// QEMU created these with the agent's umask; RunDir (0700) already kept others out meanwhile.
 	for _, f := range []string{cfg.QMPSocket(), cfg.SerialSocket(), cfg.VNCSocket(), cfg.PIDFile()} {
 		if err := os.Chmod(f, 0o600); err != nil {
 			v.log.Warn("restrict permissions", "file", f, "err", err)
@@ -167,6 +113,68 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	}
 	v.log.Info("qemu started", "qmp_ready_after", time.Since(began).Round(time.Millisecond))
 	return v, nil
+}
+
+// prepareRunDir creates RunDir (0700), refuses a RunDir whose QEMU still runs, removes what a dead
+// incarnation left behind and provides the UEFI variable store.
+func prepareRunDir(cfg *Config) error {
+	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
+		return fmt.Errorf("create run dir: %w", err)
+	}
+	if err := os.Chmod(cfg.RunDir, 0o700); err != nil {
+		return fmt.Errorf("restrict run dir: %w", err)
+	}
+	if pid, ok := liveQEMU(cfg.RunDir); ok {
+		return fmt.Errorf("qemu already running in %s (pid %d)", cfg.RunDir, pid)
+	}
+	removeRuntimeFiles(cfg)
+	if cfg.Firmware == FirmwareUEFI {
+		return prepareUEFIVars(cfg)
+	}
+	return nil
+}
+
+// launch starts the QEMU process and a goroutine that reaps it for as long as this process lives.
+// It returns the log offset where this incarnation's output begins and a channel that receives the
+// exit status before Exited closes.
+func launch(cfg *Config, args []string) (*VM, int64, <-chan string, error) {
+	logFile, err := os.OpenFile(cfg.LogFile(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("open log: %w", err)
+	}
+	defer logFile.Close() // the child holds its own descriptor
+	fmt.Fprintf(logFile, "%s kumo: starting %s %s\n", time.Now().UTC().Format(time.RFC3339Nano), cfg.Binary, strings.Join(args, " "))
+	logStart, _ := logFile.Seek(0, io.SeekEnd)
+
+	cmd := exec.Command(cfg.Binary, args...)
+	cmd.Dir = cfg.RunDir
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	// Own session: no controlling terminal, no signals to the caller's process group reach QEMU, so
+	// the caller's death leaves it running. No Pdeathsig for the same reason.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, 0, nil, fmt.Errorf("run %s: %w", cfg.Binary, err)
+	}
+
+	v := &VM{
+		pid:    cmd.Process.Pid,
+		proc:   cmd.Process,
+		paths:  Config{Name: cfg.Name, RunDir: cfg.RunDir},
+		log:    slog.Default().With("vm", cfg.Name, "pid", cmd.Process.Pid),
+		exited: make(chan struct{}),
+	}
+	exitStatus := make(chan string, 1)
+	go func() {
+		status := "exit status 0"
+		if err := cmd.Wait(); err != nil {
+			status = err.Error()
+		}
+		v.log.Info("qemu exited", "status", status)
+		exitStatus <- status
+		close(v.exited)
+	}()
+	return v, logStart, exitStatus, nil
 }
 
 var errExitedEarly = errors.New("qemu exited")
@@ -232,8 +240,6 @@ func (v *VM) cleanup() {
 	if v.cgroup != "" {
 		if err := removeCgroup(v.cgroup); err != nil {
 			v.log.Warn("remove cgroup", "path", v.cgroup, "err", err)
-		} else {
-			v.cgroup = ""
 		}
 	}
 }

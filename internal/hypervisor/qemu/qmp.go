@@ -94,14 +94,19 @@ func DialMonitor(ctx context.Context, socket string) (*Monitor, error) {
 	}
 	dec := json.NewDecoder(conn)
 
-	// The greeting is read before the reader goroutine starts; the deadline bounds a QEMU that
-	// accepted the connection but serves another client.
+	// The greeting is read before the reader goroutine starts. ctx bounds it: a QEMU that accepted
+	// the connection but still serves another client stays silent.
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetReadDeadline(dl)
 	}
+	interrupt := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
 	var greeting qmpMessage
-	if err := dec.Decode(&greeting); err != nil {
+	err = dec.Decode(&greeting)
+	if !interrupt() || err != nil {
 		conn.Close()
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
 		return nil, fmt.Errorf("read qmp greeting from %s: %w", socket, err)
 	}
 	if greeting.QMP == nil {

@@ -184,31 +184,47 @@ func TestMonitorFailsCommandsAndClosesEventsWhenQEMUGoesAway(t *testing.T) {
 	}
 }
 
-func TestDialMonitorTimesOutWithoutGreeting(t *testing.T) {
-	dir, err := os.MkdirTemp("", "kq-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	ln, err := net.Listen("unix", filepath.Join(dir, "qmp.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() { // accept but stay silent, like a QEMU busy with another client
-		c, err := ln.Accept()
-		if err == nil {
-			defer c.Close()
-			time.Sleep(5 * time.Second)
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	began := time.Now()
-	if _, err := DialMonitor(ctx, filepath.Join(dir, "qmp.sock")); err == nil {
-		t.Fatal("DialMonitor succeeded without a greeting")
-	}
-	if d := time.Since(began); d > 2*time.Second {
-		t.Fatalf("DialMonitor took %s despite a 200ms context", d)
+func TestDialMonitorGivesUpWithoutGreeting(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ctx  func() (context.Context, context.CancelFunc)
+	}{
+		{"deadline", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 200*time.Millisecond)
+		}},
+		{"cancel", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(200*time.Millisecond, cancel)
+			return ctx, cancel
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, err := os.MkdirTemp("", "kq-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer os.RemoveAll(dir)
+			ln, err := net.Listen("unix", filepath.Join(dir, "qmp.sock"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() { // accept but stay silent, like a QEMU busy with another client
+				c, err := ln.Accept()
+				if err == nil {
+					defer c.Close()
+					time.Sleep(5 * time.Second)
+				}
+			}()
+			ctx, cancel := tc.ctx()
+			defer cancel()
+			began := time.Now()
+			if _, err := DialMonitor(ctx, filepath.Join(dir, "qmp.sock")); err == nil {
+				t.Fatal("DialMonitor succeeded without a greeting")
+			}
+			if d := time.Since(began); d > 2*time.Second {
+				t.Fatalf("DialMonitor took %s despite a 200ms context", d)
+			}
+		})
 	}
 }

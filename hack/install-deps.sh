@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Kumo runs with (QEMU, firmware, qemu-img, genisoimage), only when
+# something is missing. The guest image builder installs its own build tools.
+set -euo pipefail
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v qemu-img >/dev/null || need+=(qemu-utils)
+command -v genisoimage >/dev/null || need+=(genisoimage)
+command -v isoinfo >/dev/null || need+=(genisoimage)
+[ -e /usr/share/OVMF/OVMF_CODE.fd ] || [ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
+[ -e /usr/share/seabios/bios.bin ] || need+=(seabios)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
