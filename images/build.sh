@@ -354,7 +354,9 @@ build_debian_12() {
 		"deb $DEBIAN_SECURITY_MIRROR $DEBIAN_SUITE-security main"
 
 	kver=$(find "$rootfs/boot" -name 'vmlinuz-*' -printf '%f\n' | sed 's/^vmlinuz-//' | sort -V | tail -n 1)
-	[ -n "$kver" ] && [ -f "$rootfs/boot/initrd.img-$kver" ] || die "$name: no kernel/initramfs in /boot"
+	if [ -z "$kver" ] || [ ! -f "$rootfs/boot/initrd.img-$kver" ]; then
+		die "$name: no kernel/initramfs in /boot"
+	fi
 	cp "$rootfs/boot/vmlinuz-$kver" "$work/vmlinuz"
 	cp "$rootfs/boot/initrd.img-$kver" "$work/initrd.img"
 	cat >"$work/syslinux.cfg" <<EOF

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2015,SC2016  # pass/fail never fail; $((..)) is for the guest
 # Boots kumo-tiny.qcow2 under QEMU (TCG) the ways Kumo uses it and checks what the
 # guest promises: boot from its own disk through SeaBIOS, the NoCloud seed applied
 # (marker line), ssh with the seed's keys, a shell on the serial console,

@@ -68,8 +68,8 @@ type Agent struct {
 	local  *local.Driver
 	drives storage.Drivers
 
-	vms, disks, types, profiles cache.SharedIndexInformer
-	queue                       workqueue.TypedRateLimitingInterface[string]
+	vms, types, profiles cache.SharedIndexInformer
+	queue                workqueue.TypedRateLimitingInterface[string]
 
 	mu      sync.Mutex
 	running map[string]*runtimeVM // by namespace/name
@@ -123,7 +123,6 @@ func New(opts Options) (*Agent, error) {
 		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
 	}
 	a.vms = client.NewInformer(c.Apps, "vminstances", &apps.VMInstance{}, "status.node="+opts.Node, 0)
-	a.disks = client.NewInformer(c.Apps, "vmdisks", &apps.VMDisk{}, "", 0)
 	a.types = client.NewInformer(c.Kumo, "instancetypes", &kumo.InstanceType{}, "", 0)
 	a.profiles = client.NewInformer(c.Kumo, "instanceprofiles", &kumo.InstanceProfile{}, "", 0)
 	return a, nil
@@ -146,7 +145,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	go a.heartbeat(ctx)
-	for _, inf := range []cache.SharedIndexInformer{a.vms, a.disks, a.types, a.profiles} {
+	for _, inf := range []cache.SharedIndexInformer{a.vms, a.types, a.profiles} {
 		go inf.Run(ctx.Done())
 	}
 	enqueue := func(obj interface{}) {
@@ -155,7 +154,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	a.vms.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, o interface{}) { enqueue(o) }, DeleteFunc: enqueue})
-	if !cache.WaitForCacheSync(ctx.Done(), a.vms.HasSynced, a.disks.HasSynced, a.types.HasSynced, a.profiles.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), a.vms.HasSynced, a.types.HasSynced, a.profiles.HasSynced) {
 		return ctx.Err()
 	}
 	a.reattach(ctx)

@@ -3,6 +3,9 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -21,11 +24,13 @@ type preparedDisk struct {
 // prepareDisk makes a VM's disk ready on this node through its storage class's driver and
 // records the outcome in the disk's status (a local disk is bound to this node from then on).
 func (a *Agent) prepareDisk(ctx context.Context, namespace, name string) (preparedDisk, error) {
-	obj, ok, _ := a.disks.GetStore().GetByKey(namespace + "/" + name)
-	if !ok {
-		return preparedDisk{}, fmt.Errorf("disk %s does not exist", name)
+	d := &apps.VMDisk{}
+	if err := a.c.Apps.Get().Namespace(namespace).Resource("vmdisks").Name(name).Do(ctx).Into(d); err != nil {
+		if apierrors.IsNotFound(err) {
+			return preparedDisk{}, fmt.Errorf("disk %s does not exist", name)
+		}
+		return preparedDisk{}, fmt.Errorf("read disk %s: %w", name, err)
 	}
-	d := obj.(*apps.VMDisk)
 	if d.Spec.StorageClass == apps.StorageLocal && d.Status.Node != "" && d.Status.Node != a.opts.Node {
 		return preparedDisk{}, fmt.Errorf("local disk %s lives on node %s, not %s", name, d.Status.Node, a.opts.Node)
 	}
@@ -65,6 +70,6 @@ func (a *Agent) reportDisk(ctx context.Context, d *apps.VMDisk, mutate func(*app
 		return a.c.Apps.Put().Namespace(cur.Namespace).Resource("vmdisks").Name(cur.Name).SubResource("status").Body(cur).Do(ctx).Error()
 	})
 	if err != nil {
-		fmt.Println("report disk status:", err)
+		slog.Warn("report disk status", "disk", d.Namespace+"/"+d.Name, "err", err)
 	}
 }

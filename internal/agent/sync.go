@@ -172,21 +172,32 @@ func (a *Agent) start(ctx context.Context, vm *apps.VMInstance) error {
 // updateStatus changes the VM's status for incarnation inc, retrying on conflicts; it gives up
 // silently when the VM moved on to another incarnation or is gone.
 func (a *Agent) updateStatus(ctx context.Context, vm *apps.VMInstance, mutate func(*apps.VMInstance)) error {
+	// The node reads its VMs only through its watch (it may not get VMs by name), so a
+	// conflict is retried against the watch cache, which catches up within the back-off.
 	inc := vm.Status.Incarnation
+	key := vm.Namespace + "/" + vm.Name
+	cur := vm.DeepCopy()
 	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
-		cur := &apps.VMInstance{}
-		err := a.c.Apps.Get().Namespace(vm.Namespace).Resource("vminstances").Name(vm.Name).Do(ctx).Into(cur)
-		if apierrors.IsNotFound(err) {
+		if obj, ok, _ := a.vms.GetStore().GetByKey(key); ok && obj.(*apps.VMInstance).ResourceVersion != "" {
+			if c := obj.(*apps.VMInstance); resourceVersionNewer(c.ResourceVersion, cur.ResourceVersion) {
+				cur = c.DeepCopy()
+			}
+		} else if !ok {
 			return nil
-		}
-		if err != nil {
-			return err
 		}
 		if cur.Status.Node != a.opts.Node || cur.Status.Incarnation != inc || cur.UID != vm.UID {
 			return nil
 		}
-		mutate(cur)
-		return a.c.Apps.Put().Namespace(cur.Namespace).Resource("vminstances").Name(cur.Name).SubResource("status").Body(cur).Do(ctx).Error()
+		next := cur.DeepCopy()
+		mutate(next)
+		err := a.c.Apps.Put().Namespace(next.Namespace).Resource("vminstances").Name(next.Name).SubResource("status").Body(next).Do(ctx).Into(next)
+		if err == nil {
+			cur = next
+		}
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
 	})
 }
 
@@ -257,4 +268,12 @@ func logTail(path string) string {
 		s = "..." + s[len(s)-max:]
 	}
 	return ": " + s
+}
+
+// resourceVersionNewer compares etcd revisions (decimal strings).
+func resourceVersionNewer(a, b string) bool {
+	if len(a) != len(b) {
+		return len(a) > len(b)
+	}
+	return a > b
 }

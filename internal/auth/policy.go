@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 )
@@ -84,8 +85,10 @@ func decideTenant(a authorizer.Attributes, tenant string) (authorizer.Decision, 
 	return authorizer.DecisionNoOpinion, fmt.Sprintf("users of tenant %q may only reach namespace %q", tenant, ns)
 }
 
-// decideNode grants an agent its own Node object, reads of VMs and disks (to run them), their
-// status (to report it), and events. Which VMs a node may change is narrowed further by admission.
+// decideNode grants an agent what running its VMs needs and nothing about other nodes' VMs:
+// its own Node; list/watch of the VMs bound to it (the request must select status.node=<node>);
+// reads of disks by name (its VMs name them); status writes, which admission narrows to the
+// node's own VMs and disks; and events.
 func decideNode(a authorizer.Attributes, node string) (authorizer.Decision, string) {
 	res, sub, verb := a.GetResource(), a.GetSubresource(), a.GetVerb()
 	switch {
@@ -93,14 +96,24 @@ func decideNode(a authorizer.Attributes, node string) (authorizer.Decision, stri
 		if a.GetName() == node && (readVerbs[verb] || verb == "update" || verb == "patch") {
 			return authorizer.DecisionAllow, ""
 		}
-		if verb == "create" {
+		if verb == "create" && sub == "" {
 			return authorizer.DecisionAllow, ""
 		}
-	case a.GetAPIGroup() == groupApps && (res == "vminstances" || res == "vmdisks"):
-		if sub == "" && readVerbs[verb] {
+	case a.GetAPIGroup() == groupApps && res == "vminstances":
+		if sub == "" && (verb == "list" || verb == "watch") && selectsNode(a, node) {
 			return authorizer.DecisionAllow, ""
 		}
-		if sub == "status" && (verb == "update" || verb == "patch" || verb == "get") {
+		if sub == "status" && (verb == "update" || verb == "patch") {
+			return authorizer.DecisionAllow, ""
+		}
+		if sub == "" && (verb == "list" || verb == "watch") {
+			return authorizer.DecisionNoOpinion, fmt.Sprintf("node %q may only list the VMs bound to it (fieldSelector=status.node=%s)", node, node)
+		}
+	case a.GetAPIGroup() == groupApps && res == "vmdisks":
+		if sub == "" && verb == "get" {
+			return authorizer.DecisionAllow, ""
+		}
+		if sub == "status" && (verb == "update" || verb == "patch") {
 			return authorizer.DecisionAllow, ""
 		}
 	case a.GetAPIGroup() == "" && res == "events":
@@ -108,7 +121,21 @@ func decideNode(a authorizer.Attributes, node string) (authorizer.Decision, stri
 			return authorizer.DecisionAllow, ""
 		}
 	}
-	return authorizer.DecisionNoOpinion, fmt.Sprintf("node %q may not %s %s", node, verb, res)
+	return authorizer.DecisionNoOpinion, fmt.Sprintf("node %q may not %s %s", node, verb, strings.TrimSuffix(res+"/"+sub, "/"))
+}
+
+// selectsNode says whether a list/watch selects exactly the VMs bound to node.
+func selectsNode(a authorizer.Attributes, node string) bool {
+	reqs, err := a.GetFieldSelector()
+	if err != nil {
+		return false
+	}
+	for _, r := range reqs {
+		if r.Field == "status.node" && (r.Operator == selection.Equals || r.Operator == selection.DoubleEquals) && r.Value == node {
+			return true
+		}
+	}
+	return false
 }
 
 func isPublicPath(p string) bool {

@@ -2,6 +2,8 @@ package auth
 
 import (
 	"context"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/selection"
 	"strings"
 	"testing"
 
@@ -122,8 +124,12 @@ func TestDecide(t *testing.T) {
 		{"node deletes its own node", res(nodeUser, "delete", kumo, "nodes", "", "n1"), deny},
 		{"node updates VM status", sub(res(nodeUser, "update", apps, "vminstances", "tenant-acme", "vm1"), "status"), allow},
 		{"node patches disk status", sub(res(nodeUser, "patch", apps, "vmdisks", "tenant-acme", "d1"), "status"), allow},
-		{"node lists VMs everywhere", res(nodeUser, "list", apps, "vminstances", "", ""), allow},
-		{"node watches disks", res(nodeUser, "watch", apps, "vmdisks", "", ""), allow},
+		{"node lists VMs without selecting its own", res(nodeUser, "list", apps, "vminstances", "", ""), deny},
+		{"node watches the VMs bound to it", selecting(res(nodeUser, "watch", apps, "vminstances", "", ""), "n1"), allow},
+		{"node watches the VMs of another node", selecting(res(nodeUser, "watch", apps, "vminstances", "", ""), "n2"), deny},
+		{"node gets a VM by name", res(nodeUser, "get", apps, "vminstances", "tenant-acme", "vm1"), deny},
+		{"node gets a disk by name", res(nodeUser, "get", apps, "vmdisks", "tenant-acme", "d1"), allow},
+		{"node watches disks", res(nodeUser, "watch", apps, "vmdisks", "", ""), deny},
 		{"node deletes a VM", res(nodeUser, "delete", apps, "vminstances", "tenant-acme", "vm1"), deny},
 		{"node updates a VM's spec", res(nodeUser, "update", apps, "vminstances", "tenant-acme", "vm1"), deny},
 		{"node creates a VM", res(nodeUser, "create", apps, "vminstances", "tenant-acme", ""), deny},
@@ -215,4 +221,10 @@ func TestIdentityHelpers(t *testing.T) {
 	if !Anonymous(&user.DefaultInfo{Name: user.Anonymous}) || Anonymous(tenantUser) {
 		t.Error("Anonymous should hold for system:anonymous only")
 	}
+}
+
+// selecting adds fieldSelector=status.node=<node> to a request.
+func selecting(a authorizer.AttributesRecord, node string) authorizer.AttributesRecord {
+	a.FieldSelectorRequirements = fields.Requirements{{Field: "status.node", Operator: selection.Equals, Value: node}}
+	return a
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -15,9 +16,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
+	"kumo.dev/kumo/pkg/client"
 )
 
 func statusCode(err error) int32 {
@@ -493,3 +496,68 @@ func TestObjectsSurviveAServerRestart(t *testing.T) {
 		t.Errorf("instance types after restart: %d, %v", len(types.Items), err)
 	}
 }
+
+func TestNodeCredentialsReachOnlyTheirOwnVMs(t *testing.T) {
+	c := needCluster(t)
+	ctx := context.Background()
+	admin := c.Admin(t)
+	tenant := uniqueName("nodeauth")
+	c.NewTenant(t, tenant)
+	ns := kumo.TenantNamespace(tenant)
+	vm := &apps.VMInstance{}
+	if err := admin.Apps.Post().Namespace(ns).Resource("vminstances").Body(newVM("bound")).Do(ctx).Into(vm); err != nil {
+		t.Fatal(err)
+	}
+	n1, n2 := uniqueName("na"), uniqueName("nb")
+	if err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		if err := admin.Apps.Get().Namespace(ns).Resource("vminstances").Name("bound").Do(ctx).Into(vm); err != nil {
+			return err
+		}
+		vm.Status.Node, vm.Status.Incarnation, vm.Status.Phase = n2, 1, apps.VMScheduled
+		return admin.Apps.Put().Namespace(ns).Resource("vminstances").Name("bound").SubResource("status").Body(vm).Do(ctx).Into(vm)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	nodeClient := func(name string) *nodeClients {
+		path := filepath.Join(t.TempDir(), name+".kubeconfig")
+		c.MustKumo(t, c.AdminKubeconfig(), "node", "kubeconfig", name, "-o", path)
+		return &nodeClients{c.Client(t, path)}
+	}
+	one, two := nodeClient(n1), nodeClient(n2)
+
+	forbidden := map[string]error{
+		"list all VMs":                   one.Apps.Get().Resource("vminstances").Do(ctx).Error(),
+		"list another node's VMs":        one.Apps.Get().Resource("vminstances").Param("fieldSelector", "status.node="+n2).Do(ctx).Error(),
+		"get a VM by name":               one.Apps.Get().Namespace(ns).Resource("vminstances").Name("bound").Do(ctx).Error(),
+		"write another node's VM status": one.Apps.Put().Namespace(ns).Resource("vminstances").Name("bound").SubResource("status").Body(vm).Do(ctx).Error(),
+		"delete a VM":                    one.Apps.Delete().Namespace(ns).Resource("vminstances").Name("bound").Do(ctx).Error(),
+		"update another node":            one.Kumo.Put().Resource("nodes").Name(n2).Body(&kumo.Node{}).Do(ctx).Error(),
+		"register as another node": one.Kumo.Post().Resource("nodes").Body(&kumo.Node{ObjectMeta: metav1.ObjectMeta{Name: n2},
+			Spec: kumo.NodeSpec{Datacenter: "dc1"}}).Do(ctx).Error(),
+	}
+	for what, err := range forbidden {
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("node %s: %s: want 403, got %v", n1, what, err)
+		}
+	}
+	l := &apps.VMInstanceList{}
+	if err := two.Apps.Get().Resource("vminstances").Param("fieldSelector", "status.node="+n2).Do(ctx).Into(l); err != nil || len(l.Items) != 1 {
+		t.Errorf("node %s listing its own VMs: %d items, %v", n2, len(l.Items), err)
+	}
+	if err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		if err := admin.Apps.Get().Namespace(ns).Resource("vminstances").Name("bound").Do(ctx).Into(vm); err != nil {
+			return err
+		}
+		vm.Status.Phase = apps.VMRunning
+		return two.Apps.Put().Namespace(ns).Resource("vminstances").Name("bound").SubResource("status").Body(vm).Do(ctx).Into(vm)
+	}); err != nil {
+		t.Errorf("node %s reporting its VM's status: %v", n2, err)
+	}
+	vm.Status.Node = n1
+	if err := two.Apps.Put().Namespace(ns).Resource("vminstances").Name("bound").SubResource("status").Body(vm).Do(ctx).Error(); !apierrors.IsForbidden(err) {
+		t.Errorf("node %s moving its VM to another node: want 403, got %v", n2, err)
+	}
+}
+
+// nodeClients wraps typed clients for readability in node tests.
+type nodeClients struct{ *client.Client }
