@@ -14,6 +14,8 @@ if [ "${1:-}" = stop ]; then
     while kill -0 "$(cat "$pidfile")" 2>/dev/null; do sleep 0.2; done
     echo "kumod stopped"
   fi
+  # VMs outlive their agent by design; the demo's are stopped with it.
+  pkill -f "qemu-system.*$DIR/data/run" && echo "demo VMs stopped" || true
   rm -f "$pidfile"
   exit 0
 fi
@@ -23,6 +25,7 @@ if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
 else
   nohup bin/kumod all-in-one --data-dir "$DIR/data" --port "$PORT" \
     --etcd-client-port "${KUMO_ETCD_CLIENT_PORT:-2379}" --etcd-peer-port "${KUMO_ETCD_PEER_PORT:-2380}" \
+    --images-dir "${KUMO_IMAGES_DIR:-$PWD/_output/images}" --node "${KUMO_NODE:-$(hostname)}" --datacenter dc1 \
     > "$DIR/kumod.log" 2>&1 &
   echo $! > "$pidfile"
   echo "kumod started (pid $!), log: $DIR/kumod.log"
@@ -44,14 +47,24 @@ fi
 
 echo; echo "== kumo apply -f examples/  (as a user of tenant demo)"
 KUBECONFIG=$tenant_kc bin/kumo apply -f examples/
-echo; echo "== kumo get vmdisks,vminstances"
+echo; echo "== waiting for vm-example to run and its guest to boot (TCG can take a minute)"
+for _ in $(seq 300); do
+  phase=$(KUBECONFIG=$tenant_kc bin/kumo get vm vm-example -o jsonpath='{.status.phase}' 2>/dev/null || true)
+  if [ "$phase" = Running ] && KUBECONFIG=$tenant_kc bin/kumo console vm-example --show-log 2>/dev/null | grep -aq KUMO-GUEST-READY; then break; fi
+  if [ "$phase" = Failed ]; then KUBECONFIG=$tenant_kc bin/kumo describe vm vm-example; exit 1; fi
+  sleep 1
+done
 KUBECONFIG=$tenant_kc bin/kumo get vmdisks,vminstances
+echo; echo "== the guest's serial console so far (kumo console vm-example --show-log)"
+KUBECONFIG=$tenant_kc bin/kumo console vm-example --show-log | grep -a KUMO-GUEST-READY || { echo "the guest did not print its marker yet"; exit 1; }
 cat <<MSG
 
-Kumo is running. Try:
+Kumo is running a VM. Try:
   export KUBECONFIG=$tenant_kc      # the demo tenant's user
-  bin/kumo get vm -w
+  bin/kumo console vm-example       # serial console (Ctrl+] leaves)
+  bin/kumo vnc vm-example           # a local port for any VNC viewer
+  bin/kumo restart vm-example; bin/kumo get vm -w
   bin/kumo describe vm vm-example
-  KUBECONFIG=$KUBECONFIG bin/kumo get tenants,instancetypes   # as the administrator
-Stop it with: make stop
+  KUBECONFIG=$KUBECONFIG bin/kumo get nodes,tenants   # as the administrator
+Stop it with: make stop   (VMs outlive a kumod restart by design; make stop also stops the demo's VMs)
 MSG
