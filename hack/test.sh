@@ -9,7 +9,7 @@ fail=0
 
 echo "== dependencies and guest images"
 hack/install-deps.sh || fail=1
-images/build.sh kumo-tiny || fail=1
+images/build.sh all || fail=1
 
 echo "== generated code"
 hack/verify-codegen.sh || fail=1
