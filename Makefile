@@ -48,3 +48,19 @@ images-all:
 
 clean:
 	rm -rf $(BIN) _output
+
+# Start latency: API create → QEMU running → guest booted, against launching the same QEMU directly.
+.PHONY: bench-start
+bench-start:
+	go run ./bench/start
+
+# A real single-host Ceph cluster (1 mon, 1 mgr, 3 OSDs in datacenters dc1-dc3, pool "kumo",
+# cephx user client.kumo) for labs; state in CEPH_DIR. See hack/ceph/up.sh. `make clean` does not
+# stop it: run `make ceph-down` first.
+CEPH_DIR ?= $(CURDIR)/_output/ceph
+.PHONY: ceph-up ceph-down
+ceph-up:
+	hack/ceph/up.sh $(CEPH_DIR)
+
+ceph-down:
+	hack/ceph/down.sh $(CEPH_DIR)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
@@ -14,6 +16,7 @@ import (
 
 	"kumo.dev/kumo/internal/storage"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 )
 
 type preparedDisk struct {
@@ -23,7 +26,7 @@ type preparedDisk struct {
 
 // prepareDisk makes a VM's disk ready on this node through its storage class's driver and
 // records the outcome in the disk's status (a local disk is bound to this node from then on).
-func (a *Agent) prepareDisk(ctx context.Context, namespace, name string) (preparedDisk, error) {
+func (a *Agent) prepareDisk(ctx context.Context, namespace, name string, key storage.Key) (preparedDisk, error) {
 	d := &apps.VMDisk{}
 	if err := a.c.Apps.Get().Namespace(namespace).Resource("vmdisks").Name(name).Do(ctx).Into(d); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -37,7 +40,7 @@ func (a *Agent) prepareDisk(ctx context.Context, namespace, name string) (prepar
 	drv, err := a.drives.For(d)
 	var vol storage.Volume
 	if err == nil {
-		vol, err = drv.Ensure(ctx, d)
+		vol, err = drv.Ensure(ctx, d, key, a.importProgress(ctx, d))
 	}
 	if err != nil {
 		a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
@@ -72,4 +75,35 @@ func (a *Agent) reportDisk(ctx context.Context, d *apps.VMDisk, mutate func(*app
 	if err != nil {
 		slog.Warn("report disk status", "disk", d.Namespace+"/"+d.Name, "err", err)
 	}
+}
+
+// importProgress reports an import's progress on the disk (phase Importing), every 5%.
+func (a *Agent) importProgress(ctx context.Context, d *apps.VMDisk) storage.Progress {
+	last := -5
+	return func(p int) {
+		if p < last+5 && p != 100 {
+			return
+		}
+		last = p
+		a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
+			cur.Status.Phase, cur.Status.Progress = apps.DiskImporting, fmt.Sprintf("%d%%", p)
+			if cur.Spec.StorageClass == apps.StorageLocal {
+				cur.Status.Node = a.opts.Node
+			}
+		})
+	}
+}
+
+// writeDiskKey fetches the tenant's disk key for a VM bound to this node (the server hands it
+// to no one else) and writes it into the VM's run directory for QEMU and qemu-img.
+func (a *Agent) writeDiskKey(ctx context.Context, vm *apps.VMInstance, runDir string) (storage.Key, error) {
+	k := &kumo.TenantKey{}
+	if err := a.c.Apps.Get().Namespace(vm.Namespace).Resource("vminstances").Name(vm.Name).SubResource("diskkey").Do(ctx).Into(k); err != nil {
+		return storage.Key{}, fmt.Errorf("disk key of tenant %s: %w", kumo.TenantOfNamespace(vm.Namespace), err)
+	}
+	path := filepath.Join(runDir, "disk.key")
+	if err := os.WriteFile(path, []byte(k.Key), 0o600); err != nil {
+		return storage.Key{}, err
+	}
+	return storage.Key{File: path}, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"kumo.dev/kumo/internal/cloudinit"
 	"kumo.dev/kumo/internal/hypervisor/qemu"
+	"kumo.dev/kumo/internal/storage"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 )
@@ -130,19 +131,31 @@ func (a *Agent) finishStop(ctx context.Context, rt *runtimeVM, vm *apps.VMInstan
 
 // start launches the VM's current incarnation.
 func (a *Agent) start(ctx context.Context, vm *apps.VMInstance) error {
-	key := vm.Namespace + "/" + vm.Name
+	vmKey := vm.Namespace + "/" + vm.Name
 	if err := a.setPhase(ctx, vm, apps.VMStarting, metav1.ConditionFalse, "Starting", "preparing disks and starting QEMU"); err != nil {
 		return err
 	}
-	cfg, err := a.qemuConfig(ctx, vm)
+	runDir := a.runDir(string(vm.UID))
+	err := os.MkdirAll(runDir, 0o700)
+	var key storage.Key
 	if err == nil {
-		err = os.MkdirAll(cfg.RunDir, 0o700)
+		key, err = a.writeDiskKey(ctx, vm, runDir)
+	}
+	// QEMU reads the key when it starts; it does not stay on disk.
+	defer func() {
+		if key.File != "" {
+			os.Remove(key.File)
+		}
+	}()
+	var cfg qemu.Config
+	if err == nil {
+		cfg, err = a.qemuConfig(ctx, vm, runDir, key)
 	}
 	if err == nil {
 		seed := cloudinit.Seed{InstanceID: cloudinit.InstanceID(vm.Namespace, vm.Name, vm.Spec.CloudInitSeed), Hostname: vm.Name, UserData: vm.Spec.CloudInit, SSHKeys: vm.Spec.SSHKeys}
 		err = seed.WriteISO(filepath.Join(cfg.RunDir, "cidata.iso"))
 	}
-	rt := &runtimeVM{key: key, uid: string(vm.UID), incarnation: vm.Status.Incarnation, dir: cfg.RunDir, cfg: cfg}
+	rt := &runtimeVM{key: vmKey, uid: string(vm.UID), incarnation: vm.Status.Incarnation, dir: cfg.RunDir, cfg: cfg}
 	if err == nil {
 		err = rt.saveState()
 	}
@@ -150,22 +163,20 @@ func (a *Agent) start(ctx context.Context, vm *apps.VMInstance) error {
 		rt.vm, err = qemu.Start(ctx, cfg)
 	}
 	if err != nil {
-		if cfg.RunDir != "" {
-			os.RemoveAll(cfg.RunDir)
-		}
-		slog.Warn("VM start failed", "vm", key, "incarnation", vm.Status.Incarnation, "err", err)
+		os.RemoveAll(runDir)
+		slog.Warn("VM start failed", "vm", vmKey, "incarnation", vm.Status.Incarnation, "err", err)
 		return a.reportExit(ctx, vm, apps.ExitFailed, "start failed: "+err.Error())
 	}
 	if con, err := openConsole(cfg.SerialSocket(), rt.serialLog()); err == nil {
 		rt.con = con
 	} else {
-		slog.Warn("serial console", "vm", key, "err", err)
+		slog.Warn("serial console", "vm", vmKey, "err", err)
 	}
 	a.mu.Lock()
-	a.running[key] = rt
+	a.running[vmKey] = rt
 	a.mu.Unlock()
 	a.watch(rt)
-	slog.Info("VM started", "vm", key, "incarnation", rt.incarnation, "pid", rt.vm.PID())
+	slog.Info("VM started", "vm", vmKey, "incarnation", rt.incarnation, "pid", rt.vm.PID())
 	return a.setPhase(ctx, vm, apps.VMRunning, metav1.ConditionTrue, "Running", fmt.Sprintf("incarnation %d runs on node %s (QEMU pid %d)", rt.incarnation, a.opts.Node, rt.vm.PID()))
 }
 
@@ -225,7 +236,7 @@ func (a *Agent) reportExit(ctx context.Context, vm *apps.VMInstance, reason apps
 
 // qemuConfig turns the VM's intent into QEMU's configuration: size from the instance type,
 // devices from the profile, disks prepared by their storage drivers in boot order.
-func (a *Agent) qemuConfig(ctx context.Context, vm *apps.VMInstance) (qemu.Config, error) {
+func (a *Agent) qemuConfig(ctx context.Context, vm *apps.VMInstance, runDir string, key storage.Key) (qemu.Config, error) {
 	obj, ok, _ := a.types.GetStore().GetByKey(vm.Spec.InstanceType)
 	if !ok {
 		return qemu.Config{}, fmt.Errorf("instance type %s does not exist", vm.Spec.InstanceType)
@@ -243,15 +254,15 @@ func (a *Agent) qemuConfig(ctx context.Context, vm *apps.VMInstance) (qemu.Confi
 		Name: vm.Namespace + "_" + vm.Name, UUID: string(vm.UID), Binary: a.opts.QEMU, Accel: a.accel,
 		Machine: profile.Machine, CPUs: int(it.Spec.CPUs), MemoryMiB: it.Spec.Memory.Value() >> 20,
 		Firmware: qemu.Firmware(profile.Firmware), Clock: profile.Clock, Tablet: profile.Tablet, HyperV: profile.HyperV,
-		RunDir: a.runDir(string(vm.UID)),
+		RunDir: runDir,
 	}
 	for i, ref := range vm.Spec.Disks {
-		d, err := a.prepareDisk(ctx, vm.Namespace, ref.Name)
+		d, err := a.prepareDisk(ctx, vm.Namespace, ref.Name, key)
 		if err != nil {
 			return qemu.Config{}, err
 		}
 		cfg.Disks = append(cfg.Disks, qemu.Disk{ID: fmt.Sprintf("disk%d", i), Path: d.vol.Path, Driver: d.vol.Driver, Format: d.vol.Format,
-			Bus: profile.DiskBus, CDROM: d.optical, ReadOnly: d.optical, BootIndex: i + 1})
+			Bus: profile.DiskBus, CDROM: d.optical, ReadOnly: d.optical, BootIndex: i + 1, KeyFile: d.vol.KeyFile})
 	}
 	cfg.Disks = append(cfg.Disks, qemu.Disk{ID: "cidata", Path: filepath.Join(cfg.RunDir, "cidata.iso"), Driver: "file", Format: "raw", Bus: profile.DiskBus, CDROM: true, ReadOnly: true})
 	return cfg, cfg.Validate()

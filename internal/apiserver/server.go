@@ -106,6 +106,9 @@ func New(cfg Config) (*Server, error) {
 	opts := genericoptions.NewRecommendedOptions(etcdPrefix, Codecs.LegacyCodec(apps.SchemeGroupVersion, kumo.SchemeGroupVersion, corev1.SchemeGroupVersion))
 	opts.Etcd.StorageConfig.Transport.ServerList = cfg.EtcdServers
 	opts.Etcd.DefaultStorageMediaType = "application/json"
+	if opts.Etcd.EncryptionProviderConfigFilepath, err = encryptionConfig(cfg.PKIDir); err != nil {
+		return nil, fmt.Errorf("encryption at rest: %w", err)
+	}
 	opts.SecureServing.BindAddress = cfg.BindAddress
 	opts.SecureServing.BindPort = cfg.Port
 	opts.SecureServing.ServerCert.CertKey = genericoptions.CertKey{CertFile: certFile, KeyFile: keyFile}
@@ -183,6 +186,7 @@ func (s *Server) install() error {
 		"vminstances/restart": &vmAction{action: "restart", vms: st.vmInstances},
 		"vminstances/console": &vmStream{kind: "console", vms: st.vmInstances, nodes: st.nodes, clientCert: s.agentClientCert},
 		"vminstances/vnc":     &vmStream{kind: "vnc", vms: st.vmInstances, nodes: st.nodes, clientCert: s.agentClientCert},
+		"vminstances/diskkey": &diskKeyREST{vms: st.vmInstances, keys: st.tenantKeys},
 		"vmdisks":             st.vmDisks, "vmdisks/status": st.vmDisks.Status,
 	}
 	if err := s.generic.InstallAPIGroup(&appsInfo); err != nil {
@@ -195,6 +199,7 @@ func (s *Server) install() error {
 		"tenants/token": &tenantTokenREST{tenants: st.tenants, signer: s.Signer},
 		"nodes":         st.nodes, "nodes/status": st.nodes.Status,
 		"nodes/token": &nodeTokenREST{signer: s.Signer},
+		"tenantkeys":  st.tenantKeys,
 	}
 	if err := s.generic.InstallAPIGroup(&kumoInfo); err != nil {
 		return fmt.Errorf("install %s: %w", kumo.GroupName, err)

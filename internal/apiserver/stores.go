@@ -17,7 +17,7 @@ type stores struct {
 	vmInstances, vmDisks             *registry.Storage
 	instanceTypes                    *registry.Storage
 	instanceProfiles, tenants, nodes *registry.Storage
-	namespaces, events               *registry.Storage
+	namespaces, events, tenantKeys   *registry.Storage
 }
 
 func (s *stores) build(opts generic.RESTOptionsGetter, refs *lookups) error {
@@ -28,7 +28,7 @@ func (s *stores) build(opts generic.RESTOptionsGetter, refs *lookups) error {
 		{&s.vmInstances, vmInstanceKind(refs)}, {&s.vmDisks, vmDiskKind()},
 		{&s.instanceTypes, instanceTypeKind()}, {&s.instanceProfiles, instanceProfileKind()},
 		{&s.tenants, tenantKind()}, {&s.nodes, nodeKind()},
-		{&s.namespaces, namespaceKind()}, {&s.events, eventKind()},
+		{&s.namespaces, namespaceKind()}, {&s.events, eventKind()}, {&s.tenantKeys, tenantKeyKind()},
 	} {
 		st, err := registry.NewStorage(b.kind, Scheme, opts)
 		if err != nil {

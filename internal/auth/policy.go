@@ -65,8 +65,8 @@ func decideTenant(a authorizer.Attributes, tenant string) (authorizer.Decision, 
 	ns := "tenant-" + tenant
 	switch {
 	case a.GetAPIGroup() == groupApps && (a.GetResource() == "vminstances" || a.GetResource() == "vmdisks"):
-		// Status belongs to Kumo: tenants read it but never write it.
-		if a.GetNamespace() == ns && (a.GetSubresource() != "status" || readVerbs[a.GetVerb()]) {
+		// Status belongs to Kumo: tenants read it but never write it; disk keys go to nodes only.
+		if a.GetNamespace() == ns && a.GetSubresource() != "diskkey" && (a.GetSubresource() != "status" || readVerbs[a.GetVerb()]) {
 			return authorizer.DecisionAllow, ""
 		}
 	case a.GetAPIGroup() == "" && a.GetResource() == "events":
@@ -104,6 +104,9 @@ func decideNode(a authorizer.Attributes, node string) (authorizer.Decision, stri
 			return authorizer.DecisionAllow, ""
 		}
 		if sub == "status" && (verb == "update" || verb == "patch") {
+			return authorizer.DecisionAllow, ""
+		}
+		if sub == "diskkey" && verb == "get" { // the handler checks that the VM is bound to this node
 			return authorizer.DecisionAllow, ""
 		}
 		if sub == "" && (verb == "list" || verb == "watch") {

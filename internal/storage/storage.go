@@ -30,14 +30,24 @@ type Volume struct {
 	Format string
 	// SizeBytes is the disk's virtual size.
 	SizeBytes int64
+	// KeyFile is the passphrase file QEMU opens the disk's encryption with ("" when the disk is
+	// not encrypted: read-only optical media).
+	KeyFile string
 }
+
+// Key is the tenant's disk key, as a file the node wrote for this operation (mode 0600).
+type Key struct{ File string }
+
+// Progress receives an import's progress in percent.
+type Progress func(percent int)
 
 // Driver prepares the disks of one storage class on this node.
 type Driver interface {
 	Info() Info
-	// Ensure creates the disk if it does not exist yet and returns how to open it. It is
-	// idempotent: a disk that exists is returned as it is.
-	Ensure(ctx context.Context, d *apps.VMDisk) (Volume, error)
+	// Ensure creates the disk if it does not exist yet — importing its source, encrypted with the
+	// tenant's key — and returns how to open it. It is idempotent: a disk that exists is returned
+	// as it is.
+	Ensure(ctx context.Context, d *apps.VMDisk, key Key, progress Progress) (Volume, error)
 	// Delete removes the disk's data; a disk that does not exist is not an error.
 	Delete(ctx context.Context, namespace, name string) error
 }

@@ -4,6 +4,8 @@ package tenant
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"time"
@@ -121,6 +123,9 @@ func (ctl *Controller) reconcile(ctx context.Context, name string) error {
 			return err
 		}
 	}
+	if err := ctl.ensureKey(ctx, t); err != nil {
+		return err
+	}
 	if t.Status.Phase == kumo.TenantActive && t.Status.Namespace == ns {
 		return nil
 	}
@@ -179,6 +184,9 @@ func (ctl *Controller) finalize(ctx context.Context, t *kumo.Tenant) error {
 			return fmt.Errorf("mark tenant %s terminating: %w", t.Name, err)
 		}
 	}
+	if err := ctl.c.Kumo.Delete().Resource("tenantkeys").Name(t.Name).Do(ctx).Error(); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete the disk key of tenant %s: %w", t.Name, err)
+	}
 	var keep []string
 	for _, f := range t.Finalizers {
 		if f != kumo.TenantFinalizer {
@@ -190,5 +198,24 @@ func (ctl *Controller) finalize(ctx context.Context, t *kumo.Tenant) error {
 		return fmt.Errorf("release tenant %s: %w", t.Name, err)
 	}
 	slog.Info("tenant deleted", "tenant", t.Name, "namespace", ns)
+	return nil
+}
+
+// ensureKey creates the tenant's disk encryption key once; it never changes afterwards.
+func (ctl *Controller) ensureKey(ctx context.Context, t *kumo.Tenant) error {
+	err := ctl.c.Kumo.Get().Resource("tenantkeys").Name(t.Name).Do(ctx).Error()
+	if err == nil || !apierrors.IsNotFound(err) {
+		return err
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return err
+	}
+	owner := metav1.NewControllerRef(t, kumo.SchemeGroupVersion.WithKind("Tenant"))
+	key := &kumo.TenantKey{ObjectMeta: metav1.ObjectMeta{Name: t.Name, OwnerReferences: []metav1.OwnerReference{*owner}}, Key: base64.StdEncoding.EncodeToString(raw)}
+	if err := ctl.c.Kumo.Post().Resource("tenantkeys").Body(key).Do(ctx).Error(); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create the disk key of tenant %s: %w", t.Name, err)
+	}
+	ctl.recorder.Event(t, corev1.EventTypeNormal, "KeyCreated", "Created the tenant's disk encryption key")
 	return nil
 }

@@ -123,7 +123,13 @@ func (c *Config) diskArgs(a *argv) {
 	for _, d := range c.Disks {
 		file, drive := "file-"+d.ID, "drive-"+d.ID
 		a.blockdev(blockdevFile{Driver: d.Driver, NodeName: file, Filename: d.Path, ReadOnly: d.ReadOnly})
-		a.blockdev(blockdevFormat{Driver: d.Format, NodeName: drive, File: file, ReadOnly: d.ReadOnly})
+		format := blockdevFormat{Driver: d.Format, NodeName: drive, File: file, ReadOnly: d.ReadOnly}
+		if d.KeyFile != "" {
+			secret := "sec-" + d.ID
+			a.add("-object", "secret,id="+secret+",file="+escapeOpt(d.KeyFile))
+			format.Encrypt = &blockdevEncrypt{Format: "luks", KeySecret: secret}
+		}
+		a.blockdev(format)
 
 		var dev string
 		switch {
@@ -162,10 +168,17 @@ type blockdevFile struct {
 
 // blockdevFormat is a format node (qcow2, raw) on top of a protocol node.
 type blockdevFormat struct {
-	Driver   string `json:"driver"`
-	NodeName string `json:"node-name"`
-	File     string `json:"file"`
-	ReadOnly bool   `json:"read-only"`
+	Driver   string           `json:"driver"`
+	NodeName string           `json:"node-name"`
+	File     string           `json:"file"`
+	ReadOnly bool             `json:"read-only"`
+	Encrypt  *blockdevEncrypt `json:"encrypt,omitempty"`
+}
+
+// blockdevEncrypt opens a qcow2 image's LUKS encryption with a secret object.
+type blockdevEncrypt struct {
+	Format    string `json:"format"`
+	KeySecret string `json:"key-secret"`
 }
 
 // argv accumulates arguments; the first error sticks.

@@ -73,6 +73,9 @@ type Disk struct {
 	CDROM     bool   // attach as CD-ROM (always read-only)
 	ReadOnly  bool
 	BootIndex int // 1-based boot order; 0 = not bootable
+	// KeyFile, when set, holds the passphrase of the disk's LUKS encryption (qcow2's built-in
+	// LUKS); QEMU reads it through a secret object, it never appears on the command line.
+	KeyFile string
 }
 
 // NIC is one network interface backed by an existing tap device.
@@ -252,6 +255,9 @@ func (c *Config) validateDisks() []error {
 		}
 		if d.Format != "qcow2" && d.Format != "raw" {
 			bad("Format", "%q must be \"qcow2\" or \"raw\"", d.Format)
+		}
+		if d.KeyFile != "" && (d.Format != "qcow2" || !filepath.IsAbs(d.KeyFile)) {
+			bad("KeyFile", "encryption needs a qcow2 disk and an absolute key file path (format %q, key file %q)", d.Format, d.KeyFile)
 		}
 		switch d.Bus {
 		case BusVirtio, BusSATA:

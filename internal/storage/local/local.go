@@ -1,6 +1,8 @@
-// Package local stores VM disks as qcow2 files on the node. A disk from a golden image is a
-// copy-on-write overlay on the node's cached image; a blank disk is an empty qcow2 file. A local
-// disk lives on the node where it was created, and its VM runs there.
+// Package local stores VM disks as qcow2 files on the node, each encrypted with its tenant's key
+// (qcow2's built-in LUKS). A disk from a golden image is a copy-on-write overlay on the node's
+// cached image (the image is public; everything the tenant writes is encrypted); an imported
+// disk is converted from its downloaded, inspected source; a blank disk is empty. A local disk
+// lives on the node where it was created, and its VM runs there.
 package local
 
 import (
@@ -15,8 +17,13 @@ import (
 	"strings"
 
 	"kumo.dev/kumo/internal/storage"
+	"kumo.dev/kumo/internal/storage/importer"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 )
+
+// luksIterTimeMS keeps the key derivation cheap: the passphrase is 32 random bytes, so slowing
+// down guessing adds nothing, while every open pays for it.
+const luksIterTimeMS = 10
 
 // Driver keeps disks under Dir; golden images are ImagesDir/<name>.qcow2.
 type Driver struct {
@@ -52,60 +59,169 @@ func (d *Driver) Images() []string {
 }
 
 // Ensure implements storage.Driver.
-func (d *Driver) Ensure(ctx context.Context, disk *apps.VMDisk) (storage.Volume, error) {
+func (d *Driver) Ensure(ctx context.Context, disk *apps.VMDisk, key storage.Key, progress storage.Progress) (storage.Volume, error) {
 	path := d.Path(disk.Namespace, disk.Name)
-	if _, err := os.Stat(path); err == nil {
-		size, err := virtualSize(ctx, path)
-		return storage.Volume{Driver: "file", Path: path, Format: "qcow2", SizeBytes: size}, err
+	vol := storage.Volume{Driver: "file", Path: path, Format: "qcow2", KeyFile: key.File}
+	if disk.Spec.Optical {
+		vol.Path, vol.Format, vol.KeyFile = strings.TrimSuffix(path, ".qcow2")+".iso", "raw", ""
 	}
-	want := disk.Spec.Storage.Value()
+	if _, err := os.Stat(vol.Path); err == nil {
+		size, err := virtualSize(ctx, vol.Path)
+		vol.SizeBytes = size
+		return vol, err
+	}
+	if key.File == "" && !disk.Spec.Optical {
+		return storage.Volume{}, errors.New("no tenant key: local disks are always encrypted")
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return storage.Volume{}, err
 	}
-	tmp := path + ".creating"
+	tmp := vol.Path + ".creating"
 	defer os.Remove(tmp)
-	var args []string
+	want := disk.Spec.Storage.Value()
+	var err error
 	switch src := disk.Spec.Source; {
 	case src.Image != nil:
-		image := d.ImagePath(src.Image.Name)
-		if _, err := os.Stat(image); err != nil {
-			return storage.Volume{}, fmt.Errorf("golden image %s is not on this node (%s)", src.Image.Name, image)
-		}
-		imageSize, err := virtualSize(ctx, image)
-		if err != nil {
-			return storage.Volume{}, err
-		}
-		if imageSize > want && !disk.Spec.Optical {
-			return storage.Volume{}, fmt.Errorf("golden image %s is %s, larger than spec.storage %s", src.Image.Name, human(imageSize), disk.Spec.Storage.String())
-		}
-		if disk.Spec.Optical {
-			want = imageSize
-		}
-		args = []string{"create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", image, tmp, strconv.FormatInt(want, 10)}
-	case src.HTTP == nil && src.Upload == nil && src.Disk == nil:
-		args = []string{"create", "-q", "-f", "qcow2", tmp, strconv.FormatInt(want, 10)}
+		err = d.fromImage(ctx, disk, tmp, key, &want)
+	case src.HTTP != nil:
+		err = d.fromURL(ctx, disk, tmp, key, &want, progress)
+	case src.Disk != nil:
+		err = d.fromDisk(ctx, disk, tmp, key, want)
+	case src.Upload != nil:
+		err = fmt.Errorf("disk source upload is not supported by the local driver yet")
 	default:
-		return storage.Volume{}, fmt.Errorf("disk source %s is not supported by the local driver yet", sourceName(src))
+		err = createEncrypted(ctx, tmp, key, want, "")
 	}
-	if out, err := exec.CommandContext(ctx, "qemu-img", args...).CombinedOutput(); err != nil {
-		return storage.Volume{}, fmt.Errorf("qemu-img %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	if err != nil {
+		return storage.Volume{}, err
 	}
 	if err := os.Chmod(tmp, 0o600); err != nil {
 		return storage.Volume{}, err
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := os.Rename(tmp, vol.Path); err != nil {
 		return storage.Volume{}, err
 	}
-	return storage.Volume{Driver: "file", Path: path, Format: "qcow2", SizeBytes: want}, nil
+	vol.SizeBytes = want
+	return vol, nil
+}
+
+func (d *Driver) fromImage(ctx context.Context, disk *apps.VMDisk, tmp string, key storage.Key, want *int64) error {
+	name := disk.Spec.Source.Image.Name
+	image := d.ImagePath(name)
+	if _, err := os.Stat(image); err != nil {
+		return fmt.Errorf("golden image %s is not on this node (%s)", name, image)
+	}
+	imageSize, err := virtualSize(ctx, image)
+	if err != nil {
+		return err
+	}
+	if disk.Spec.Optical {
+		*want = imageSize
+		return run(ctx, "qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", image, tmp)
+	}
+	if imageSize > *want {
+		return &importer.RefusedError{Reason: fmt.Sprintf("golden image %s is %s, larger than spec.storage %s", name, human(imageSize), disk.Spec.Storage.String())}
+	}
+	return createEncrypted(ctx, tmp, key, *want, image)
+}
+
+func (d *Driver) fromURL(ctx context.Context, disk *apps.VMDisk, tmp string, key storage.Key, want *int64, progress storage.Progress) error {
+	dl := tmp + ".download"
+	defer os.Remove(dl)
+	report := func(p int) {
+		if progress != nil {
+			progress(p)
+		}
+	}
+	// Downloading is the first half of the progress, converting the second.
+	if err := importer.Download(ctx, disk.Spec.Source.HTTP.URL, dl, func(done, total int64) {
+		if total > 0 {
+			report(int(done * 50 / total))
+		}
+	}); err != nil {
+		return err
+	}
+	info, err := importer.Inspect(ctx, dl)
+	if err != nil {
+		return err
+	}
+	if disk.Spec.Optical {
+		*want = info.VirtualSize
+		return importer.Convert(ctx, dl, info, importer.Target{Args: []string{"-O", "raw", tmp}}, func(p int) { report(50 + p/2) })
+	}
+	if info.VirtualSize > *want {
+		return &importer.RefusedError{Reason: fmt.Sprintf("the image is %s, larger than spec.storage %s", human(info.VirtualSize), disk.Spec.Storage.String())}
+	}
+	if err := createEncrypted(ctx, tmp, key, *want, ""); err != nil {
+		return err
+	}
+	return importer.Convert(ctx, dl, info, encryptedTarget(tmp, key), func(p int) { report(50 + p/2) })
+}
+
+// fromDisk clones another local disk of the same tenant (same key) on this node.
+func (d *Driver) fromDisk(ctx context.Context, disk *apps.VMDisk, tmp string, key storage.Key, want int64) error {
+	src := d.Path(disk.Namespace, disk.Spec.Source.Disk.Name)
+	if _, err := os.Stat(src); err != nil {
+		return fmt.Errorf("disk %s to clone is not on this node", disk.Spec.Source.Disk.Name)
+	}
+	srcSize, err := virtualSize(ctx, src)
+	if err != nil {
+		return err
+	}
+	if srcSize > want {
+		return &importer.RefusedError{Reason: fmt.Sprintf("disk %s is %s, larger than spec.storage %s", disk.Spec.Source.Disk.Name, human(srcSize), disk.Spec.Storage.String())}
+	}
+	if err := createEncrypted(ctx, tmp, key, want, ""); err != nil {
+		return err
+	}
+	t := encryptedTarget(tmp, key)
+	args := append([]string{"convert", "-q", "--object", "secret,id=srcsec,file=" + key.File, "--image-opts",
+		"driver=qcow2,file.filename=" + escape(src) + ",encrypt.key-secret=srcsec"}, t.Args...)
+	for _, o := range t.Objects {
+		args = append(args, "--object", o)
+	}
+	return run(ctx, "qemu-img", args...)
+}
+
+// createEncrypted makes an empty encrypted qcow2 (on a backing golden image when given).
+func createEncrypted(ctx context.Context, path string, key storage.Key, size int64, backing string) error {
+	args := []string{"create", "-q", "-f", "qcow2", "--object", "secret,id=sec0,file=" + key.File,
+		"-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=" + strconv.Itoa(luksIterTimeMS)}
+	if backing != "" {
+		args = append(args, "-F", "qcow2", "-b", backing)
+	}
+	args = append(args, path, strconv.FormatInt(size, 10))
+	// QEMU times its key derivation on the CPU clock and now and then, on a loaded machine, gives
+	// up on the measurement; that failure is transient.
+	var err error
+	for attempt := 0; attempt < pbkdfAttempts; attempt++ {
+		if err = run(ctx, "qemu-img", args...); err == nil || !strings.Contains(err.Error(), "accurate CPU usage") {
+			return err
+		}
+		os.Remove(path)
+	}
+	return err
+}
+
+// pbkdfAttempts bounds retries of QEMU's key-derivation timing.
+const pbkdfAttempts = 5
+
+// encryptedTarget converts into an existing encrypted qcow2.
+func encryptedTarget(path string, key storage.Key) importer.Target {
+	return importer.Target{
+		Objects: []string{"secret,id=dstsec,file=" + key.File},
+		Args:    []string{"-n", "--target-image-opts", "driver=qcow2,file.filename=" + escape(path) + ",encrypt.key-secret=dstsec"},
+	}
 }
 
 // Delete implements storage.Driver.
 func (d *Driver) Delete(_ context.Context, namespace, name string) error {
-	err := os.Remove(d.Path(namespace, name))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	for _, p := range []string{d.Path(namespace, name), strings.TrimSuffix(d.Path(namespace, name), ".qcow2") + ".iso"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
 	}
-	return err
+	return nil
 }
 
 // Disks lists the disks on this node as namespace/name.
@@ -115,8 +231,10 @@ func (d *Driver) Disks() []string {
 	for _, ns := range nss {
 		files, _ := os.ReadDir(filepath.Join(d.Dir, ns.Name()))
 		for _, f := range files {
-			if name, ok := strings.CutSuffix(f.Name(), ".qcow2"); ok {
-				out = append(out, ns.Name()+"/"+name)
+			for _, ext := range []string{".qcow2", ".iso"} {
+				if name, ok := strings.CutSuffix(f.Name(), ext); ok {
+					out = append(out, ns.Name()+"/"+name)
+				}
 			}
 		}
 	}
@@ -137,17 +255,14 @@ func virtualSize(ctx context.Context, path string) (int64, error) {
 	return info.VirtualSize, nil
 }
 
-func sourceName(s apps.VMDiskSource) string {
-	switch {
-	case s.HTTP != nil:
-		return "http"
-	case s.Upload != nil:
-		return "upload"
-	case s.Disk != nil:
-		return "disk (clone)"
+func run(ctx context.Context, name string, args ...string) error {
+	if out, err := exec.CommandContext(ctx, name, args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("%s %s: %v: %s", name, args[0], err, strings.TrimSpace(string(out)))
 	}
-	return "image"
+	return nil
 }
+
+func escape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
 func human(b int64) string {
 	return fmt.Sprintf("%.1fGi", float64(b)/(1<<30))
