@@ -1,0 +1,168 @@
+package e2e
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
+)
+
+// imageServer serves the tiny guest in every accepted format, plus a hostile image, on loopback.
+func imageServer(t *testing.T) (*httptest.Server, string) {
+	t.Helper()
+	dir := t.TempDir()
+	src := filepath.Join(imagesDir(), "kumo-tiny.qcow2")
+	convert := func(format, name string, opts ...string) {
+		args := append([]string{"convert", "-q", "-f", "qcow2", "-O", format}, opts...)
+		if out, err := exec.Command("qemu-img", append(args, src, filepath.Join(dir, name))...).CombinedOutput(); err != nil {
+			t.Fatalf("convert to %s: %v %s", format, err, out)
+		}
+	}
+	convert("qcow2", "tiny.qcow2")
+	convert("raw", "tiny.raw")
+	convert("vmdk", "tiny.vmdk", "-o", "subformat=streamOptimized")
+	convert("vhdx", "tiny.vhdx")
+	data, _ := os.ReadFile(filepath.Join(dir, "tiny.qcow2"))
+	var gz bytes.Buffer
+	w := gzip.NewWriter(&gz)
+	w.Write(data)
+	w.Close()
+	os.WriteFile(filepath.Join(dir, "tiny.qcow2.gz"), gz.Bytes(), 0o644)
+	canary := filepath.Join(t.TempDir(), "canary")
+	os.WriteFile(canary, []byte("do not read me"), 0o600)
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", canary, "-F", "raw", filepath.Join(dir, "hostile.qcow2")).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	return httptest.NewServer(http.FileServer(http.Dir(dir))), canary
+}
+
+func httpVM(name, url, extra string) string {
+	return fmt.Sprintf(`apiVersion: apps.cozystack.io/v1alpha1
+kind: VMDisk
+metadata:
+  name: %[1]s-disk
+spec:
+  source:
+    http:
+      url: %[2]s
+  storage: 1Gi
+  storageClass: local
+---
+apiVersion: apps.cozystack.io/v1alpha1
+kind: VMInstance
+metadata:
+  name: %[1]s
+spec:
+  instanceType: s1.small
+  instanceProfile: debian
+  disks:
+  - %[1]s-disk
+%[3]s`, name, url, extra)
+}
+
+func TestImportedDisksBootAndStayIsolated(t *testing.T) {
+	c := startAllInOne(t, "--cpus", "8")
+	srv, canary := imageServer(t)
+	defer srv.Close()
+	kcA, kcB := c.NewTenant(t, "importer"), c.NewTenant(t, "neighbour")
+	clA := c.Client(t, kcA)
+	nsA := kumo.TenantNamespace("importer")
+	formats := map[string]string{"qcow2": "tiny.qcow2", "raw": "tiny.raw", "vmdk": "tiny.vmdk", "vhdx": "tiny.vhdx", "gz": "tiny.qcow2.gz"}
+	for name, file := range formats {
+		if r := Run(kcA, httpVM("from-"+name, srv.URL+"/"+file, ""), bins.kumo, "apply", "-f", "-"); r.Err != nil {
+			t.Fatal(r)
+		}
+	}
+	if r := Run(kcA, httpVM("hostile", srv.URL+"/hostile.qcow2", "  runStrategy: Once\n"), bins.kumo, "apply", "-f", "-"); r.Err != nil {
+		t.Fatal(r)
+	}
+	for name := range formats {
+		vm := "from-" + name
+		waitVM(t, clA, nsA, vm, "Running", 4*time.Minute, running)
+		eventually(t, 4*time.Minute, vm+"'s marker", func() bool {
+			return strings.Contains(c.MustKumo(t, kcA, "console", vm, "--show-log"), "KUMO-GUEST-READY hostname="+vm)
+		})
+		d := &apps.VMDisk{}
+		if err := clA.Apps.Get().Namespace(nsA).Resource("vmdisks").Name(vm + "-disk").Do(context.Background()).Into(d); err != nil || d.Status.Phase != apps.DiskReady || d.Status.Progress != "100%" {
+			t.Errorf("disk of %s: %+v %v", vm, d.Status, err)
+		}
+	}
+	eventually(t, time.Minute, "the hostile image's disk to fail with its reason", func() bool {
+		d := &apps.VMDisk{}
+		if clA.Apps.Get().Namespace(nsA).Resource("vmdisks").Name("hostile-disk").Do(context.Background()).Into(d) != nil || d.Status.Phase != apps.DiskFailed {
+			return false
+		}
+		for _, cond := range d.Status.Conditions {
+			if strings.Contains(cond.Message, "backing file") {
+				return true
+			}
+		}
+		return false
+	})
+	if data, _ := os.ReadFile(canary); string(data) != "do not read me" {
+		t.Error("the canary changed")
+	}
+	if _, err := os.Stat(filepath.Join(c.Dir, "disks", nsA, "hostile-disk.qcow2")); !os.IsNotExist(err) {
+		t.Errorf("the refused import left a disk: %v", err)
+	}
+
+	// Tenant B cannot use A's disk: names resolve in B's own namespace only.
+	m := "apiVersion: apps.cozystack.io/v1alpha1\nkind: VMInstance\nmetadata:\n  name: thief\nspec:\n  instanceType: s1.small\n  disks:\n  - from-qcow2-disk\n"
+	if r := Run(kcB, m, bins.kumo, "apply", "-f", "-"); r.Err != nil {
+		t.Fatal(r)
+	}
+	waitVM(t, c.Client(t, kcB), kumo.TenantNamespace("neighbour"), "thief", "a reason that the disk does not exist", time.Minute, func(vm *apps.VMInstance) bool {
+		for _, cond := range vm.Status.Conditions {
+			if strings.Contains(cond.Message, "disk from-qcow2-disk does not exist") {
+				return vm.Status.Node == ""
+			}
+		}
+		return false
+	})
+	// And B's key does not open A's disk (checked on the node with qemu-img).
+	admin := c.Admin(t)
+	keyOf := func(tenant string) string {
+		k := &kumo.TenantKey{}
+		if err := admin.Kumo.Get().Resource("tenantkeys").Name(tenant).Do(context.Background()).Into(k); err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(t.TempDir(), tenant+".key")
+		os.WriteFile(f, []byte(k.Key), 0o600)
+		return f
+	}
+	disk := filepath.Join(c.Dir, "disks", nsA, "from-qcow2-disk.qcow2")
+	open := func(keyFile string) error {
+		out, err := exec.Command("qemu-io", "-r", "-U", "--object", "secret,id=s,file="+keyFile, "--image-opts",
+			"driver=qcow2,file.filename="+disk+",encrypt.key-secret=s", "-c", "read 0 4k").CombinedOutput()
+		if err == nil && !strings.Contains(string(out), "read 4096/4096 bytes") {
+			err = fmt.Errorf("read failed")
+		}
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	if err := open(keyOf("importer")); err != nil {
+		t.Errorf("tenant A's own key does not open its disk: %v", err)
+	}
+	if err := open(keyOf("neighbour")); err == nil {
+		t.Error("tenant B's key opened tenant A's disk")
+	}
+	if r := c.Kumo(kcB, "get", "tenantkeys"); r.Err == nil {
+		t.Errorf("a tenant listed tenant keys: %s", r.Stdout)
+	}
+	if r := c.Kumo(kcA, "get", "--raw", "/apis/apps.cozystack.io/v1alpha1/namespaces/"+nsA+"/vminstances/from-qcow2/diskkey"); r.Err == nil {
+		t.Errorf("a tenant fetched its VM's disk key: %s", r.Stdout)
+	}
+}
