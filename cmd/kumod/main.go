@@ -117,6 +117,9 @@ func addNodeFlags(f *pflag.FlagSet, o *agent.Options, defaultNode string) {
 	f.Var(quantityFlag{&o.ReserveMemory}, "reserve-memory", "memory kept for the host")
 	f.StringVar(&o.ListenAddress, "stream-listen", "127.0.0.1:0", "address of the agent's console/VNC stream server")
 	f.StringVar(&o.AdvertiseAddress, "stream-advertise", "", "address the API server dials for streams (default: the listen host)")
+	f.StringVar(&o.CephConf, "ceph-conf", "", "ceph.conf of the cluster holding replicated disks (empty: this node has no replicated class)")
+	f.StringVar(&o.CephUser, "ceph-user", "kumo", "cephx user of the replicated class (its keyring is found through ceph.conf)")
+	f.StringVar(&o.CephPool, "ceph-pool", "kumo", "RBD pool of the replicated class")
 }
 
 // quantityFlag parses Kubernetes quantities such as 16Gi.

@@ -21,6 +21,7 @@ import (
 
 	"kumo.dev/kumo/internal/hypervisor/qemu"
 	"kumo.dev/kumo/internal/storage"
+	"kumo.dev/kumo/internal/storage/ceph"
 	"kumo.dev/kumo/internal/storage/local"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
@@ -56,6 +57,8 @@ type Options struct {
 	// ListenAddress is where the stream server (console, VNC) listens, e.g. "127.0.0.1:0";
 	// AdvertiseAddress is the address the API server dials (default: the listen host).
 	ListenAddress, AdvertiseAddress string
+	// CephConf, CephUser and CephPool give the node the replicated storage class (Ceph RBD).
+	CephConf, CephUser, CephPool string
 }
 
 // Agent is a running node agent.
@@ -121,6 +124,10 @@ func New(opts Options) (*Agent, error) {
 		drives:  storage.Drivers{apps.StorageLocal: loc},
 		running: map[string]*runtimeVM{},
 		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
+	}
+	if opts.CephConf != "" {
+		a.drives[apps.StorageReplicated] = &ceph.Driver{Conf: opts.CephConf, User: opts.CephUser, Pool: opts.CephPool,
+			ImagesDir: opts.ImagesDir, ScratchDir: filepath.Join(opts.DataDir, "scratch")}
 	}
 	a.vms = client.NewInformer(c.Apps, "vminstances", &apps.VMInstance{}, "status.node="+opts.Node, 0)
 	a.types = client.NewInformer(c.Kumo, "instancetypes", &kumo.InstanceType{}, "", 0)

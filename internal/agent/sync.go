@@ -261,8 +261,13 @@ func (a *Agent) qemuConfig(ctx context.Context, vm *apps.VMInstance, runDir stri
 		if err != nil {
 			return qemu.Config{}, err
 		}
-		cfg.Disks = append(cfg.Disks, qemu.Disk{ID: fmt.Sprintf("disk%d", i), Path: d.vol.Path, Driver: d.vol.Driver, Format: d.vol.Format,
-			Bus: profile.DiskBus, CDROM: d.optical, ReadOnly: d.optical, BootIndex: i + 1, KeyFile: d.vol.KeyFile})
+		disk := qemu.Disk{ID: fmt.Sprintf("disk%d", i), Path: d.vol.Path, Driver: d.vol.Driver, Format: d.vol.Format,
+			Bus: profile.DiskBus, CDROM: d.optical, ReadOnly: d.optical, BootIndex: i + 1, KeyFile: d.vol.KeyFile}
+		if r := d.vol.RBD; r != nil {
+			disk.Path = ""
+			disk.RBD = &qemu.RBDImage{Pool: r.Pool, Namespace: r.Namespace, Image: r.Image, Conf: r.Conf, User: r.User}
+		}
+		cfg.Disks = append(cfg.Disks, disk)
 	}
 	cfg.Disks = append(cfg.Disks, qemu.Disk{ID: "cidata", Path: filepath.Join(cfg.RunDir, "cidata.iso"), Driver: "file", Format: "raw", Bus: profile.DiskBus, CDROM: true, ReadOnly: true})
 	return cfg, cfg.Validate()

@@ -33,7 +33,12 @@ type Volume struct {
 	// KeyFile is the passphrase file QEMU opens the disk's encryption with ("" when the disk is
 	// not encrypted: read-only optical media).
 	KeyFile string
+	// RBD locates the image of Driver "rbd".
+	RBD *RBDImage
 }
+
+// RBDImage is a Ceph RBD image and how to reach the cluster.
+type RBDImage struct{ Pool, Namespace, Image, Conf, User string }
 
 // Key is the tenant's disk key, as a file the node wrote for this operation (mode 0600).
 type Key struct{ File string }

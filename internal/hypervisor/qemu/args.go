@@ -122,12 +122,24 @@ func (c *Config) diskArgs(a *argv) {
 	sataPort, scsiID := 0, 0
 	for _, d := range c.Disks {
 		file, drive := "file-"+d.ID, "drive-"+d.ID
-		a.blockdev(blockdevFile{Driver: d.Driver, NodeName: file, Filename: d.Path, ReadOnly: d.ReadOnly})
-		format := blockdevFormat{Driver: d.Format, NodeName: drive, File: file, ReadOnly: d.ReadOnly}
+		secret := "sec-" + d.ID
 		if d.KeyFile != "" {
-			secret := "sec-" + d.ID
 			a.add("-object", "secret,id="+secret+",file="+escapeOpt(d.KeyFile))
-			format.Encrypt = &blockdevEncrypt{Format: "luks", KeySecret: secret}
+		}
+		format := blockdevFormat{Driver: d.Format, NodeName: drive, File: file, ReadOnly: d.ReadOnly}
+		if d.Driver == DriverRBD {
+			// librbd decrypts LUKS2 itself: the raw format node sees plaintext.
+			rbd := blockdevRBD{Driver: DriverRBD, NodeName: file, Pool: d.RBD.Pool, Namespace: d.RBD.Namespace, Image: d.RBD.Image,
+				Conf: d.RBD.Conf, User: d.RBD.User, ReadOnly: d.ReadOnly}
+			if d.KeyFile != "" {
+				rbd.Encrypt = &blockdevEncrypt{Format: "luks2", KeySecret: secret}
+			}
+			a.blockdev(rbd)
+		} else {
+			a.blockdev(blockdevFile{Driver: d.Driver, NodeName: file, Filename: d.Path, ReadOnly: d.ReadOnly})
+			if d.KeyFile != "" {
+				format.Encrypt = &blockdevEncrypt{Format: "luks", KeySecret: secret}
+			}
 		}
 		a.blockdev(format)
 
@@ -173,6 +185,19 @@ type blockdevFormat struct {
 	File     string           `json:"file"`
 	ReadOnly bool             `json:"read-only"`
 	Encrypt  *blockdevEncrypt `json:"encrypt,omitempty"`
+}
+
+// blockdevRBD is a protocol node opening a Ceph RBD image with QEMU's librbd driver.
+type blockdevRBD struct {
+	Driver    string           `json:"driver"`
+	NodeName  string           `json:"node-name"`
+	Pool      string           `json:"pool"`
+	Namespace string           `json:"namespace,omitempty"`
+	Image     string           `json:"image"`
+	Conf      string           `json:"conf"`
+	User      string           `json:"user,omitempty"`
+	ReadOnly  bool             `json:"read-only"`
+	Encrypt   *blockdevEncrypt `json:"encrypt,omitempty"`
 }
 
 // blockdevEncrypt opens a qcow2 image's LUKS encryption with a secret object.

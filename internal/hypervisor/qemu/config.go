@@ -32,7 +32,7 @@ const (
 // Disk drivers (the QEMU block protocol driver that opens Disk.Path).
 const (
 	DriverFile = "file"
-	DriverRBD  = "rbd" // reserved for Ceph; not accepted yet
+	DriverRBD  = "rbd" // Ceph RBD through QEMU's librbd driver
 )
 
 // Firmware selects what the VM boots with.
@@ -74,8 +74,18 @@ type Disk struct {
 	ReadOnly  bool
 	BootIndex int // 1-based boot order; 0 = not bootable
 	// KeyFile, when set, holds the passphrase of the disk's LUKS encryption (qcow2's built-in
-	// LUKS); QEMU reads it through a secret object, it never appears on the command line.
+	// LUKS, or LUKS2 on an RBD image); QEMU reads it through a secret object, it never appears on
+	// the command line.
 	KeyFile string
+	// RBD locates a Driver "rbd" disk.
+	RBD *RBDImage
+}
+
+// RBDImage is a Ceph RBD image QEMU opens with librbd.
+type RBDImage struct {
+	Pool, Namespace, Image string
+	// Conf is the ceph.conf path; User the cephx user (its keyring is found through Conf).
+	Conf, User string
 }
 
 // NIC is one network interface backed by an existing tap device.
@@ -249,14 +259,18 @@ func (c *Config) validateDisks() []error {
 				bad("Path", "%q must be an absolute path", d.Path)
 			}
 		case DriverRBD:
-			bad("Driver", "%q is not supported yet", d.Driver)
+			if d.RBD == nil || d.RBD.Pool == "" || d.RBD.Image == "" || d.RBD.Conf == "" {
+				bad("RBD", "an rbd disk needs pool, image and conf")
+			} else if d.KeyFile != "" && d.Format != "raw" {
+				bad("Format", "an encrypted rbd disk is raw under its LUKS2 layer")
+			}
 		default:
 			bad("Driver", "unknown driver %q (want %q)", d.Driver, DriverFile)
 		}
 		if d.Format != "qcow2" && d.Format != "raw" {
 			bad("Format", "%q must be \"qcow2\" or \"raw\"", d.Format)
 		}
-		if d.KeyFile != "" && (d.Format != "qcow2" || !filepath.IsAbs(d.KeyFile)) {
+		if d.KeyFile != "" && ((d.Driver != DriverRBD && d.Format != "qcow2") || !filepath.IsAbs(d.KeyFile)) {
 			bad("KeyFile", "encryption needs a qcow2 disk and an absolute key file path (format %q, key file %q)", d.Format, d.KeyFile)
 		}
 		switch d.Bus {

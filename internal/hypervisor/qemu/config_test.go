@@ -46,7 +46,11 @@ func TestValidateNamesTheBadField(t *testing.T) {
 		{"missing format", func(c *Config) { c.Disks[0].Format = "" }, "Disks[0].Format"},
 		{"unknown format", func(c *Config) { c.Disks[0].Format = "vmdk" }, "Disks[0].Format"},
 		{"relative disk path", func(c *Config) { c.Disks[0].Path = "root.qcow2" }, "Disks[0].Path"},
-		{"rbd not yet", func(c *Config) { c.Disks[0].Driver = DriverRBD }, "Disks[0].Driver"},
+		{"rbd without its image", func(c *Config) { c.Disks[0].Driver = DriverRBD }, "Disks[0].RBD"},
+		{"encrypted rbd not raw", func(c *Config) {
+			c.Disks[0].Driver, c.Disks[0].Format, c.Disks[0].KeyFile = DriverRBD, "qcow2", "/k"
+			c.Disks[0].RBD = &RBDImage{Pool: "p", Image: "i", Conf: "/c"}
+		}, "Disks[0].Format"},
 		{"unknown driver", func(c *Config) { c.Disks[0].Driver = "nbd" }, "Disks[0].Driver"},
 		{"negative boot index", func(c *Config) { c.Disks[0].BootIndex = -1 }, "Disks[0].BootIndex"},
 		{"duplicate boot index", func(c *Config) {

@@ -1,0 +1,161 @@
+// Package ceph stores replicated disks as Ceph RBD images, opened by QEMU's own librbd driver
+// (no data path of Kumo's). Each tenant's disks live in the tenant's RADOS namespace, each image
+// is LUKS2-formatted with the tenant's key, and the pool's CRUSH rule keeps one replica per
+// datacenter. Debian's Ceph 16.2 cannot encrypt a clone, so a disk made from a golden image is
+// an encrypted copy of it.
+package ceph
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"kumo.dev/kumo/internal/storage"
+	"kumo.dev/kumo/internal/storage/importer"
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+)
+
+// luksHeader is what LUKS2 takes from an RBD image: the guest sees the image minus this.
+const luksHeader = 16 << 20
+
+// Driver reaches one pool of a Ceph cluster as one cephx user.
+type Driver struct {
+	Conf, User, Pool string
+	// ImagesDir holds the node's golden images (<name>.qcow2) to copy from.
+	ImagesDir string
+	// ScratchDir holds downloads while they are inspected.
+	ScratchDir string
+}
+
+var _ storage.Driver = &Driver{}
+
+// Info implements storage.Driver.
+func (d *Driver) Info() storage.Info {
+	return storage.Info{Name: string(apps.StorageReplicated), Shared: true, Snapshots: true, Clones: true, OnlineResize: true}
+}
+
+func (d *Driver) image(disk *apps.VMDisk) *storage.RBDImage {
+	return &storage.RBDImage{Pool: d.Pool, Namespace: disk.Namespace, Image: disk.Name, Conf: d.Conf, User: d.User}
+}
+
+func spec(i *storage.RBDImage) string { return i.Pool + "/" + i.Namespace + "/" + i.Image }
+
+// Ensure implements storage.Driver.
+func (d *Driver) Ensure(ctx context.Context, disk *apps.VMDisk, key storage.Key, progress storage.Progress) (storage.Volume, error) {
+	if key.File == "" {
+		return storage.Volume{}, errors.New("no tenant key: replicated disks are always encrypted")
+	}
+	if disk.Spec.Optical {
+		return storage.Volume{}, errors.New("optical disks are not supported on the replicated class yet; use storageClass local")
+	}
+	img := d.image(disk)
+	vol := storage.Volume{Driver: "rbd", Path: spec(img), Format: "raw", KeyFile: key.File, RBD: img, SizeBytes: disk.Spec.Storage.Value()}
+	if _, err := d.rbd(ctx, "info", spec(img)); err == nil {
+		return vol, nil
+	}
+	if _, err := d.rbd(ctx, "namespace", "create", img.Pool+"/"+img.Namespace); err != nil && !strings.Contains(err.Error(), "exists") {
+		return storage.Volume{}, fmt.Errorf("RADOS namespace of %s: %w", disk.Namespace, err)
+	}
+	want := disk.Spec.Storage.Value()
+	mib := (want + luksHeader + (1<<20 - 1)) >> 20
+	if _, err := d.rbd(ctx, "create", "--size", strconv.FormatInt(mib, 10)+"M", spec(img)); err != nil {
+		return storage.Volume{}, fmt.Errorf("create RBD image %s: %w", spec(img), err)
+	}
+	if err := d.fill(ctx, disk, img, key, want, progress); err != nil {
+		if _, rmErr := d.rbd(context.Background(), "rm", spec(img)); rmErr != nil {
+			err = fmt.Errorf("%w (and removing the half-made image failed: %v)", err, rmErr)
+		}
+		return storage.Volume{}, err
+	}
+	return vol, nil
+}
+
+// fill encrypts the new image with the tenant's key and writes its content.
+func (d *Driver) fill(ctx context.Context, disk *apps.VMDisk, img *storage.RBDImage, key storage.Key, want int64, progress storage.Progress) error {
+	if _, err := d.rbd(ctx, "encryption", "format", spec(img), "luks2", key.File); err != nil {
+		return fmt.Errorf("LUKS2-format %s: %w", spec(img), err)
+	}
+	report := func(p int) {
+		if progress != nil {
+			progress(p)
+		}
+	}
+	target := d.target(img, key, "dst")
+	switch src := disk.Spec.Source; {
+	case src.Image != nil:
+		golden := filepath.Join(d.ImagesDir, src.Image.Name+".qcow2")
+		info, err := importer.Inspect(ctx, golden)
+		if err != nil {
+			return fmt.Errorf("golden image %s: %w", src.Image.Name, err)
+		}
+		if info.VirtualSize > want {
+			return &importer.RefusedError{Reason: fmt.Sprintf("golden image %s is larger than spec.storage %s", src.Image.Name, disk.Spec.Storage.String())}
+		}
+		return importer.Convert(ctx, golden, info, target, report)
+	case src.HTTP != nil:
+		if err := os.MkdirAll(d.ScratchDir, 0o700); err != nil {
+			return err
+		}
+		dl := filepath.Join(d.ScratchDir, disk.Namespace+"_"+disk.Name+".download")
+		defer os.Remove(dl)
+		if err := importer.Download(ctx, src.HTTP.URL, dl, func(done, total int64) {
+			if total > 0 {
+				report(int(done * 50 / total))
+			}
+		}); err != nil {
+			return err
+		}
+		info, err := importer.Inspect(ctx, dl)
+		if err != nil {
+			return err
+		}
+		if info.VirtualSize > want {
+			return &importer.RefusedError{Reason: fmt.Sprintf("the image is larger than spec.storage %s", disk.Spec.Storage.String())}
+		}
+		return importer.Convert(ctx, dl, info, target, func(p int) { report(50 + p/2) })
+	case src.Disk != nil:
+		from := &storage.RBDImage{Pool: d.Pool, Namespace: disk.Namespace, Image: src.Disk.Name, Conf: d.Conf, User: d.User}
+		args := append([]string{"convert", "-q", "-n", "--object", "secret,id=src,file=" + key.File, "--image-opts", d.opts(from, "src")}, target.Args...)
+		for _, o := range target.Objects {
+			args = append(args, "--object", o)
+		}
+		if out, err := exec.CommandContext(ctx, "qemu-img", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("clone %s: %v: %s", src.Disk.Name, err, strings.TrimSpace(string(out)))
+		}
+	case src.Upload != nil:
+		return errors.New("disk source upload is not supported yet")
+	}
+	return nil
+}
+
+// opts are QEMU's options for an encrypted RBD image.
+func (d *Driver) opts(img *storage.RBDImage, secret string) string {
+	return fmt.Sprintf("driver=rbd,pool=%s,namespace=%s,image=%s,conf=%s,user=%s,encrypt.format=luks2,encrypt.key-secret=%s",
+		img.Pool, img.Namespace, img.Image, img.Conf, img.User, secret)
+}
+
+func (d *Driver) target(img *storage.RBDImage, key storage.Key, secret string) importer.Target {
+	return importer.Target{Objects: []string{"secret,id=" + secret + ",file=" + key.File}, Args: []string{"-n", "--target-image-opts", d.opts(img, secret)}}
+}
+
+// Delete implements storage.Driver.
+func (d *Driver) Delete(ctx context.Context, namespace, name string) error {
+	if _, err := d.rbd(ctx, "rm", d.Pool+"/"+namespace+"/"+name); err != nil && !strings.Contains(err.Error(), "No such file") {
+		return err
+	}
+	return nil
+}
+
+func (d *Driver) rbd(ctx context.Context, args ...string) (string, error) {
+	full := append([]string{"-c", d.Conf, "--id", d.User}, args...)
+	out, err := exec.CommandContext(ctx, "rbd", full...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("rbd %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}

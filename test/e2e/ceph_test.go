@@ -1,0 +1,92 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"kumo.dev/kumo/internal/testceph"
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
+)
+
+func TestReplicatedDisksKeepDataAcrossRestartsInThreeDatacenters(t *testing.T) {
+	needCluster(t)
+	needImages(t)
+	ctx := context.Background()
+	ceph, err := testceph.Start(ctx, repoRoot())
+	if err != nil {
+		t.Fatalf("start the Ceph test cluster: %v", err)
+	}
+	defer ceph.Stop()
+	c := startAllInOne(t, "--cpus", "8", "--ceph-conf", ceph.Conf, "--ceph-user", ceph.User, "--ceph-pool", ceph.Pool)
+	kc := c.NewTenant(t, "rep")
+	cl := c.Client(t, kc)
+	ns := kumo.TenantNamespace("rep")
+	manifest := strings.ReplaceAll(tinyVM("vmr", "sys-r", "  - data-r\n"), "storageClass: local", "storageClass: replicated") +
+		"---\napiVersion: apps.cozystack.io/v1alpha1\nkind: VMDisk\nmetadata:\n  name: data-r\nspec:\n  storage: 1Gi\n  storageClass: replicated\n"
+	if r := Run(kc, manifest, bins.kumo, "apply", "-f", "-"); r.Err != nil {
+		t.Fatal(r)
+	}
+	marker := func(inc int64) {
+		waitVM(t, cl, ns, "vmr", fmt.Sprintf("incarnation %d running", inc), 4*time.Minute, func(vm *apps.VMInstance) bool { return running(vm) && vm.Status.Incarnation == inc })
+		eventually(t, 4*time.Minute, "the guest's marker", func() bool {
+			return strings.Contains(c.MustKumo(t, kc, "console", "vmr", "--show-log"), "KUMO-GUEST-READY hostname=vmr")
+		})
+	}
+	marker(1)
+	r := Run(kc, "echo KUMO-PERSIST-42 > /dev/vdb; sync; echo written-$((1+1))\n", bins.kumo, "console", "vmr", "--linger", "5s")
+	if !strings.Contains(r.Stdout, "written-2") {
+		t.Fatalf("writing to the data disk: %s", r)
+	}
+	c.MustKumo(t, kc, "restart", "vmr")
+	marker(2)
+	r = Run(kc, "head -c 15 /dev/vdb; echo\n", bins.kumo, "console", "vmr", "--linger", "5s")
+	if !strings.Contains(r.Stdout, "KUMO-PERSIST-42") {
+		t.Errorf("data written before the restart is gone: %s", r)
+	}
+
+	// The image is LUKS2-encrypted and its objects sit in three datacenters.
+	out, err := ceph.RBD(ctx, "info", "--format", "json", ceph.Pool+"/"+ns+"/data-r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct {
+		Prefix string `json:"block_name_prefix"`
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil || info.Prefix == "" {
+		t.Fatalf("rbd info: %v %s", err, out)
+	}
+	raw, err := ceph.RBD(ctx, "--namespace", ns, "export", ceph.Pool+"/data-r", "-")
+	if err == nil && strings.Contains(raw, "KUMO-PERSIST-42") {
+		t.Error("the replicated disk stores the tenant's data in clear")
+	}
+	mapOut, err := ceph.Ceph(ctx, "osd", "map", ceph.Pool, info.Prefix+".0000000000000000", ns, "-f", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Acting []int `json:"acting"`
+	}
+	if err := json.Unmarshal([]byte(mapOut), &m); err != nil || len(m.Acting) != 3 {
+		t.Fatalf("osd map: %v %s", err, mapOut)
+	}
+	dcs := map[string]bool{}
+	for _, osd := range m.Acting {
+		find, err := ceph.Ceph(ctx, "osd", "find", fmt.Sprint(osd), "-f", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f struct {
+			Crush map[string]string `json:"crush_location"`
+		}
+		json.Unmarshal([]byte(find), &f)
+		dcs[f.Crush["datacenter"]] = true
+	}
+	if len(dcs) != 3 {
+		t.Errorf("replicas of %s sit in datacenters %v, want 3 different ones", info.Prefix, dcs)
+	}
+}
