@@ -49,7 +49,8 @@ func (a *Agent) prepareDisk(ctx context.Context, namespace, name string, key sto
 		})
 		return preparedDisk{}, fmt.Errorf("disk %s: %w", name, err)
 	}
-	if d.Status.Phase != apps.DiskReady || (d.Spec.StorageClass == apps.StorageLocal && d.Status.Node == "") {
+	if d.Status.Phase != apps.DiskReady || (d.Spec.StorageClass == apps.StorageLocal && d.Status.Node == "") ||
+		d.Status.Size == nil || d.Status.Size.Value() != vol.SizeBytes {
 		a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
 			cur.Status.Phase, cur.Status.Progress = apps.DiskReady, "100%"
 			cur.Status.Size = resource.NewQuantity(vol.SizeBytes, resource.BinarySI)
@@ -106,4 +107,33 @@ func (a *Agent) writeDiskKey(ctx context.Context, vm *apps.VMInstance, runDir st
 		return storage.Key{}, err
 	}
 	return storage.Key{File: path}, nil
+}
+
+// growDisks resizes the disks of a running VM whose spec.storage grew, online with QMP
+// block_resize (the guest sees the new size at once).
+func (a *Agent) growDisks(ctx context.Context, vm *apps.VMInstance, rt *runtimeVM) {
+	for i, ref := range vm.Spec.Disks {
+		d := &apps.VMDisk{}
+		if err := a.c.Apps.Get().Namespace(vm.Namespace).Resource("vmdisks").Name(ref.Name).Do(ctx).Into(d); err != nil {
+			continue
+		}
+		if d.Spec.Optical || d.Status.Size == nil || d.Spec.Storage == nil || d.Spec.Storage.Cmp(*d.Status.Size) <= 0 {
+			continue
+		}
+		want := d.Spec.Storage.Value()
+		node := fmt.Sprintf("drive-disk%d", i)
+		if err := rt.vm.QMP().Execute(ctx, "block_resize", map[string]interface{}{"node-name": node, "size": want}, nil); err != nil {
+			slog.Warn("online resize", "disk", d.Namespace+"/"+d.Name, "err", err)
+			a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
+				meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Resized", Status: metav1.ConditionFalse, Reason: "ResizeFailed", Message: err.Error(), ObservedGeneration: cur.Generation})
+			})
+			continue
+		}
+		slog.Info("disk grown online", "disk", d.Namespace+"/"+d.Name, "size", d.Spec.Storage.String())
+		a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
+			cur.Status.Size = resource.NewQuantity(want, resource.BinarySI)
+			meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Resized", Status: metav1.ConditionTrue, Reason: "GrownOnline",
+				Message: fmt.Sprintf("grown to %s while VM %s runs", d.Spec.Storage.String(), vm.Name), ObservedGeneration: cur.Generation})
+		})
+	}
 }

@@ -104,6 +104,7 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 		if vm.Status.Phase != apps.VMRunning {
 			return a.setPhase(ctx, vm, apps.VMRunning, metav1.ConditionTrue, "Running", fmt.Sprintf("incarnation %d runs on node %s (QEMU pid %d)", inc, a.opts.Node, rt.vm.PID()))
 		}
+		a.growDisks(ctx, vm, rt)
 	}
 	return nil
 }

@@ -59,6 +59,8 @@ func (a *admissionChecks) Validate(ctx context.Context, attr admission.Attribute
 		return a.tenantEmpty(ctx, attr.GetName())
 	case attr.GetOperation() == admission.Delete && gr == coreResource("namespaces"):
 		return a.namespaceDeletable(ctx, attr.GetName())
+	case attr.GetOperation() == admission.Delete && gr == apps.Resource("vmdisks"):
+		return a.diskUnused(ctx, attr.GetNamespace(), attr.GetName())
 	}
 	if gr == kumo.Resource("nodes") {
 		if n := auth.NodeOf(attr.GetUserInfo()); n != "" && attr.GetOperation() == admission.Create && attr.GetName() != n {
@@ -191,6 +193,26 @@ func nodeOwnsStatus(node string, gr schema.GroupResource, name string, obj, old 
 		}
 		if d.Status.Node != "" && d.Status.Node != node {
 			return forbid("node %q may not place a disk on node %q", node, d.Status.Node)
+		}
+	}
+	return nil
+}
+
+// diskUnused refuses to delete a disk while a VM that has it attached runs (or is about to).
+func (a *admissionChecks) diskUnused(ctx context.Context, ns, disk string) error {
+	list, err := a.l.vmInstances.List(genericapirequest.WithNamespace(ctx, ns), &metainternalversion.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for _, vm := range list.(*apps.VMInstanceList).Items {
+		if vm.Status.Node == "" {
+			continue
+		}
+		for _, ref := range vm.Spec.Disks {
+			if ref.Name == disk {
+				return apierrors.NewConflict(apps.Resource("vmdisks"), disk, fmt.Errorf(
+					"disk is in use by VM %s (phase %s on node %s); stop the VM or detach the disk first", vm.Name, vm.Status.Phase, vm.Status.Node))
+			}
 		}
 	}
 	return nil

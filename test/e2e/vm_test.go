@@ -154,6 +154,22 @@ func TestAllInOneRunsAVMWithConsoleVNCAndLifecycle(t *testing.T) {
 		t.Errorf("another tenant's console: %s", r)
 	}
 
+	// A disk in use cannot be deleted; growing it resizes it online.
+	if r := c.Kumo(kc, "delete", "vmdisk", "sys1"); r.Err == nil || !strings.Contains(r.Stderr, "in use by VM vm1") {
+		t.Errorf("deleting a disk in use: %s", r)
+	}
+	if r := Run(kc, strings.Replace(tinyVM("vm1", "sys1", keys), "storage: 1Gi", "storage: 2Gi", 1), bins.kumo, "apply", "-f", "-"); r.Err != nil {
+		t.Fatal(r)
+	}
+	eventually(t, time.Minute, "the disk grown online", func() bool {
+		d := &apps.VMDisk{}
+		return cl.Apps.Get().Namespace(ns).Resource("vmdisks").Name("sys1").Do(context.Background()).Into(d) == nil &&
+			d.Status.Size != nil && d.Status.Size.Value() == 2<<30
+	})
+	if r := Run(kc, "cat /sys/block/vda/size\n", bins.kumo, "console", "vm1", "--linger", "3s"); !strings.Contains(r.Stdout, "4194304") {
+		t.Errorf("the guest does not see the grown disk (2 GiB = 4194304 sectors): %s", r)
+	}
+
 	// Stop, start and restart move through incarnations.
 	pids := qemuPIDsUnder(c.Dir)
 	if len(pids) != 1 {

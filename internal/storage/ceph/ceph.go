@@ -56,6 +56,12 @@ func (d *Driver) Ensure(ctx context.Context, disk *apps.VMDisk, key storage.Key,
 	img := d.image(disk)
 	vol := storage.Volume{Driver: "rbd", Path: spec(img), Format: "raw", KeyFile: key.File, RBD: img, SizeBytes: disk.Spec.Storage.Value()}
 	if _, err := d.rbd(ctx, "info", spec(img)); err == nil {
+		// Grow to spec.storage if it grew while the disk was not in use (no-op otherwise).
+		out, err := exec.CommandContext(ctx, "qemu-img", "resize", "-q", "--object", "secret,id=s,file="+key.File,
+			"--image-opts", d.opts(img, "s"), strconv.FormatInt(vol.SizeBytes, 10)).CombinedOutput()
+		if err != nil && !strings.Contains(string(out), "shrink") {
+			return storage.Volume{}, fmt.Errorf("grow %s: %v: %s", spec(img), err, strings.TrimSpace(string(out)))
+		}
 		return vol, nil
 	}
 	if _, err := d.rbd(ctx, "namespace", "create", img.Pool+"/"+img.Namespace); err != nil && !strings.Contains(err.Error(), "exists") {

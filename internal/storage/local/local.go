@@ -67,6 +67,12 @@ func (d *Driver) Ensure(ctx context.Context, disk *apps.VMDisk, key storage.Key,
 	}
 	if _, err := os.Stat(vol.Path); err == nil {
 		size, err := virtualSize(ctx, vol.Path)
+		if err == nil && !disk.Spec.Optical && size < disk.Spec.Storage.Value() {
+			// spec.storage grew while the disk was not in use: grow it now.
+			size = disk.Spec.Storage.Value()
+			err = run(ctx, "qemu-img", "resize", "-q", "--object", "secret,id=s,file="+key.File, "--image-opts",
+				"driver=qcow2,file.filename="+escape(vol.Path)+",encrypt.key-secret=s", strconv.FormatInt(size, 10))
+		}
 		vol.SizeBytes = size
 		return vol, err
 	}
