@@ -7,6 +7,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"kumo.dev/kumo/internal/hypervisor/qemu"
 	"kumo.dev/kumo/internal/storage"
 	"kumo.dev/kumo/internal/storage/ceph"
+	"kumo.dev/kumo/internal/storage/importer"
 	"kumo.dev/kumo/internal/storage/local"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
@@ -119,6 +121,13 @@ func New(opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("node credentials carry no cluster CA: the agent could not authenticate the API server's streams")
 	}
 	loc := &local.Driver{Dir: filepath.Join(opts.DataDir, "disks"), ImagesDir: opts.ImagesDir}
+	uploads := func(ctx context.Context, ns, name, dst string, progress func(done, total int64)) error {
+		return importer.Stream(func(ctx context.Context) (io.ReadCloser, int64, error) {
+			rc, err := c.Apps.Get().Namespace(ns).Resource("vmdisks").Name(name).SubResource("upload").Stream(ctx)
+			return rc, 0, err
+		})(ctx, dst, progress)
+	}
+	loc.Uploads = uploads
 	a := &Agent{
 		opts: opts, c: c, caPEM: caPEM, local: loc,
 		drives:  storage.Drivers{apps.StorageLocal: loc},
@@ -127,7 +136,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	if opts.CephConf != "" {
 		a.drives[apps.StorageReplicated] = &ceph.Driver{Conf: opts.CephConf, User: opts.CephUser, Pool: opts.CephPool,
-			ImagesDir: opts.ImagesDir, ScratchDir: filepath.Join(opts.DataDir, "scratch")}
+			ImagesDir: opts.ImagesDir, ScratchDir: filepath.Join(opts.DataDir, "scratch"), Uploads: uploads}
 	}
 	a.vms = client.NewInformer(c.Apps, "vminstances", &apps.VMInstance{}, "status.node="+opts.Node, 0)
 	a.types = client.NewInformer(c.Kumo, "instancetypes", &kumo.InstanceType{}, "", 0)
@@ -166,6 +175,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.reattach(ctx)
 	go a.resync(ctx)
+	go func() {
+		t := time.NewTicker(gcPeriod)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				a.collectGarbage(ctx)
+			}
+		}
+	}()
 	slog.Info("agent ready", "node", a.opts.Node, "datacenter", a.opts.Datacenter, "accel", a.accel, "qemu", a.qemuV)
 	go func() { <-ctx.Done(); a.queue.ShutDown() }()
 	for {

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
@@ -135,5 +137,39 @@ func (a *Agent) growDisks(ctx context.Context, vm *apps.VMInstance, rt *runtimeV
 			meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Resized", Status: metav1.ConditionTrue, Reason: "GrownOnline",
 				Message: fmt.Sprintf("grown to %s while VM %s runs", d.Spec.Storage.String(), vm.Name), ObservedGeneration: cur.Generation})
 		})
+	}
+}
+
+// gcPeriod is how often the agent looks for disk data whose VMDisk is gone.
+const gcPeriod = 30 * time.Second
+
+// collectGarbage deletes the stored data of disks that no longer exist (deleted, or deleted and
+// created again under the same name: a new UID). It deletes only on the API's explicit answer.
+func (a *Agent) collectGarbage(ctx context.Context) {
+	for class, drv := range a.drives {
+		objects, err := drv.List(ctx)
+		if err != nil {
+			slog.Warn("list disks for garbage collection", "class", class, "err", err)
+			continue
+		}
+		for ns, objs := range objects {
+			for _, obj := range objs {
+				name, uidPrefix, ok := storage.ParseObjectName(obj)
+				if !ok {
+					continue
+				}
+				d := &apps.VMDisk{}
+				err := a.c.Apps.Get().Namespace(ns).Resource("vmdisks").Name(name).Do(ctx).Into(d)
+				gone := apierrors.IsNotFound(err) || (err == nil && !strings.HasPrefix(string(d.UID), uidPrefix))
+				if !gone {
+					continue
+				}
+				if err := drv.Delete(ctx, ns, obj); err != nil {
+					slog.Warn("delete the data of a deleted disk", "class", class, "disk", ns+"/"+obj, "err", err)
+					continue
+				}
+				slog.Info("deleted the data of a deleted disk", "class", class, "disk", ns+"/"+obj)
+			}
+		}
 	}
 }

@@ -66,6 +66,7 @@ type Server struct {
 	CA      *pki.CA
 	Signer  *auth.Signer
 	stores  *stores
+	pkiDir  string
 	// agentClientCert is what the server presents to agents when it proxies streams.
 	agentClientCert tls.Certificate
 }
@@ -127,7 +128,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	config.ExternalAddress = net.JoinHostPort(cfg.AdvertiseAddress, strconv.Itoa(cfg.Port))
 	// Console and VNC streams live as long as the user stays attached.
-	config.LongRunningFunc = genericfilters.BasicLongRunningRequestCheck(sets.NewString("watch", "proxy"), sets.NewString("console", "vnc", "proxy", "log"))
+	config.LongRunningFunc = genericfilters.BasicLongRunningRequestCheck(sets.NewString("watch", "proxy"), sets.NewString("console", "vnc", "upload", "proxy", "log"))
 	namer := openapi.NewDefinitionNamer(Scheme)
 	config.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(generatedopenapi.GetOpenAPIDefinitions, namer)
 	config.OpenAPIConfig.Info.Title, config.OpenAPIConfig.Info.Version = "Kumo", "v1alpha1"
@@ -157,7 +158,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	*lk = st.lookups()
-	s := &Server{generic: generic, CA: ca, Signer: signer, stores: st}
+	s := &Server{generic: generic, CA: ca, Signer: signer, stores: st, pkiDir: cfg.PKIDir}
 	if s.agentClientCert, err = agentClientCertificate(ca); err != nil {
 		return nil, err
 	}
@@ -188,6 +189,7 @@ func (s *Server) install() error {
 		"vminstances/vnc":     &vmStream{kind: "vnc", vms: st.vmInstances, nodes: st.nodes, clientCert: s.agentClientCert},
 		"vminstances/diskkey": &diskKeyREST{vms: st.vmInstances, keys: st.tenantKeys},
 		"vmdisks":             st.vmDisks, "vmdisks/status": st.vmDisks.Status,
+		"vmdisks/upload": &uploadREST{disks: st.vmDisks, dir: filepath.Join(filepath.Dir(s.pkiDir), "uploads")},
 	}
 	if err := s.generic.InstallAPIGroup(&appsInfo); err != nil {
 		return fmt.Errorf("install %s: %w", apps.GroupName, err)

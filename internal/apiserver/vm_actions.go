@@ -77,23 +77,24 @@ func (a *vmAction) Create(ctx context.Context, name string, obj runtime.Object, 
 }
 
 func (a *vmAction) updateSpec(ctx context.Context, name string, mutate func(*apps.VMInstance)) error {
-	return update(ctx, a.vms.Store, name, mutate)
+	return update(ctx, a.vms.Store, name, func(o runtime.Object) { mutate(o.(*apps.VMInstance)) })
 }
 
 func (a *vmAction) updateStatus(ctx context.Context, name string, mutate func(*apps.VMInstance)) error {
-	return update(ctx, a.vms.Status, name, mutate)
+	return update(ctx, a.vms.Status, name, func(o runtime.Object) { mutate(o.(*apps.VMInstance)) })
 }
 
 type updater interface {
 	Update(ctx context.Context, name string, objInfo rest.UpdatedObjectInfo, createValidation rest.ValidateObjectFunc, updateValidation rest.ValidateObjectUpdateFunc, forceAllowCreate bool, options *metav1.UpdateOptions) (runtime.Object, bool, error)
 }
 
-// update applies mutate to the stored VM with optimistic concurrency (the store retries on conflict).
-func update(ctx context.Context, store updater, name string, mutate func(*apps.VMInstance)) error {
+// update applies mutate to a copy of the stored object with optimistic concurrency (the store
+// retries on conflict).
+func update(ctx context.Context, store updater, name string, mutate func(runtime.Object)) error {
 	info := rest.DefaultUpdatedObjectInfo(nil, func(ctx context.Context, _, stored runtime.Object) (runtime.Object, error) {
-		vm := stored.(*apps.VMInstance).DeepCopy()
-		mutate(vm)
-		return vm, nil
+		obj := stored.DeepCopyObject()
+		mutate(obj)
+		return obj, nil
 	})
 	_, _, err := store.Update(ctx, name, info, nil, rest.ValidateAllObjectUpdateFunc, false, &metav1.UpdateOptions{})
 	return err

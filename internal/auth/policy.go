@@ -113,7 +113,7 @@ func decideNode(a authorizer.Attributes, node string) (authorizer.Decision, stri
 			return authorizer.DecisionNoOpinion, fmt.Sprintf("node %q may only list the VMs bound to it (fieldSelector=status.node=%s)", node, node)
 		}
 	case a.GetAPIGroup() == groupApps && res == "vmdisks":
-		if sub == "" && verb == "get" {
+		if (sub == "" || sub == "upload") && verb == "get" {
 			return authorizer.DecisionAllow, ""
 		}
 		if sub == "status" && (verb == "update" || verb == "patch") {

@@ -49,6 +49,7 @@ func NewRoot(streams genericiooptions.IOStreams) *cobra.Command {
 		newNodeCmd(f, streams),
 		newConsoleCmd(f, streams),
 		newVNCCmd(f, streams),
+		newUploadCmd(f, streams),
 		newVersionCmd(f, streams),
 	)
 	root.AddCommand(newStateCmds(f, streams)...)

@@ -179,6 +179,9 @@ func (ctl *Controller) request(vm *apps.VMInstance) (Request, error) {
 		if d.Status.Phase == apps.DiskFailed {
 			return Request{}, &Unschedulable{Message: fmt.Sprintf("disk %s failed: %s", d.Name, diskFailure(d))}
 		}
+		if d.Spec.Source.Upload != nil && d.Status.Phase != apps.DiskReady && !meta.IsStatusConditionTrue(d.Status.Conditions, "Uploaded") {
+			return Request{}, &Unschedulable{Message: fmt.Sprintf("disk %s waits for its upload (kumo upload vmdisk %s --file FILE)", d.Name, d.Name)}
+		}
 		if d.Spec.StorageClass != apps.StorageLocal {
 			continue
 		}

@@ -6,6 +6,7 @@ package storage
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 )
@@ -46,6 +47,9 @@ type Key struct{ File string }
 // Progress receives an import's progress in percent.
 type Progress func(percent int)
 
+// Uploads fetches the staged content of a source.upload disk from the API server.
+type Uploads func(ctx context.Context, namespace, name, dst string, progress func(done, total int64)) error
+
 // Driver prepares the disks of one storage class on this node.
 type Driver interface {
 	Info() Info
@@ -53,8 +57,29 @@ type Driver interface {
 	// tenant's key — and returns how to open it. It is idempotent: a disk that exists is returned
 	// as it is.
 	Ensure(ctx context.Context, d *apps.VMDisk, key Key, progress Progress) (Volume, error)
-	// Delete removes the disk's data; a disk that does not exist is not an error.
-	Delete(ctx context.Context, namespace, name string) error
+	// Delete removes the data stored under an ObjectName; data that does not exist is not an error.
+	Delete(ctx context.Context, namespace, object string) error
+	// List returns the ObjectNames stored, by namespace, for garbage collection.
+	List(ctx context.Context) (map[string][]string, error)
+}
+
+// ObjectName names a disk's data after the VMDisk's name and UID: a disk deleted and created
+// again under the same name never finds the old data.
+func ObjectName(d *apps.VMDisk) string {
+	uid := string(d.UID)
+	if len(uid) > 8 {
+		uid = uid[:8]
+	}
+	return d.Name + "." + uid
+}
+
+// ParseObjectName splits an ObjectName into the disk's name and UID prefix.
+func ParseObjectName(s string) (name, uidPrefix string, ok bool) {
+	i := strings.LastIndexByte(s, '.')
+	if i <= 0 {
+		return "", "", false
+	}
+	return s[:i], s[i+1:], true
 }
 
 // Drivers maps storage classes to the drivers this node has.

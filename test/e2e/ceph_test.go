@@ -50,7 +50,17 @@ func TestReplicatedDisksKeepDataAcrossRestartsInThreeDatacenters(t *testing.T) {
 	}
 
 	// The image is LUKS2-encrypted and its objects sit in three datacenters.
-	out, err := ceph.RBD(ctx, "info", "--format", "json", ceph.Pool+"/"+ns+"/data-r")
+	ls, err := ceph.RBD(ctx, "ls", "--namespace", ns, ceph.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	image := ""
+	for _, l := range strings.Fields(ls) {
+		if strings.HasPrefix(l, "data-r.") {
+			image = l
+		}
+	}
+	out, err := ceph.RBD(ctx, "info", "--format", "json", ceph.Pool+"/"+ns+"/"+image)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +70,7 @@ func TestReplicatedDisksKeepDataAcrossRestartsInThreeDatacenters(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &info); err != nil || info.Prefix == "" {
 		t.Fatalf("rbd info: %v %s", err, out)
 	}
-	raw, err := ceph.RBD(ctx, "--namespace", ns, "export", ceph.Pool+"/data-r", "-")
+	raw, err := ceph.RBD(ctx, "--namespace", ns, "export", ceph.Pool+"/"+image, "-")
 	if err == nil && strings.Contains(raw, "KUMO-PERSIST-42") {
 		t.Error("the replicated disk stores the tenant's data in clear")
 	}

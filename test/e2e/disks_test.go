@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -113,9 +114,42 @@ func TestImportedDisksBootAndStayIsolated(t *testing.T) {
 	if data, _ := os.ReadFile(canary); string(data) != "do not read me" {
 		t.Error("the canary changed")
 	}
-	if _, err := os.Stat(filepath.Join(c.Dir, "disks", nsA, "hostile-disk.qcow2")); !os.IsNotExist(err) {
-		t.Errorf("the refused import left a disk: %v", err)
+	if m, _ := filepath.Glob(filepath.Join(c.Dir, "disks", nsA, "hostile-disk.*")); len(m) != 0 {
+		t.Errorf("the refused import left a disk: %v", m)
 	}
+
+	// Upload: kumo upload streams the image through the API; a hostile upload is refused.
+	up := strings.Replace(httpVM("uploaded", "x", ""), "    http:\n      url: x\n", "    upload: {}\n", 1)
+	if r := Run(kcA, up, bins.kumo, "apply", "-f", "-"); r.Err != nil {
+		t.Fatal(r)
+	}
+	hostileFile, gzFile := filepath.Join(t.TempDir(), "hostile.qcow2"), filepath.Join(t.TempDir(), "tiny.qcow2.gz")
+	exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", canary, "-F", "raw", hostileFile).Run()
+	if r := c.Kumo(kcA, "upload", "vmdisk", "uploaded-disk", "--file", hostileFile); r.Err == nil || !strings.Contains(r.Stderr, "backing file") {
+		t.Errorf("hostile upload: %s", r)
+	}
+	resp, err := http.Get(srv.URL + "/tiny.qcow2.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gzData, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	os.WriteFile(gzFile, gzData, 0o600)
+	if r := c.Kumo(kcA, "upload", "vmdisk", "uploaded-disk", "--file", gzFile); r.Err != nil || !strings.Contains(r.Stdout, "uploaded a qcow2 image") || !strings.Contains(r.Stderr, "100%") {
+		t.Fatalf("upload: %s", r)
+	}
+	waitVM(t, clA, nsA, "uploaded", "Running", 4*time.Minute, running)
+	eventually(t, 4*time.Minute, "the uploaded disk's guest marker", func() bool {
+		return strings.Contains(c.MustKumo(t, kcA, "console", "uploaded", "--show-log"), "KUMO-GUEST-READY hostname=uploaded")
+	})
+
+	// Deleting a disk deletes its data (a disk created again under the same name starts empty).
+	c.MustKumo(t, kcA, "delete", "vm", "from-raw")
+	c.MustKumo(t, kcA, "delete", "vmdisk", "from-raw-disk")
+	eventually(t, 90*time.Second, "the deleted disk's file to be collected", func() bool {
+		m, _ := filepath.Glob(filepath.Join(c.Dir, "disks", nsA, "from-raw-disk.*"))
+		return len(m) == 0
+	})
 
 	// Tenant B cannot use A's disk: names resolve in B's own namespace only.
 	m := "apiVersion: apps.cozystack.io/v1alpha1\nkind: VMInstance\nmetadata:\n  name: thief\nspec:\n  instanceType: s1.small\n  disks:\n  - from-qcow2-disk\n"
@@ -141,7 +175,11 @@ func TestImportedDisksBootAndStayIsolated(t *testing.T) {
 		os.WriteFile(f, []byte(k.Key), 0o600)
 		return f
 	}
-	disk := filepath.Join(c.Dir, "disks", nsA, "from-qcow2-disk.qcow2")
+	found, _ := filepath.Glob(filepath.Join(c.Dir, "disks", nsA, "from-qcow2-disk.*.qcow2"))
+	if len(found) != 1 {
+		t.Fatalf("disk file of from-qcow2-disk: %v", found)
+	}
+	disk := found[0]
 	open := func(keyFile string) error {
 		out, err := exec.Command("qemu-io", "-r", "-U", "--object", "secret,id=s,file="+keyFile, "--image-opts",
 			"driver=qcow2,file.filename="+disk+",encrypt.key-secret=s", "-c", "read 0 4k").CombinedOutput()

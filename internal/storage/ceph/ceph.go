@@ -7,6 +7,7 @@ package ceph
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -30,6 +31,8 @@ type Driver struct {
 	ImagesDir string
 	// ScratchDir holds downloads while they are inspected.
 	ScratchDir string
+	// Uploads fetches uploaded content (nil: uploads are not available).
+	Uploads storage.Uploads
 }
 
 var _ storage.Driver = &Driver{}
@@ -40,7 +43,7 @@ func (d *Driver) Info() storage.Info {
 }
 
 func (d *Driver) image(disk *apps.VMDisk) *storage.RBDImage {
-	return &storage.RBDImage{Pool: d.Pool, Namespace: disk.Namespace, Image: disk.Name, Conf: d.Conf, User: d.User}
+	return &storage.RBDImage{Pool: d.Pool, Namespace: disk.Namespace, Image: storage.ObjectName(disk), Conf: d.Conf, User: d.User}
 }
 
 func spec(i *storage.RBDImage) string { return i.Pool + "/" + i.Namespace + "/" + i.Image }
@@ -103,13 +106,21 @@ func (d *Driver) fill(ctx context.Context, disk *apps.VMDisk, img *storage.RBDIm
 			return &importer.RefusedError{Reason: fmt.Sprintf("golden image %s is larger than spec.storage %s", src.Image.Name, disk.Spec.Storage.String())}
 		}
 		return importer.Convert(ctx, golden, info, target, report)
-	case src.HTTP != nil:
+	case src.HTTP != nil || (src.Upload != nil && d.Uploads != nil):
+		fetch := importer.URL("")
+		if src.HTTP != nil {
+			fetch = importer.URL(src.HTTP.URL)
+		} else {
+			fetch = func(ctx context.Context, dst string, p importer.Progress) error {
+				return d.Uploads(ctx, disk.Namespace, disk.Name, dst, p)
+			}
+		}
 		if err := os.MkdirAll(d.ScratchDir, 0o700); err != nil {
 			return err
 		}
 		dl := filepath.Join(d.ScratchDir, disk.Namespace+"_"+disk.Name+".download")
 		defer os.Remove(dl)
-		if err := importer.Download(ctx, src.HTTP.URL, dl, func(done, total int64) {
+		if err := fetch(ctx, dl, func(done, total int64) {
 			if total > 0 {
 				report(int(done * 50 / total))
 			}
@@ -125,7 +136,20 @@ func (d *Driver) fill(ctx context.Context, disk *apps.VMDisk, img *storage.RBDIm
 		}
 		return importer.Convert(ctx, dl, info, target, func(p int) { report(50 + p/2) })
 	case src.Disk != nil:
-		from := &storage.RBDImage{Pool: d.Pool, Namespace: disk.Namespace, Image: src.Disk.Name, Conf: d.Conf, User: d.User}
+		objects, err := d.List(ctx)
+		if err != nil {
+			return err
+		}
+		var found []string
+		for _, o := range objects[disk.Namespace] {
+			if name, _, ok := storage.ParseObjectName(o); ok && name == src.Disk.Name {
+				found = append(found, o)
+			}
+		}
+		if len(found) != 1 {
+			return fmt.Errorf("disk %s to clone has no single replicated image (found %d)", src.Disk.Name, len(found))
+		}
+		from := &storage.RBDImage{Pool: d.Pool, Namespace: disk.Namespace, Image: found[0], Conf: d.Conf, User: d.User}
 		args := append([]string{"convert", "-q", "-n", "--object", "secret,id=src,file=" + key.File, "--image-opts", d.opts(from, "src")}, target.Args...)
 		for _, o := range target.Objects {
 			args = append(args, "--object", o)
@@ -134,7 +158,7 @@ func (d *Driver) fill(ctx context.Context, disk *apps.VMDisk, img *storage.RBDIm
 			return fmt.Errorf("clone %s: %v: %s", src.Disk.Name, err, strings.TrimSpace(string(out)))
 		}
 	case src.Upload != nil:
-		return errors.New("disk source upload is not supported yet")
+		return errors.New("this node cannot fetch uploads")
 	}
 	return nil
 }
@@ -150,11 +174,38 @@ func (d *Driver) target(img *storage.RBDImage, key storage.Key, secret string) i
 }
 
 // Delete implements storage.Driver.
-func (d *Driver) Delete(ctx context.Context, namespace, name string) error {
-	if _, err := d.rbd(ctx, "rm", d.Pool+"/"+namespace+"/"+name); err != nil && !strings.Contains(err.Error(), "No such file") {
+func (d *Driver) Delete(ctx context.Context, namespace, object string) error {
+	if _, err := d.rbd(ctx, "rm", d.Pool+"/"+namespace+"/"+object); err != nil && !strings.Contains(err.Error(), "No such file") {
 		return err
 	}
 	return nil
+}
+
+// List implements storage.Driver: the images of every tenant namespace of the pool.
+func (d *Driver) List(ctx context.Context) (map[string][]string, error) {
+	out := map[string][]string{}
+	nsOut, err := d.rbd(ctx, "namespace", "ls", d.Pool, "--format", "json")
+	if err != nil {
+		return nil, err
+	}
+	var nss []struct {
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal([]byte(nsOut), &nss); err != nil {
+		return nil, fmt.Errorf("rbd namespace ls: %w", err)
+	}
+	for _, ns := range nss {
+		ls, err := d.rbd(ctx, "ls", "--namespace", ns.Name, d.Pool, "--format", "json")
+		if err != nil {
+			return nil, err
+		}
+		var images []string
+		if err := json.Unmarshal([]byte(ls), &images); err != nil {
+			return nil, fmt.Errorf("rbd ls: %w", err)
+		}
+		out[ns.Name] = images
+	}
+	return out, nil
 }
 
 func (d *Driver) rbd(ctx context.Context, args ...string) (string, error) {

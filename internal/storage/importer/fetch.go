@@ -20,6 +20,28 @@ const MaxDownload = int64(256) << 30
 // Progress receives how many bytes are done out of total (total 0 when unknown).
 type Progress func(done, total int64)
 
+// Fetcher brings an image's bytes (decompressed) into dst, reporting progress.
+type Fetcher func(ctx context.Context, dst string, progress Progress) error
+
+// URL fetches from an http(s) URL.
+func URL(url string) Fetcher {
+	return func(ctx context.Context, dst string, progress Progress) error {
+		return Download(ctx, url, dst, progress)
+	}
+}
+
+// Stream fetches from an opened stream of known (or 0 = unknown) length.
+func Stream(open func(ctx context.Context) (io.ReadCloser, int64, error)) Fetcher {
+	return func(ctx context.Context, dst string, progress Progress) error {
+		rc, total, err := open(ctx)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		return Decompress(ctx, &countingReader{r: rc, total: total, progress: progress}, dst)
+	}
+}
+
 // Download fetches url into dst, decompressing gzip or xz (recognised by their magic bytes),
 // reporting progress over the bytes received.
 func Download(ctx context.Context, url, dst string, progress Progress) error {

@@ -29,6 +29,8 @@ const luksIterTimeMS = 10
 type Driver struct {
 	Dir       string
 	ImagesDir string
+	// Uploads fetches uploaded content (nil: uploads are not available).
+	Uploads storage.Uploads
 }
 
 var _ storage.Driver = &Driver{}
@@ -39,8 +41,8 @@ func (d *Driver) Info() storage.Info {
 }
 
 // Path is where a disk's file lives.
-func (d *Driver) Path(namespace, name string) string {
-	return filepath.Join(d.Dir, namespace, name+".qcow2")
+func (d *Driver) Path(disk *apps.VMDisk) string {
+	return filepath.Join(d.Dir, disk.Namespace, storage.ObjectName(disk)+".qcow2")
 }
 
 // ImagePath is where a golden image is cached on this node.
@@ -60,7 +62,7 @@ func (d *Driver) Images() []string {
 
 // Ensure implements storage.Driver.
 func (d *Driver) Ensure(ctx context.Context, disk *apps.VMDisk, key storage.Key, progress storage.Progress) (storage.Volume, error) {
-	path := d.Path(disk.Namespace, disk.Name)
+	path := d.Path(disk)
 	vol := storage.Volume{Driver: "file", Path: path, Format: "qcow2", KeyFile: key.File}
 	if disk.Spec.Optical {
 		vol.Path, vol.Format, vol.KeyFile = strings.TrimSuffix(path, ".qcow2")+".iso", "raw", ""
@@ -90,11 +92,15 @@ func (d *Driver) Ensure(ctx context.Context, disk *apps.VMDisk, key storage.Key,
 	case src.Image != nil:
 		err = d.fromImage(ctx, disk, tmp, key, &want)
 	case src.HTTP != nil:
-		err = d.fromURL(ctx, disk, tmp, key, &want, progress)
+		err = d.fromSource(ctx, disk, tmp, key, &want, progress, importer.URL(src.HTTP.URL))
 	case src.Disk != nil:
 		err = d.fromDisk(ctx, disk, tmp, key, want)
+	case src.Upload != nil && d.Uploads != nil:
+		err = d.fromSource(ctx, disk, tmp, key, &want, progress, func(ctx context.Context, dst string, p importer.Progress) error {
+			return d.Uploads(ctx, disk.Namespace, disk.Name, dst, p)
+		})
 	case src.Upload != nil:
-		err = fmt.Errorf("disk source upload is not supported by the local driver yet")
+		err = fmt.Errorf("this node cannot fetch uploads")
 	default:
 		err = createEncrypted(ctx, tmp, key, want, "")
 	}
@@ -131,7 +137,7 @@ func (d *Driver) fromImage(ctx context.Context, disk *apps.VMDisk, tmp string, k
 	return createEncrypted(ctx, tmp, key, *want, image)
 }
 
-func (d *Driver) fromURL(ctx context.Context, disk *apps.VMDisk, tmp string, key storage.Key, want *int64, progress storage.Progress) error {
+func (d *Driver) fromSource(ctx context.Context, disk *apps.VMDisk, tmp string, key storage.Key, want *int64, progress storage.Progress, fetch importer.Fetcher) error {
 	dl := tmp + ".download"
 	defer os.Remove(dl)
 	report := func(p int) {
@@ -140,7 +146,7 @@ func (d *Driver) fromURL(ctx context.Context, disk *apps.VMDisk, tmp string, key
 		}
 	}
 	// Downloading is the first half of the progress, converting the second.
-	if err := importer.Download(ctx, disk.Spec.Source.HTTP.URL, dl, func(done, total int64) {
+	if err := fetch(ctx, dl, func(done, total int64) {
 		if total > 0 {
 			report(int(done * 50 / total))
 		}
@@ -166,10 +172,11 @@ func (d *Driver) fromURL(ctx context.Context, disk *apps.VMDisk, tmp string, key
 
 // fromDisk clones another local disk of the same tenant (same key) on this node.
 func (d *Driver) fromDisk(ctx context.Context, disk *apps.VMDisk, tmp string, key storage.Key, want int64) error {
-	src := d.Path(disk.Namespace, disk.Spec.Source.Disk.Name)
-	if _, err := os.Stat(src); err != nil {
+	matches, _ := filepath.Glob(filepath.Join(d.Dir, disk.Namespace, disk.Spec.Source.Disk.Name+".*.qcow2"))
+	if len(matches) != 1 {
 		return fmt.Errorf("disk %s to clone is not on this node", disk.Spec.Source.Disk.Name)
 	}
+	src := matches[0]
 	srcSize, err := virtualSize(ctx, src)
 	if err != nil {
 		return err
@@ -221,8 +228,9 @@ func encryptedTarget(path string, key storage.Key) importer.Target {
 }
 
 // Delete implements storage.Driver.
-func (d *Driver) Delete(_ context.Context, namespace, name string) error {
-	for _, p := range []string{d.Path(namespace, name), strings.TrimSuffix(d.Path(namespace, name), ".qcow2") + ".iso"} {
+func (d *Driver) Delete(_ context.Context, namespace, object string) error {
+	base := filepath.Join(d.Dir, namespace, object)
+	for _, p := range []string{base + ".qcow2", base + ".iso"} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
@@ -230,21 +238,24 @@ func (d *Driver) Delete(_ context.Context, namespace, name string) error {
 	return nil
 }
 
-// Disks lists the disks on this node as namespace/name.
-func (d *Driver) Disks() []string {
-	var out []string
-	nss, _ := os.ReadDir(d.Dir)
+// List implements storage.Driver.
+func (d *Driver) List(context.Context) (map[string][]string, error) {
+	out := map[string][]string{}
+	nss, err := os.ReadDir(d.Dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return out, nil
+	}
 	for _, ns := range nss {
 		files, _ := os.ReadDir(filepath.Join(d.Dir, ns.Name()))
 		for _, f := range files {
 			for _, ext := range []string{".qcow2", ".iso"} {
-				if name, ok := strings.CutSuffix(f.Name(), ext); ok {
-					out = append(out, ns.Name()+"/"+name)
+				if obj, ok := strings.CutSuffix(f.Name(), ext); ok {
+					out[ns.Name()] = append(out[ns.Name()], obj)
 				}
 			}
 		}
 	}
-	return out
+	return out, err
 }
 
 func virtualSize(ctx context.Context, path string) (int64, error) {

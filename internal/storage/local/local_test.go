@@ -12,6 +12,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"kumo.dev/kumo/internal/storage"
 	"kumo.dev/kumo/internal/storage/importer"
@@ -20,7 +21,7 @@ import (
 
 func disk(name, size string, src apps.VMDiskSource) *apps.VMDisk {
 	q := resource.MustParse(size)
-	return &apps.VMDisk{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-a", Name: name},
+	return &apps.VMDisk{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-a", Name: name, UID: types.UID("uid-" + name)},
 		Spec: apps.VMDiskSpec{Source: src, Storage: &q, StorageClass: apps.StorageLocal}}
 }
 
@@ -108,7 +109,11 @@ func TestEnsureEncryptsEveryDiskWithTheTenantKey(t *testing.T) {
 	if _, err = d.Ensure(ctx, disk("nope", "1Gi", apps.VMDiskSource{Image: &apps.ImageSource{Name: "missing"}}), keyA, nil); err == nil || !strings.Contains(err.Error(), "golden image missing is not on this node") {
 		t.Errorf("missing image: %v", err)
 	}
-	if err := d.Delete(ctx, "tenant-a", "sys"); err != nil {
+	objs, err := d.List(ctx)
+	if err != nil || len(objs["tenant-a"]) != 3 {
+		t.Errorf("List() = %v, %v", objs, err)
+	}
+	if err := d.Delete(ctx, "tenant-a", strings.TrimSuffix(filepath.Base(v.Path), ".qcow2")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(v.Path); !os.IsNotExist(err) {
@@ -155,7 +160,7 @@ func TestEnsureImportsFromHTTP(t *testing.T) {
 	if !importer.IsRefused(err) || !strings.Contains(err.Error(), "backing file") {
 		t.Errorf("hostile image: %v", err)
 	}
-	if _, err := os.Stat(d.Path("tenant-a", "hostile")); !os.IsNotExist(err) {
+	if m, _ := filepath.Glob(filepath.Join(d.Dir, "tenant-a", "hostile.*")); len(m) != 0 {
 		t.Error("a refused import left a disk behind")
 	}
 }
