@@ -45,7 +45,7 @@ func TestKubectlDrivesKumoLikeKubernetes(t *testing.T) {
 		}
 	}
 	out = c.MustKubectl(t, kc, "get", "vmd", "disk-example")
-	if !strings.Contains(out, "replicated") || !strings.Contains(out, "1Gi") {
+	if !strings.Contains(out, "local") || !strings.Contains(out, "1Gi") {
 		t.Errorf("kubectl get vmd:\n%s", out)
 	}
 	out = c.MustKubectl(t, kc, "get", "vminstance", "vm-example", "-o", "yaml")
