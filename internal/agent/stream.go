@@ -18,7 +18,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -247,12 +246,4 @@ func pipeWebSocket(ws *websocket.Conn, conn net.Conn) {
 		done <- struct{}{}
 	}()
 	<-done
-}
-
-// hostOnly strips a port.
-func hostOnly(addr string) string {
-	if h, _, err := net.SplitHostPort(addr); err == nil {
-		return h
-	}
-	return strings.Trim(addr, "[]")
 }

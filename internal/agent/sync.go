@@ -62,11 +62,11 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 	rt.mu.Unlock()
 	switch {
 	case stopped:
-		reason, msg := apps.ExitStopped, "stopped by Kumo"
+		msg := "stopped by Kumo"
 		if vm.Status.RestartIncarnation == inc {
 			msg = "restarted"
 		}
-		return a.finishStop(ctx, rt, vm, exitMessage(reason, msg))
+		return a.finishStop(ctx, rt, vm, msg)
 	case stopping:
 		return nil
 	case !want:
@@ -86,12 +86,10 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 	}
 	switch status {
 	case "shutdown":
-		a.stopAsync(rt)
-		rt.mu.Lock()
-		rt.stopped, rt.stopping = false, true
-		rt.mu.Unlock()
-		// The guest powered itself off: record it as such once QEMU is gone.
-		_ = rt.vm.Quit(ctx)
+		// The guest powered itself off (QEMU runs with -no-shutdown): end QEMU and record a clean exit.
+		if err := rt.vm.Quit(ctx); err != nil {
+			_ = rt.vm.Kill()
+		}
 		<-rt.vm.Exited()
 		a.forget(rt)
 		return a.reportExit(ctx, vm, apps.ExitSucceeded, "the guest shut down")
@@ -108,8 +106,6 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 	}
 	return nil
 }
-
-func exitMessage(_ apps.ExitReason, msg string) string { return msg }
 
 // finishStop ends an incarnation that was (being) stopped: waits for QEMU, removes the run
 // directory and, when vm is given, reports the exit.

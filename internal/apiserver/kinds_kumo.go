@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"context"
-	"fmt"
 
 	apimachineryvalidation "k8s.io/apimachinery/pkg/api/validation"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -169,6 +168,3 @@ func nodeKind() *registry.Kind {
 		},
 	}
 }
-
-// describeTypes renders a type for messages, e.g. "u1.medium (1 vCPU / 4Gi)".
-func describeType(t *kumo.InstanceType) string { return fmt.Sprintf("%s (%s)", t.Name, t.Spec) }

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/selection"
-	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 )
 
@@ -149,6 +148,3 @@ func isPublicPath(p string) bool {
 	}
 	return false
 }
-
-// Anonymous reports whether u is the anonymous user.
-func Anonymous(u user.Info) bool { return u.GetName() == user.Anonymous }

@@ -218,9 +218,6 @@ func TestIdentityHelpers(t *testing.T) {
 	if !IsAdmin(admin) || !IsAdmin(kumoAdmin) || IsAdmin(tenantUser) || IsAdmin(nodeUser) {
 		t.Error("IsAdmin should hold for system:masters and kumo:admins only")
 	}
-	if !Anonymous(&user.DefaultInfo{Name: user.Anonymous}) || Anonymous(tenantUser) {
-		t.Error("Anonymous should hold for system:anonymous only")
-	}
 }
 
 // selecting adds fieldSelector=status.node=<node> to a request.

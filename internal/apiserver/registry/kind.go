@@ -8,7 +8,6 @@ import (
 	"reflect"
 
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -220,13 +219,4 @@ func setField(obj runtime.Object, name string, val reflect.Value) {
 	if f := fieldOf(obj, name); f.IsValid() && f.CanSet() && val.IsValid() {
 		f.Set(val)
 	}
-}
-
-// ObjectMetaOf returns the metadata of obj; every stored kind has it.
-func ObjectMetaOf(obj runtime.Object) metav1.Object {
-	m, err := meta.Accessor(obj)
-	if err != nil {
-		panic(err)
-	}
-	return m
 }

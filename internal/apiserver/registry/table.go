@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -104,6 +103,3 @@ func Join(items []string) string {
 	}
 	return OrNone(out)
 }
-
-// Count renders n things, e.g. "3".
-func Count(n int) string { return fmt.Sprint(n) }

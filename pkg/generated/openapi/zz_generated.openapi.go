@@ -357,6 +357,8 @@ func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenA
 		kumov1alpha1.NodeToken{}.OpenAPIModelName():                schema_pkg_apis_kumo_v1alpha1_NodeToken(ref),
 		kumov1alpha1.NodeTokenSpec{}.OpenAPIModelName():            schema_pkg_apis_kumo_v1alpha1_NodeTokenSpec(ref),
 		kumov1alpha1.Tenant{}.OpenAPIModelName():                   schema_pkg_apis_kumo_v1alpha1_Tenant(ref),
+		kumov1alpha1.TenantKey{}.OpenAPIModelName():                schema_pkg_apis_kumo_v1alpha1_TenantKey(ref),
+		kumov1alpha1.TenantKeyList{}.OpenAPIModelName():            schema_pkg_apis_kumo_v1alpha1_TenantKeyList(ref),
 		kumov1alpha1.TenantList{}.OpenAPIModelName():               schema_pkg_apis_kumo_v1alpha1_TenantList(ref),
 		kumov1alpha1.TenantSpec{}.OpenAPIModelName():               schema_pkg_apis_kumo_v1alpha1_TenantSpec(ref),
 		kumov1alpha1.TenantStatus{}.OpenAPIModelName():             schema_pkg_apis_kumo_v1alpha1_TenantStatus(ref),
@@ -18926,6 +18928,98 @@ func schema_pkg_apis_kumo_v1alpha1_Tenant(ref common.ReferenceCallback) common.O
 		},
 		Dependencies: []string{
 			metav1.ObjectMeta{}.OpenAPIModelName(), kumov1alpha1.TenantSpec{}.OpenAPIModelName(), kumov1alpha1.TenantStatus{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_kumo_v1alpha1_TenantKey(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "TenantKey is the key a tenant's disks are encrypted with. Kumo creates one per tenant; it is stored encrypted in etcd, readable only by admins, and handed to a node only for a VM of the tenant bound to that node.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"metadata": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(metav1.ObjectMeta{}.OpenAPIModelName()),
+						},
+					},
+					"key": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Key is the base64 of 32 random bytes, the passphrase of the tenant's LUKS volumes.",
+							Default:     "",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+				},
+				Required: []string{"key"},
+			},
+		},
+		Dependencies: []string{
+			metav1.ObjectMeta{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_kumo_v1alpha1_TenantKeyList(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "TenantKeyList is a list of TenantKeys.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"metadata": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(metav1.ListMeta{}.OpenAPIModelName()),
+						},
+					},
+					"items": {
+						SchemaProps: spec.SchemaProps{
+							Type: []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(kumov1alpha1.TenantKey{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
+				},
+				Required: []string{"items"},
+			},
+		},
+		Dependencies: []string{
+			metav1.ListMeta{}.OpenAPIModelName(), kumov1alpha1.TenantKey{}.OpenAPIModelName()},
 	}
 }
 

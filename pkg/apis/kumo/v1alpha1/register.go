@@ -25,6 +25,7 @@ func AddToScheme(scheme *runtime.Scheme) error {
 			&InstanceProfile{}, &InstanceProfileList{},
 			&Tenant{}, &TenantList{}, &TenantToken{},
 			&Node{}, &NodeList{}, &NodeToken{},
+			&TenantKey{}, &TenantKeyList{},
 		)
 	}
 	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)

@@ -279,3 +279,27 @@ type NodeList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []Node `json:"items"`
 }
+
+// +genclient
+// +genclient:nonNamespaced
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// TenantKey is the key a tenant's disks are encrypted with. Kumo creates one per tenant; it is
+// stored encrypted in etcd, readable only by admins, and handed to a node only for a VM of the
+// tenant bound to that node.
+type TenantKey struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Key is the base64 of 32 random bytes, the passphrase of the tenant's LUKS volumes.
+	Key string `json:"key"`
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// TenantKeyList is a list of TenantKeys.
+type TenantKeyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []TenantKey `json:"items"`
+}

@@ -73,6 +73,16 @@ func (in Tenant) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in TenantKey) OpenAPIModelName() string {
+	return "dev.kumo.v1alpha1.TenantKey"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in TenantKeyList) OpenAPIModelName() string {
+	return "dev.kumo.v1alpha1.TenantKeyList"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in TenantList) OpenAPIModelName() string {
 	return "dev.kumo.v1alpha1.TenantList"
 }
