@@ -10,6 +10,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"kumo.dev/kumo/bench/internal/kumoserver"
 )
 
 // dbSize is an etcd member's database size.
@@ -58,7 +60,7 @@ func (r rawResult) rate() float64 { return float64(r.puts) / r.elapsed.Seconds()
 // the throughput, latencies and database size.
 func rawPuts(ctx context.Context, dir, logPath string, vms []storedVM, workers int) (rawResult, error) {
 	var res rawResult
-	ports, err := freePorts(2)
+	ports, err := kumoserver.FreePorts(2)
 	if err != nil {
 		return res, err
 	}

@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"kumo.dev/kumo/bench/internal/kumoserver"
 	"kumo.dev/kumo/pkg/client"
 )
 
@@ -85,24 +86,28 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	bin := o.kumod
 	if bin == "" {
-		if bin, err = buildKumod(ctx, tmp); err != nil {
+		bins, err := kumoserver.Build(ctx, tmp, "./cmd/kumod")
+		if errors.Is(err, kumoserver.ErrNoModule) {
+			return fmt.Errorf("%w or pass --kumod", err)
+		} else if err != nil {
 			return err
 		}
+		bin = bins["kumod"]
 	}
 
-	srv, err := startServer(bin, filepath.Join(tmp, "data"), filepath.Join(tmp, "kumod.log"))
+	srv, err := kumoserver.Start(bin, filepath.Join(tmp, "data"), filepath.Join(tmp, "kumod.log"))
 	if err != nil {
 		return err
 	}
 	stopped := false
 	defer func() {
 		if !stopped {
-			if serr := srv.stop(); serr != nil && err == nil {
+			if serr := srv.Stop(); serr != nil && err == nil {
 				err = serr
 			}
 		}
 	}()
-	cfg, err := srv.waitReady(ctx)
+	cfg, err := srv.WaitReady(ctx)
 	if err != nil {
 		return err
 	}
@@ -116,32 +121,32 @@ func run(ctx context.Context, o options) (err error) {
 	var r report
 	namespaces, err := createTenants(ctx, c, o.tenants, o.concurrency)
 	if err != nil {
-		return srv.annotate(err)
+		return srv.Annotate(err)
 	}
 
 	slog.Info("creating VMs", "vms", o.vms, "namespaces", len(namespaces), "concurrency", o.concurrency)
 	if r.creates, err = createVMs(ctx, c, namespaces, "vm", o.vms, o.concurrency, sshKey, nil); err != nil {
-		return srv.annotate(err)
+		return srv.Annotate(err)
 	}
 	slog.Info("VMs created", "vms", o.vms, "took", r.creates.elapsed.Round(time.Millisecond),
 		"rate/s", fmt.Sprintf("%.1f", r.creates.rate()), "p50", ms(r.creates.lat.p50), "p99", ms(r.creates.lat.p99))
 
 	if r.lists, err = listVMs(ctx, c, namespaces, o.lists); err != nil {
-		return srv.annotate(err)
+		return srv.Annotate(err)
 	}
 	slog.Info("lists done", "all p50", ms(r.lists.all.p50), "one ns p50", ms(r.lists.oneNS.p50))
 
 	if r.watch, err = watchVMs(ctx, c, namespaces, o.watchEvents, o.concurrency, sshKey); err != nil {
-		return srv.annotate(err)
+		return srv.Annotate(err)
 	}
 	slog.Info("watch done", "events", r.watch.events, "delivery p50", ms(r.watch.delivery.p50))
 
-	if r.apiDB, err = etcdDBSize(ctx, srv.etcdURL()); err != nil {
+	if r.apiDB, err = etcdDBSize(ctx, srv.EtcdURL()); err != nil {
 		return err
 	}
 	// Stop the server before the baseline so that both get the whole machine.
 	stopped = true
-	if err := srv.stop(); err != nil {
+	if err := srv.Stop(); err != nil {
 		return err
 	}
 	slog.Info("kumod stopped; raw etcd baseline", "puts", len(r.creates.vms))
@@ -151,16 +156,6 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	printSummary(o, r)
 	return nil
-}
-
-// annotate adds the server's stderr tail to err when the server has died.
-func (s *server) annotate(err error) error {
-	select {
-	case <-s.exited:
-		return s.failure(errors.Join(err, fmt.Errorf("kumod exited: %v", s.waitErr)))
-	default:
-		return err
-	}
 }
 
 // newSSHKey generates an ed25519 key and returns its public half in authorized_keys form.

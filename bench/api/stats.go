@@ -2,10 +2,11 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"sort"
 	"sync"
 	"time"
+
+	"kumo.dev/kumo/bench/internal/kumoserver"
 )
 
 // latencies collects request durations from many goroutines.
@@ -34,14 +35,7 @@ func (l *latencies) summary() summary {
 		return summary{}
 	}
 	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
-	return summary{n: len(d), p50: percentile(d, 50), p99: percentile(d, 99), max: d[len(d)-1]}
-}
-
-// percentile takes the nearest-rank percentile p of sorted durations.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	rank := int(p/100*float64(len(sorted))+0.5) - 1
-	rank = max(0, min(rank, len(sorted)-1))
-	return sorted[rank]
+	return summary{n: len(d), p50: kumoserver.Percentile(d, 50), p99: kumoserver.Percentile(d, 99), max: d[len(d)-1]}
 }
 
 // ms formats a duration in milliseconds with one decimal (more for sub-millisecond values).
@@ -60,25 +54,4 @@ func ratio(a, b float64) float64 {
 		return 0
 	}
 	return a / b
-}
-
-// freePorts returns n distinct free loopback TCP ports: it listens on 127.0.0.1:0 for each
-// (keeping all open until all are chosen, so none repeats) and then closes them.
-func freePorts(n int) ([]int, error) {
-	ls := make([]net.Listener, 0, n)
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("pick a free loopback port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }

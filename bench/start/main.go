@@ -17,6 +17,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"kumo.dev/kumo/bench/internal/kumoserver"
 	kumov1 "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 	"kumo.dev/kumo/pkg/client"
 )
@@ -76,27 +78,32 @@ func run(ctx context.Context, o options) (err error) {
 			os.RemoveAll(tmp)
 		}
 	}()
-	if err := resolvePaths(ctx, &o, tmp); err != nil {
+	if err := resolvePaths(ctx, &o, tmp); errors.Is(err, kumoserver.ErrNoModule) {
+		return fmt.Errorf("%w or pass --kumod, --kumo and --images-dir", err)
+	} else if err != nil {
 		return err
 	}
 
 	dataDir := filepath.Join(tmp, "data")
-	srv, err := startServer(o.kumod, dataDir, o.imagesDir, filepath.Join(tmp, "kumod.log"))
+	// The node is large enough never to refuse a VM for capacity.
+	srv, err := kumoserver.Start(o.kumod, dataDir, filepath.Join(tmp, "kumod.log"),
+		"--accel", "tcg", "--images-dir", o.imagesDir,
+		"--node", "aio", "--datacenter", "dc1", "--cpus", "64", "--memory", "256Gi")
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if serr := srv.stop(); serr != nil && err == nil {
+		if serr := srv.Stop(); serr != nil && err == nil {
 			err = serr
 		}
 	}()
-	if _, err := srv.waitReady(ctx); err != nil {
+	if _, err := srv.WaitReady(ctx); err != nil {
 		return err
 	}
 	const tenant = "bench"
-	cfg, err := createTenant(ctx, o.kumo, srv.kubeconfig(), tenant, tmp)
+	cfg, err := createTenant(ctx, o.kumo, srv.Kubeconfig(), tenant, tmp)
 	if err != nil {
-		return srv.annotate(err)
+		return srv.Annotate(err)
 	}
 	c, err := client.New(cfg)
 	if err != nil {
@@ -107,7 +114,7 @@ func run(ctx context.Context, o options) (err error) {
 	ns := kumov1.TenantNamespace(tenant)
 	phases, err := startPhaseWatch(pctx, c, ns)
 	if err != nil {
-		return srv.annotate(err)
+		return srv.Annotate(err)
 	}
 	b := &kumoBench{c: c, ns: ns, dataDir: dataDir, procs: newProcPoller(pctx, tmp), phases: phases, slots: make(chan struct{}, o.parallel)}
 
@@ -118,7 +125,7 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 	if _, err := b.measure(ctx, "warmup", capture); err != nil {
-		return srv.annotate(fmt.Errorf("warm-up VM: %w", err))
+		return srv.Annotate(fmt.Errorf("warm-up VM: %w", err))
 	}
 	slog.Info("warm-up VM booted; template captured", "argv", len(tmpl.argv), "files", len(tmpl.files))
 
@@ -135,19 +142,19 @@ func run(ctx context.Context, o options) (err error) {
 		return nil
 	}
 
-	kumoCPU := startCPU(os.Getpid(), srv.cmd.Process.Pid)
+	kumoCPU := startCPU(os.Getpid(), srv.Pid())
 	kumo := make([]kumoSample, 0, o.vms)
 	for i := range o.vms {
 		s, err := b.measure(ctx, fmt.Sprintf("vm-%d", i), nil)
 		if err != nil {
-			return srv.annotate(err)
+			return srv.Annotate(err)
 		}
 		kumo = append(kumo, s)
 		slog.Info("kumo VM", "i", i, "exec", ms(s.exec), "running", ms(s.running), "marker", ms(s.marker))
 		if o.interleave {
 			// The baseline QEMU runs alone: Kumo's VM is gone (kumod idles meanwhile).
 			if err := b.wait(); err != nil {
-				return srv.annotate(err)
+				return srv.Annotate(err)
 			}
 			if err := baseline(i); err != nil {
 				return err
@@ -155,13 +162,13 @@ func run(ctx context.Context, o options) (err error) {
 		}
 	}
 	if err := b.wait(); err != nil {
-		return srv.annotate(err)
+		return srv.Annotate(err)
 	}
 	load := kumoCPU.shares()
 	if !o.interleave {
 		cancel()
 		// The baseline gets the machine to itself, as Kumo's VMs had it but for kumod.
-		if err := srv.stop(); err != nil {
+		if err := srv.Stop(); err != nil {
 			return err
 		}
 		killQEMUsUnder(dataDir)
@@ -180,19 +187,19 @@ func run(ctx context.Context, o options) (err error) {
 // resolvePaths builds missing binaries into tmp and finds the images directory.
 func resolvePaths(ctx context.Context, o *options, tmp string) error {
 	if o.kumod == "" || o.kumo == "" {
-		kumod, kumo, err := buildBinaries(ctx, filepath.Join(tmp, "bin"))
+		bins, err := kumoserver.Build(ctx, filepath.Join(tmp, "bin"), "./cmd/kumod", "./cmd/kumo")
 		if err != nil {
 			return err
 		}
 		if o.kumod == "" {
-			o.kumod = kumod
+			o.kumod = bins["kumod"]
 		}
 		if o.kumo == "" {
-			o.kumo = kumo
+			o.kumo = bins["kumo"]
 		}
 	}
 	if o.imagesDir == "" {
-		root, err := moduleRoot(ctx)
+		root, err := kumoserver.ModuleRoot(ctx)
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"kumo.dev/kumo/bench/internal/kumoserver"
 )
 
 // dist is the distribution of one measure.
@@ -18,14 +20,7 @@ func distOf(d []time.Duration) dist {
 	}
 	s := slices.Clone(d)
 	slices.Sort(s)
-	return dist{n: len(s), min: s[0], p50: percentile(s, 50), p95: percentile(s, 95), max: s[len(s)-1]}
-}
-
-// percentile takes the nearest-rank percentile p of sorted durations.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	rank := int(p/100*float64(len(sorted))+0.5) - 1
-	rank = max(0, min(rank, len(sorted)-1))
-	return sorted[rank]
+	return dist{n: len(s), min: s[0], p50: kumoserver.Percentile(s, 50), p95: kumoserver.Percentile(s, 95), max: s[len(s)-1]}
 }
 
 // ms formats a duration in milliseconds with one decimal.
