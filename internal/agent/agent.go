@@ -73,8 +73,8 @@ type Agent struct {
 	local  *local.Driver
 	drives storage.Drivers
 
-	vms, types, profiles cache.SharedIndexInformer
-	queue                workqueue.TypedRateLimitingInterface[string]
+	vms, types, profiles, images cache.SharedIndexInformer
+	queue                        workqueue.TypedRateLimitingInterface[string]
 
 	mu      sync.Mutex
 	running map[string]*runtimeVM // by namespace/name
@@ -141,6 +141,7 @@ func New(opts Options) (*Agent, error) {
 	a.vms = client.NewInformer(c.Apps, "vminstances", &apps.VMInstance{}, "status.node="+opts.Node, 0)
 	a.types = client.NewInformer(c.Kumo, "instancetypes", &kumo.InstanceType{}, "", 0)
 	a.profiles = client.NewInformer(c.Kumo, "instanceprofiles", &kumo.InstanceProfile{}, "", 0)
+	a.images = client.NewInformer(c.Kumo, "goldenimages", &kumo.GoldenImage{}, "", 0)
 	return a, nil
 }
 
@@ -161,7 +162,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	go a.heartbeat(ctx)
-	for _, inf := range []cache.SharedIndexInformer{a.vms, a.types, a.profiles} {
+	for _, inf := range []cache.SharedIndexInformer{a.vms, a.types, a.profiles, a.images} {
 		go inf.Run(ctx.Done())
 	}
 	enqueue := func(obj interface{}) {
@@ -170,11 +171,30 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	a.vms.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, o interface{}) { enqueue(o) }, DeleteFunc: enqueue})
-	if !cache.WaitForCacheSync(ctx.Done(), a.vms.HasSynced, a.types.HasSynced, a.profiles.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), a.vms.HasSynced, a.types.HasSynced, a.profiles.HasSynced, a.images.HasSynced) {
 		return ctx.Err()
 	}
 	a.reattach(ctx)
 	go a.resync(ctx)
+	imagesChanged := make(chan struct{}, 1)
+	poke := func(interface{}) {
+		select {
+		case imagesChanged <- struct{}{}:
+		default:
+		}
+	}
+	a.images.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, o interface{}) { poke(o) }})
+	go func() {
+		for {
+			a.cacheImages(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-imagesChanged:
+			case <-time.After(gcPeriod):
+			}
+		}
+	}()
 	go func() {
 		t := time.NewTicker(gcPeriod)
 		defer t.Stop()

@@ -2,6 +2,9 @@ package apiserver
 
 import (
 	"context"
+	"net/url"
+
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 
 	apimachineryvalidation "k8s.io/apimachinery/pkg/api/validation"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -165,6 +168,52 @@ func nodeKind() *registry.Kind {
 			{Name: "Memory", Type: "string", Value: func(o runtime.Object) interface{} { return quantity(nd(o), "memory") }},
 			{Name: "Accel", Type: "string", Priority: 1, Value: func(o runtime.Object) interface{} { return registry.OrNone(nd(o).Status.Accelerator) }},
 			{Name: "QEMU", Type: "string", Priority: 1, Value: func(o runtime.Object) interface{} { return registry.OrNone(nd(o).Status.QEMUVersion) }},
+		},
+	}
+}
+
+func goldenImageKind() *registry.Kind {
+	gi := func(o runtime.Object) *kumo.GoldenImage { return o.(*kumo.GoldenImage) }
+	validate := func(_ context.Context, o runtime.Object) field.ErrorList {
+		g := gi(o)
+		errs := apimachineryvalidation.ValidateObjectMeta(&g.ObjectMeta, false, apimachineryvalidation.NameIsDNSSubdomain, field.NewPath("metadata"))
+		src := field.NewPath("spec", "source")
+		switch {
+		case g.Spec.Source.HTTP != nil && g.Spec.Source.Upload != nil:
+			errs = append(errs, field.Invalid(src, "http, upload", "must name exactly one source: http or upload"))
+		case g.Spec.Source.HTTP == nil && g.Spec.Source.Upload == nil:
+			errs = append(errs, field.Required(src, "http (a URL) or upload (kumo image import --file)"))
+		case g.Spec.Source.HTTP != nil:
+			if u, err := url.Parse(g.Spec.Source.HTTP.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				errs = append(errs, field.Invalid(src.Child("http", "url"), g.Spec.Source.HTTP.URL, "must be an http:// or https:// URL with a host"))
+			}
+		}
+		return errs
+	}
+	return &registry.Kind{
+		Resource: kumo.Resource("goldenimages"), Singular: "goldenimage", ShortNames: []string{"gi", "image"}, Categories: []string{"kumo"},
+		HasStatus: true, Version: kumo.SchemeGroupVersion.Version,
+		New:              func() runtime.Object { return &kumo.GoldenImage{} },
+		NewList:          func() runtime.Object { return &kumo.GoldenImageList{} },
+		PrepareForCreate: func(o runtime.Object) { gi(o).Status.Phase = kumo.GoldenImagePending },
+		Validate:         validate,
+		ValidateUpdate: func(ctx context.Context, o, old runtime.Object) field.ErrorList {
+			errs := apimachineryvalidation.ValidateObjectMetaUpdate(&gi(o).ObjectMeta, &gi(old).ObjectMeta, field.NewPath("metadata"))
+			if !apiequality.Semantic.DeepEqual(gi(o).Spec.Source, gi(old).Spec.Source) {
+				errs = append(errs, field.Forbidden(field.NewPath("spec", "source"), "cannot change: import a new image under another name"))
+			}
+			return append(errs, validate(ctx, o)...)
+		},
+		Table: registry.Table{
+			{Name: "OS", Type: "string", Value: func(o runtime.Object) interface{} { return registry.OrNone(gi(o).Spec.OS) }},
+			{Name: "Phase", Type: "string", Value: func(o runtime.Object) interface{} { return string(gi(o).Status.Phase) }},
+			{Name: "Format", Type: "string", Value: func(o runtime.Object) interface{} { return registry.OrNone(gi(o).Status.Format) }},
+			{Name: "Size", Type: "string", Value: func(o runtime.Object) interface{} {
+				if q := gi(o).Status.Size; q != nil {
+					return q.String()
+				}
+				return "<none>"
+			}},
 		},
 	}
 }

@@ -189,7 +189,7 @@ func (s *Server) install() error {
 		"vminstances/vnc":     &vmStream{kind: "vnc", vms: st.vmInstances, nodes: st.nodes, clientCert: s.agentClientCert},
 		"vminstances/diskkey": &diskKeyREST{vms: st.vmInstances, keys: st.tenantKeys},
 		"vmdisks":             st.vmDisks, "vmdisks/status": st.vmDisks.Status,
-		"vmdisks/upload": &uploadREST{disks: st.vmDisks, dir: filepath.Join(filepath.Dir(s.pkiDir), "uploads")},
+		"vmdisks/upload": diskUploads(st.vmDisks, filepath.Join(filepath.Dir(s.pkiDir), "uploads")),
 	}
 	if err := s.generic.InstallAPIGroup(&appsInfo); err != nil {
 		return fmt.Errorf("install %s: %w", apps.GroupName, err)
@@ -200,8 +200,11 @@ func (s *Server) install() error {
 		"tenants": st.tenants, "tenants/status": st.tenants.Status,
 		"tenants/token": &tenantTokenREST{tenants: st.tenants, signer: s.Signer},
 		"nodes":         st.nodes, "nodes/status": st.nodes.Status,
-		"nodes/token": &nodeTokenREST{signer: s.Signer},
-		"tenantkeys":  st.tenantKeys,
+		"nodes/token":         &nodeTokenREST{signer: s.Signer},
+		"tenantkeys":          st.tenantKeys,
+		"goldenimages":        st.goldenImages,
+		"goldenimages/status": st.goldenImages.Status,
+		"goldenimages/upload": imageUploads(st.goldenImages, filepath.Join(filepath.Dir(s.pkiDir), "uploads")),
 	}
 	if err := s.generic.InstallAPIGroup(&kumoInfo); err != nil {
 		return fmt.Errorf("install %s: %w", kumo.GroupName, err)

@@ -18,6 +18,7 @@ type stores struct {
 	instanceTypes                    *registry.Storage
 	instanceProfiles, tenants, nodes *registry.Storage
 	namespaces, events, tenantKeys   *registry.Storage
+	goldenImages                     *registry.Storage
 }
 
 func (s *stores) build(opts generic.RESTOptionsGetter, refs *lookups) error {
@@ -28,7 +29,7 @@ func (s *stores) build(opts generic.RESTOptionsGetter, refs *lookups) error {
 		{&s.vmInstances, vmInstanceKind(refs)}, {&s.vmDisks, vmDiskKind()},
 		{&s.instanceTypes, instanceTypeKind()}, {&s.instanceProfiles, instanceProfileKind()},
 		{&s.tenants, tenantKind()}, {&s.nodes, nodeKind()},
-		{&s.namespaces, namespaceKind()}, {&s.events, eventKind()}, {&s.tenantKeys, tenantKeyKind()},
+		{&s.namespaces, namespaceKind()}, {&s.events, eventKind()}, {&s.tenantKeys, tenantKeyKind()}, {&s.goldenImages, goldenImageKind()},
 	} {
 		st, err := registry.NewStorage(b.kind, Scheme, opts)
 		if err != nil {

@@ -44,7 +44,8 @@ func Decide(a authorizer.Attributes) (authorizer.Decision, string) {
 		}
 		return authorizer.DecisionNoOpinion, "only discovery, OpenAPI, version and health paths are open"
 	}
-	if readVerbs[a.GetVerb()] && a.GetAPIGroup() == groupKumo && (a.GetResource() == "instancetypes" || a.GetResource() == "instanceprofiles") {
+	if readVerbs[a.GetVerb()] && a.GetAPIGroup() == groupKumo && a.GetSubresource() == "" &&
+		(a.GetResource() == "instancetypes" || a.GetResource() == "instanceprofiles" || a.GetResource() == "goldenimages") {
 		return authorizer.DecisionAllow, ""
 	}
 	// kubectl lists CRDs to check a kind it does not know; Kumo answers with an empty list.
@@ -110,6 +111,13 @@ func decideNode(a authorizer.Attributes, node string) (authorizer.Decision, stri
 		}
 		if sub == "" && (verb == "list" || verb == "watch") {
 			return authorizer.DecisionNoOpinion, fmt.Sprintf("node %q may only list the VMs bound to it (fieldSelector=status.node=%s)", node, node)
+		}
+	case a.GetAPIGroup() == groupKumo && res == "goldenimages":
+		if sub == "upload" && verb == "get" {
+			return authorizer.DecisionAllow, ""
+		}
+		if sub == "status" && (verb == "update" || verb == "patch") {
+			return authorizer.DecisionAllow, ""
 		}
 	case a.GetAPIGroup() == groupApps && res == "vmdisks":
 		if (sub == "" || sub == "upload") && verb == "get" {

@@ -50,6 +50,7 @@ func NewRoot(streams genericiooptions.IOStreams) *cobra.Command {
 		newConsoleCmd(f, streams),
 		newVNCCmd(f, streams),
 		newUploadCmd(f, streams),
+		newImageCmd(f, streams),
 		newVersionCmd(f, streams),
 	)
 	root.AddCommand(newStateCmds(f, streams)...)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/rest"
 	cmdutil "k8s.io/kubectl/pkg/cmd/util"
 )
 
@@ -29,38 +31,46 @@ func newUploadCmd(f cmdutil.Factory, streams genericiooptions.IOStreams) *cobra.
 			if file == "" {
 				return fmt.Errorf("--file is required")
 			}
-			f0, err := os.Open(file)
-			if err != nil {
-				return err
-			}
-			defer f0.Close()
-			st, err := f0.Stat()
-			if err != nil {
-				return err
-			}
 			c, ns, err := vmClient(f)
 			if err != nil {
 				return err
 			}
-			body := &progressReader{r: f0}
-			done, drawn := make(chan struct{}), make(chan struct{})
-			go func() { drawProgress(streams.ErrOut, file, body, st.Size(), done); close(drawn) }()
-			res := c.Apps.Post().Namespace(ns).Resource("vmdisks").Name(args[1]).SubResource("upload").
-				SetHeader("Content-Type", "application/octet-stream").Body(io.Reader(body)).Do(cmd.Context())
-			close(done)
-			<-drawn
-			if err := res.Error(); err != nil {
+			msg, err := uploadFile(cmd.Context(), streams, c.Apps.Post().Namespace(ns).Resource("vmdisks").Name(args[1]).SubResource("upload"), file)
+			if err != nil {
 				return fmt.Errorf("upload to VMDisk %s: %w", args[1], err)
 			}
-			status := &metav1.Status{}
-			if err := res.Into(status); err == nil && status.Message != "" {
-				fmt.Fprintln(streams.Out, "vmdisk.apps.cozystack.io/"+args[1]+": "+status.Message)
-			}
+			fmt.Fprintln(streams.Out, "vmdisk.apps.cozystack.io/"+args[1]+": "+msg)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&file, "file", "", "image file to upload")
 	return cmd
+}
+
+// uploadFile streams a file as the body of req, drawing a progress bar on standard error, and
+// returns the server's message.
+func uploadFile(ctx context.Context, streams genericiooptions.IOStreams, req *rest.Request, file string) (string, error) {
+	f0, err := os.Open(file)
+	if err != nil {
+		return "", err
+	}
+	defer f0.Close()
+	st, err := f0.Stat()
+	if err != nil {
+		return "", err
+	}
+	body := &progressReader{r: f0}
+	done, drawn := make(chan struct{}), make(chan struct{})
+	go func() { drawProgress(streams.ErrOut, file, body, st.Size(), done); close(drawn) }()
+	res := req.SetHeader("Content-Type", "application/octet-stream").Body(io.Reader(body)).Do(ctx)
+	close(done)
+	<-drawn
+	if err := res.Error(); err != nil {
+		return "", err
+	}
+	status := &metav1.Status{}
+	_ = res.Into(status)
+	return status.Message, nil
 }
 
 type progressReader struct {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 )
@@ -18,3 +19,6 @@ func execKumo(ctx context.Context, kc string, args ...string) *exec.Cmd {
 func ioReadFull(r io.Reader, buf []byte) (int, error) { return io.ReadFull(r, buf) }
 
 func resourceGi(n int64) resource.Quantity { return *resource.NewQuantity(n<<30, resource.BinarySI) }
+
+// removeImage deletes a golden image a test cached into the shared images directory.
+func removeImage(name string) { _ = os.Remove(filepath.Join(imagesDir(), name+".qcow2")) }

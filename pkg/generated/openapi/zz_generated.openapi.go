@@ -344,6 +344,13 @@ func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenA
 		v1alpha1.VMInstanceSpec{}.OpenAPIModelName():               schema_pkg_apis_apps_v1alpha1_VMInstanceSpec(ref),
 		v1alpha1.VMInstanceStatus{}.OpenAPIModelName():             schema_pkg_apis_apps_v1alpha1_VMInstanceStatus(ref),
 		v1alpha1.VMStateChange{}.OpenAPIModelName():                schema_pkg_apis_apps_v1alpha1_VMStateChange(ref),
+		kumov1alpha1.GoldenImage{}.OpenAPIModelName():              schema_pkg_apis_kumo_v1alpha1_GoldenImage(ref),
+		kumov1alpha1.GoldenImageHTTP{}.OpenAPIModelName():          schema_pkg_apis_kumo_v1alpha1_GoldenImageHTTP(ref),
+		kumov1alpha1.GoldenImageList{}.OpenAPIModelName():          schema_pkg_apis_kumo_v1alpha1_GoldenImageList(ref),
+		kumov1alpha1.GoldenImageSource{}.OpenAPIModelName():        schema_pkg_apis_kumo_v1alpha1_GoldenImageSource(ref),
+		kumov1alpha1.GoldenImageSpec{}.OpenAPIModelName():          schema_pkg_apis_kumo_v1alpha1_GoldenImageSpec(ref),
+		kumov1alpha1.GoldenImageStatus{}.OpenAPIModelName():        schema_pkg_apis_kumo_v1alpha1_GoldenImageStatus(ref),
+		kumov1alpha1.GoldenImageUpload{}.OpenAPIModelName():        schema_pkg_apis_kumo_v1alpha1_GoldenImageUpload(ref),
 		kumov1alpha1.InstanceProfile{}.OpenAPIModelName():          schema_pkg_apis_kumo_v1alpha1_InstanceProfile(ref),
 		kumov1alpha1.InstanceProfileList{}.OpenAPIModelName():      schema_pkg_apis_kumo_v1alpha1_InstanceProfileList(ref),
 		kumov1alpha1.InstanceProfileSpec{}.OpenAPIModelName():      schema_pkg_apis_kumo_v1alpha1_InstanceProfileSpec(ref),
@@ -18254,6 +18261,249 @@ func schema_pkg_apis_apps_v1alpha1_VMStateChange(ref common.ReferenceCallback) c
 		},
 		Dependencies: []string{
 			metav1.ObjectMeta{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_kumo_v1alpha1_GoldenImage(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "GoldenImage is an operating system image an admin imported once (kumo image import) and every tenant may start disks from (VMDisk spec.source.image.name). Nodes cache it.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"metadata": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(metav1.ObjectMeta{}.OpenAPIModelName()),
+						},
+					},
+					"spec": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(kumov1alpha1.GoldenImageSpec{}.OpenAPIModelName()),
+						},
+					},
+					"status": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(kumov1alpha1.GoldenImageStatus{}.OpenAPIModelName()),
+						},
+					},
+				},
+				Required: []string{"spec"},
+			},
+		},
+		Dependencies: []string{
+			metav1.ObjectMeta{}.OpenAPIModelName(), kumov1alpha1.GoldenImageSpec{}.OpenAPIModelName(), kumov1alpha1.GoldenImageStatus{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_kumo_v1alpha1_GoldenImageHTTP(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "GoldenImageHTTP is an image to download.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"url": {
+						SchemaProps: spec.SchemaProps{
+							Default: "",
+							Type:    []string{"string"},
+							Format:  "",
+						},
+					},
+				},
+				Required: []string{"url"},
+			},
+		},
+	}
+}
+
+func schema_pkg_apis_kumo_v1alpha1_GoldenImageList(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "GoldenImageList is a list of GoldenImages.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"metadata": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(metav1.ListMeta{}.OpenAPIModelName()),
+						},
+					},
+					"items": {
+						SchemaProps: spec.SchemaProps{
+							Type: []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(kumov1alpha1.GoldenImage{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
+				},
+				Required: []string{"items"},
+			},
+		},
+		Dependencies: []string{
+			metav1.ListMeta{}.OpenAPIModelName(), kumov1alpha1.GoldenImage{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_kumo_v1alpha1_GoldenImageSource(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "GoldenImageSource is where a golden image's content comes from.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"http": {
+						SchemaProps: spec.SchemaProps{
+							Ref: ref(kumov1alpha1.GoldenImageHTTP{}.OpenAPIModelName()),
+						},
+					},
+					"upload": {
+						SchemaProps: spec.SchemaProps{
+							Ref: ref(kumov1alpha1.GoldenImageUpload{}.OpenAPIModelName()),
+						},
+					},
+				},
+			},
+		},
+		Dependencies: []string{
+			kumov1alpha1.GoldenImageHTTP{}.OpenAPIModelName(), kumov1alpha1.GoldenImageUpload{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_kumo_v1alpha1_GoldenImageSpec(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "GoldenImageSpec says where the image comes from.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"os": {
+						SchemaProps: spec.SchemaProps{
+							Description: "OS names the operating system, e.g. debian or ubuntu.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"minSize": {
+						SchemaProps: spec.SchemaProps{
+							Description: "MinSize is the smallest disk the image fits on.",
+							Ref:         ref(resource.Quantity{}.OpenAPIModelName()),
+						},
+					},
+					"source": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Source is exactly one of http (download) or upload (kumo image import --file).",
+							Default:     map[string]interface{}{},
+							Ref:         ref(kumov1alpha1.GoldenImageSource{}.OpenAPIModelName()),
+						},
+					},
+				},
+				Required: []string{"source"},
+			},
+		},
+		Dependencies: []string{
+			resource.Quantity{}.OpenAPIModelName(), kumov1alpha1.GoldenImageSource{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_kumo_v1alpha1_GoldenImageStatus(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "GoldenImageStatus is what Kumo observed of the import.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"phase": {
+						SchemaProps: spec.SchemaProps{
+							Type:   []string{"string"},
+							Format: "",
+						},
+					},
+					"format": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Format is the format the image arrived in.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"size": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Size is the image's virtual size.",
+							Ref:         ref(resource.Quantity{}.OpenAPIModelName()),
+						},
+					},
+					"conditions": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-map-keys": []interface{}{
+									"type",
+								},
+								"x-kubernetes-list-type": "map",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Type: []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(metav1.Condition{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
+				},
+			},
+		},
+		Dependencies: []string{
+			resource.Quantity{}.OpenAPIModelName(), metav1.Condition{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_kumo_v1alpha1_GoldenImageUpload(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "GoldenImageUpload marks an image uploaded through goldenimages/NAME/upload. It has no fields.",
+				Type:        []string{"object"},
+			},
+		},
 	}
 }
 

@@ -26,6 +26,7 @@ func AddToScheme(scheme *runtime.Scheme) error {
 			&Tenant{}, &TenantList{}, &TenantToken{},
 			&Node{}, &NodeList{}, &NodeToken{},
 			&TenantKey{}, &TenantKeyList{},
+			&GoldenImage{}, &GoldenImageList{},
 		)
 	}
 	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)

@@ -303,3 +303,80 @@ type TenantKeyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []TenantKey `json:"items"`
 }
+
+// GoldenImagePhase is the state of a golden image's import.
+type GoldenImagePhase string
+
+const (
+	GoldenImagePending   GoldenImagePhase = "Pending"
+	GoldenImageImporting GoldenImagePhase = "Importing"
+	GoldenImageReady     GoldenImagePhase = "Ready"
+	GoldenImageFailed    GoldenImagePhase = "Failed"
+)
+
+// +genclient
+// +genclient:nonNamespaced
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// GoldenImage is an operating system image an admin imported once (kumo image import) and every
+// tenant may start disks from (VMDisk spec.source.image.name). Nodes cache it.
+type GoldenImage struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   GoldenImageSpec   `json:"spec"`
+	Status GoldenImageStatus `json:"status,omitempty"`
+}
+
+// GoldenImageSpec says where the image comes from.
+type GoldenImageSpec struct {
+	// OS names the operating system, e.g. debian or ubuntu.
+	// +optional
+	OS string `json:"os,omitempty"`
+	// MinSize is the smallest disk the image fits on.
+	// +optional
+	MinSize *resource.Quantity `json:"minSize,omitempty"`
+	// Source is exactly one of http (download) or upload (kumo image import --file).
+	Source GoldenImageSource `json:"source"`
+}
+
+// GoldenImageSource is where a golden image's content comes from.
+type GoldenImageSource struct {
+	// +optional
+	HTTP *GoldenImageHTTP `json:"http,omitempty"`
+	// +optional
+	Upload *GoldenImageUpload `json:"upload,omitempty"`
+}
+
+// GoldenImageHTTP is an image to download.
+type GoldenImageHTTP struct {
+	URL string `json:"url"`
+}
+
+// GoldenImageUpload marks an image uploaded through goldenimages/NAME/upload. It has no fields.
+type GoldenImageUpload struct{}
+
+// GoldenImageStatus is what Kumo observed of the import.
+type GoldenImageStatus struct {
+	// +optional
+	Phase GoldenImagePhase `json:"phase,omitempty"`
+	// Format is the format the image arrived in.
+	// +optional
+	Format string `json:"format,omitempty"`
+	// Size is the image's virtual size.
+	// +optional
+	Size *resource.Quantity `json:"size,omitempty"`
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// GoldenImageList is a list of GoldenImages.
+type GoldenImageList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []GoldenImage `json:"items"`
+}

@@ -8,6 +8,41 @@
 package v1alpha1
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in GoldenImage) OpenAPIModelName() string {
+	return "dev.kumo.v1alpha1.GoldenImage"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in GoldenImageHTTP) OpenAPIModelName() string {
+	return "dev.kumo.v1alpha1.GoldenImageHTTP"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in GoldenImageList) OpenAPIModelName() string {
+	return "dev.kumo.v1alpha1.GoldenImageList"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in GoldenImageSource) OpenAPIModelName() string {
+	return "dev.kumo.v1alpha1.GoldenImageSource"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in GoldenImageSpec) OpenAPIModelName() string {
+	return "dev.kumo.v1alpha1.GoldenImageSpec"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in GoldenImageStatus) OpenAPIModelName() string {
+	return "dev.kumo.v1alpha1.GoldenImageStatus"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in GoldenImageUpload) OpenAPIModelName() string {
+	return "dev.kumo.v1alpha1.GoldenImageUpload"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in InstanceProfile) OpenAPIModelName() string {
 	return "dev.kumo.v1alpha1.InstanceProfile"
 }
