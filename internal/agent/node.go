@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +53,7 @@ func (a *Agent) register(ctx context.Context) error {
 	node.Status.AgentEndpoint, node.Status.AgentCertificate = a.endpoint, a.certPEM
 	node.Status.Addresses = []string{a.advertiseHost()}
 	node.Status.Images = a.local.Images()
+	node.Status.StorageClasses = a.storageClasses()
 	a.markReady(node)
 	if err := a.c.Kumo.Put().Resource("nodes").Name(node.Name).SubResource("status").Body(node).Do(ctx).Error(); err != nil {
 		return fmt.Errorf("report node %s status: %w", node.Name, err)
@@ -89,6 +91,16 @@ func (a *Agent) heartbeat(ctx context.Context) {
 			slog.Warn("heartbeat", "err", err)
 		}
 	}
+}
+
+// storageClasses lists the classes this node has a driver for, sorted.
+func (a *Agent) storageClasses() []string {
+	var out []string
+	for class := range a.drives {
+		out = append(out, string(class))
+	}
+	sort.Strings(out)
+	return out
 }
 
 // capacity is the machine's vCPUs and memory, unless overridden.

@@ -182,6 +182,7 @@ func (ctl *Controller) request(vm *apps.VMInstance) (Request, error) {
 		if d.Spec.Source.Upload != nil && d.Status.Phase != apps.DiskReady && !meta.IsStatusConditionTrue(d.Status.Conditions, "Uploaded") {
 			return Request{}, &Unschedulable{Message: fmt.Sprintf("disk %s waits for its upload (kumo upload vmdisk %s --file FILE)", d.Name, d.Name)}
 		}
+		req.StorageClasses = append(req.StorageClasses, string(d.Spec.StorageClass))
 		if d.Spec.StorageClass != apps.StorageLocal {
 			continue
 		}
@@ -213,13 +214,16 @@ func (ctl *Controller) nodes() []Node {
 	for _, obj := range ctl.inf.Nodes.GetStore().List() {
 		n := obj.(*kumo.Node)
 		cpu, mem := n.Status.Allocatable["cpu"], n.Status.Allocatable["memory"]
-		images := map[string]bool{}
+		images, classes := map[string]bool{}, map[string]bool{}
 		for _, img := range n.Status.Images {
 			images[img] = true
 		}
+		for _, c := range n.Status.StorageClasses {
+			classes[c] = true
+		}
 		out = append(out, Node{
 			Name: n.Name, Datacenter: n.Spec.Datacenter, Ready: nodeReady(n, time.Now()), Schedulable: !n.Spec.Unschedulable,
-			Allocatable: Resources{CPUs: cpu.Value(), Memory: mem.Value()}, Images: images,
+			Allocatable: Resources{CPUs: cpu.Value(), Memory: mem.Value()}, Images: images, StorageClasses: classes,
 		})
 	}
 	for i := range out {

@@ -37,6 +37,8 @@ type Node struct {
 	// VMs counts VMs bound to the node.
 	VMs    int
 	Images map[string]bool
+	// StorageClasses the node can open.
+	StorageClasses map[string]bool
 }
 
 // Free is what the node can still guarantee.
@@ -51,6 +53,8 @@ type Request struct {
 	Node string
 	// Images are golden images the node must hold (to create the VM's local disks).
 	Images []string
+	// StorageClasses the VM's disks need.
+	StorageClasses []string
 }
 
 // Unschedulable explains why no node fits.
@@ -79,6 +83,8 @@ func Place(req Request, nodes []Node) (Node, error) {
 			why = append(why, n.Name+": not ready")
 		case !n.Schedulable:
 			why = append(why, n.Name+": unschedulable")
+		case missing(n.StorageClasses, req.StorageClasses) != "":
+			why = append(why, fmt.Sprintf("%s: lacks storage class %s", n.Name, missing(n.StorageClasses, req.StorageClasses)))
 		case !hasImages(n, req.Images):
 			why = append(why, fmt.Sprintf("%s: lacks golden image %s", n.Name, strings.Join(req.Images, ", ")))
 		case !req.Resources.Fits(n.Free()):
@@ -112,6 +118,16 @@ func Place(req Request, nodes []Node) (Node, error) {
 		return a.Name < b.Name
 	})
 	return fit[0], nil
+}
+
+// missing returns the first wanted class the node lacks, or "".
+func missing(have map[string]bool, want []string) string {
+	for _, c := range want {
+		if !have[c] {
+			return c
+		}
+	}
+	return ""
 }
 
 func hasImages(n Node, images []string) bool {

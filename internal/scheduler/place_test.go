@@ -10,7 +10,8 @@ const gi = int64(1) << 30
 
 func node(name, dc string, cpus, memGi int64) Node {
 	return Node{Name: name, Datacenter: dc, Ready: true, Schedulable: true,
-		Allocatable: Resources{CPUs: cpus, Memory: memGi * gi}, Images: map[string]bool{"kumo-tiny": true}}
+		Allocatable: Resources{CPUs: cpus, Memory: memGi * gi}, Images: map[string]bool{"kumo-tiny": true},
+		StorageClasses: map[string]bool{"local": true}}
 }
 
 func TestPlaceSpreadsAcrossDatacentersThenNodes(t *testing.T) {
@@ -87,5 +88,19 @@ func TestPlaceKeepsLocalDisksOnTheirNode(t *testing.T) {
 	}
 	if _, err := Place(Request{Resources: Resources{CPUs: 1, Memory: gi}, Node: "gone"}, nodes); err == nil || !strings.Contains(err.Error(), "not registered") {
 		t.Errorf("missing disk node: %v", err)
+	}
+}
+
+func TestPlaceNeedsTheDisksStorageClasses(t *testing.T) {
+	withCeph := node("ceph", "dc2", 8, 32)
+	withCeph.StorageClasses["replicated"] = true
+	withCeph.VMs = 10
+	n, err := Place(Request{Resources: Resources{CPUs: 1, Memory: gi}, StorageClasses: []string{"replicated"}}, []Node{node("plain", "dc1", 8, 32), withCeph})
+	if err != nil || n.Name != "ceph" {
+		t.Fatalf("want the node with Ceph, got %q %v", n.Name, err)
+	}
+	_, err = Place(Request{Resources: Resources{CPUs: 1, Memory: gi}, StorageClasses: []string{"replicated"}}, []Node{node("plain", "dc1", 8, 32)})
+	if err == nil || !strings.Contains(err.Error(), "plain: lacks storage class replicated") {
+		t.Errorf("no node with Ceph: %v", err)
 	}
 }

@@ -271,6 +271,18 @@ func TestVMsThatCannotStartEndInAClearState(t *testing.T) {
 		}
 		return false
 	})
+	// A replicated disk needs a node with Ceph; this one has none.
+	if r := Run(kc, strings.ReplaceAll(tinyVM("noceph", "d-noceph", ""), "storageClass: local", "storageClass: replicated"), bins.kumo, "apply", "-f", "-"); r.Err != nil {
+		t.Fatal(r)
+	}
+	waitVM(t, cl, ns, "noceph", "an unschedulable condition naming the storage class", time.Minute, func(vm *apps.VMInstance) bool {
+		for _, cond := range vm.Status.Conditions {
+			if cond.Type == apps.ConditionScheduled && strings.Contains(cond.Message, "lacks storage class replicated") {
+				return vm.Status.Phase == apps.VMPending
+			}
+		}
+		return false
+	})
 	// Nothing leaked: no QEMU, no run directory.
 	dirs, _ := filepath.Glob(filepath.Join(c.Dir, "run", "*"))
 	if pids := qemuPIDsUnder(c.Dir); len(pids) != 0 || len(dirs) != 0 {

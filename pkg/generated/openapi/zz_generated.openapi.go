@@ -19033,6 +19033,25 @@ func schema_pkg_apis_kumo_v1alpha1_NodeStatus(ref common.ReferenceCallback) comm
 							},
 						},
 					},
+					"storageClasses": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "set",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "StorageClasses are the disk storage classes the node can open (local, replicated).",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Type:   []string{"string"},
+										Format: "",
+									},
+								},
+							},
+						},
+					},
 					"lastHeartbeatTime": {
 						SchemaProps: spec.SchemaProps{
 							Description: "LastHeartbeatTime is when the agent last renewed its lease.",

@@ -262,6 +262,10 @@ type NodeStatus struct {
 	// +optional
 	// +listType=set
 	Images []string `json:"images,omitempty"`
+	// StorageClasses are the disk storage classes the node can open (local, replicated).
+	// +optional
+	// +listType=set
+	StorageClasses []string `json:"storageClasses,omitempty"`
 	// LastHeartbeatTime is when the agent last renewed its lease.
 	// +optional
 	LastHeartbeatTime metav1.Time `json:"lastHeartbeatTime,omitempty"`

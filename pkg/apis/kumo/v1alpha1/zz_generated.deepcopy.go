@@ -439,6 +439,11 @@ func (in *NodeStatus) DeepCopyInto(out *NodeStatus) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.StorageClasses != nil {
+		in, out := &in.StorageClasses, &out.StorageClasses
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	in.LastHeartbeatTime.DeepCopyInto(&out.LastHeartbeatTime)
 	if in.Conditions != nil {
 		in, out := &in.Conditions, &out.Conditions
