@@ -48,19 +48,14 @@ func (a *Agent) cacheImage(ctx context.Context, g *kumo.GoldenImage, dst string)
 	}
 	dl := dst + ".download"
 	defer os.Remove(dl)
-	fetch := importer.URL("")
+	fetch := importer.Stream(func(ctx context.Context) (io.ReadCloser, int64, error) {
+		rc, err := a.c.Kumo.Get().Resource("goldenimages").Name(g.Name).SubResource("upload").Stream(ctx)
+		return rc, 0, err
+	})
 	if g.Spec.Source.HTTP != nil {
 		fetch = importer.URL(g.Spec.Source.HTTP.URL)
-	} else {
-		fetch = importer.Stream(func(ctx context.Context) (io.ReadCloser, int64, error) {
-			rc, err := a.c.Kumo.Get().Resource("goldenimages").Name(g.Name).SubResource("upload").Stream(ctx)
-			return rc, 0, err
-		})
 	}
-	if err := fetch(ctx, dl, nil); err != nil {
-		return err
-	}
-	info, err := importer.Inspect(ctx, dl)
+	info, err := importer.Fetch(ctx, fetch, dl, nil)
 	if err != nil {
 		return err
 	}

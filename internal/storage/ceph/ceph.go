@@ -107,27 +107,18 @@ func (d *Driver) fill(ctx context.Context, disk *apps.VMDisk, img *storage.RBDIm
 		}
 		return importer.Convert(ctx, golden, info, target, report)
 	case src.HTTP != nil || (src.Upload != nil && d.Uploads != nil):
-		fetch := importer.URL("")
+		var fetch importer.Fetcher = func(ctx context.Context, dst string, p importer.Progress) error {
+			return d.Uploads(ctx, disk.Namespace, disk.Name, dst, p)
+		}
 		if src.HTTP != nil {
 			fetch = importer.URL(src.HTTP.URL)
-		} else {
-			fetch = func(ctx context.Context, dst string, p importer.Progress) error {
-				return d.Uploads(ctx, disk.Namespace, disk.Name, dst, p)
-			}
 		}
 		if err := os.MkdirAll(d.ScratchDir, 0o700); err != nil {
 			return err
 		}
 		dl := filepath.Join(d.ScratchDir, disk.Namespace+"_"+disk.Name+".download")
 		defer os.Remove(dl)
-		if err := fetch(ctx, dl, func(done, total int64) {
-			if total > 0 {
-				report(int(done * 50 / total))
-			}
-		}); err != nil {
-			return err
-		}
-		info, err := importer.Inspect(ctx, dl)
+		info, err := importer.Fetch(ctx, fetch, dl, report)
 		if err != nil {
 			return err
 		}

@@ -133,3 +133,16 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 	l.left -= int64(len(p))
 	return l.w.Write(p)
 }
+
+// Fetch brings an image into path and inspects it, refusing what Kumo does not import. Fetching
+// reports the first half of progress (0–50%); the caller's conversion reports the second.
+func Fetch(ctx context.Context, fetch Fetcher, path string, progress func(percent int)) (Info, error) {
+	if err := fetch(ctx, path, func(done, total int64) {
+		if total > 0 && progress != nil {
+			progress(int(done * 50 / total))
+		}
+	}); err != nil {
+		return Info{}, err
+	}
+	return Inspect(ctx, path)
+}

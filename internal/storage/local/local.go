@@ -145,15 +145,7 @@ func (d *Driver) fromSource(ctx context.Context, disk *apps.VMDisk, tmp string, 
 			progress(p)
 		}
 	}
-	// Downloading is the first half of the progress, converting the second.
-	if err := fetch(ctx, dl, func(done, total int64) {
-		if total > 0 {
-			report(int(done * 50 / total))
-		}
-	}); err != nil {
-		return err
-	}
-	info, err := importer.Inspect(ctx, dl)
+	info, err := importer.Fetch(ctx, fetch, dl, report)
 	if err != nil {
 		return err
 	}
