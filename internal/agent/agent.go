@@ -136,7 +136,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	if opts.CephConf != "" {
 		a.drives[apps.StorageReplicated] = &ceph.Driver{Conf: opts.CephConf, User: opts.CephUser, Pool: opts.CephPool,
-			ImagesDir: opts.ImagesDir, ScratchDir: filepath.Join(opts.DataDir, "scratch"), Uploads: uploads}
+			ImagesDir: opts.ImagesDir, ScratchDir: filepath.Join(opts.DataDir, "scratch"), Uploads: uploads, GoldenID: a.goldenID}
 	}
 	a.vms = client.NewInformer(c.Apps, "vminstances", &apps.VMInstance{}, "status.node="+opts.Node, 0)
 	a.types = client.NewInformer(c.Kumo, "instancetypes", &kumo.InstanceType{}, "", 0)

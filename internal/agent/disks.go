@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 
+	"kumo.dev/kumo/internal/hypervisor/qemu"
 	"kumo.dev/kumo/internal/storage"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
@@ -124,7 +125,7 @@ func (a *Agent) growDisks(ctx context.Context, vm *apps.VMInstance, rt *runtimeV
 		}
 		want := d.Spec.Storage.Value()
 		node := fmt.Sprintf("drive-disk%d", i)
-		if err := rt.vm.QMP().Execute(ctx, "block_resize", map[string]interface{}{"node-name": node, "size": want}, nil); err != nil {
+		if err := blockResize(ctx, rt.vm.QMP(), node, want); err != nil {
 			slog.Warn("online resize", "disk", d.Namespace+"/"+d.Name, "err", err)
 			a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
 				meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Resized", Status: metav1.ConditionFalse, Reason: "ResizeFailed", Message: err.Error(), ObservedGeneration: cur.Generation})
@@ -138,6 +139,41 @@ func (a *Agent) growDisks(ctx context.Context, vm *apps.VMInstance, rt *runtimeV
 				Message: fmt.Sprintf("grown to %s while VM %s runs", d.Spec.Storage.String(), vm.Name), ObservedGeneration: cur.Generation})
 		})
 	}
+}
+
+// blockResize grows a block node of a running VM to want bytes as the guest sees them. Some
+// block layers (Ceph 16.2's LUKS2) take the requested size as the raw size, header included, so
+// the size the node reports afterwards is checked and the shortfall added once.
+func blockResize(ctx context.Context, mon *qemu.Monitor, node string, want int64) error {
+	size := want
+	for attempt := 0; attempt < 2; attempt++ {
+		if err := mon.Execute(ctx, "block_resize", map[string]any{"node-name": node, "size": size}, nil); err != nil {
+			return err
+		}
+		var nodes []struct {
+			NodeName string `json:"node-name"`
+			Image    struct {
+				VirtualSize int64 `json:"virtual-size"`
+			} `json:"image"`
+		}
+		if err := mon.Execute(ctx, "query-named-block-nodes", map[string]any{"flat": true}, &nodes); err != nil {
+			return err
+		}
+		got := int64(-1)
+		for _, n := range nodes {
+			if n.NodeName == node {
+				got = n.Image.VirtualSize
+			}
+		}
+		if got < 0 {
+			return fmt.Errorf("block node %s not found after resizing", node)
+		}
+		if got >= want {
+			return nil
+		}
+		size += want - got
+	}
+	return fmt.Errorf("block node %s stays smaller than %d bytes after resizing", node, want)
 }
 
 // gcPeriod is how often the agent looks for disk data whose VMDisk is gone.
@@ -169,6 +205,11 @@ func (a *Agent) collectGarbage(ctx context.Context) {
 					continue
 				}
 				slog.Info("deleted the data of a deleted disk", "class", class, "disk", ns+"/"+obj)
+			}
+		}
+		if p, ok := drv.(interface{ PruneBases(context.Context) error }); ok {
+			if err := p.PruneBases(ctx); err != nil {
+				slog.Warn("prune tenant copies of golden images", "class", class, "err", err)
 			}
 		}
 	}

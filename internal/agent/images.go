@@ -79,6 +79,17 @@ func (a *Agent) cacheImage(ctx context.Context, g *kumo.GoldenImage, dst string)
 	return nil
 }
 
+// goldenID names the current import of a golden image: a prefix of its UID ("" when the image
+// does not exist).
+func (a *Agent) goldenID(name string) string {
+	obj, ok, err := a.images.GetStore().GetByKey(name)
+	if err != nil || !ok {
+		return ""
+	}
+	uid := string(obj.(*kumo.GoldenImage).UID)
+	return uid[:min(8, len(uid))]
+}
+
 func (a *Agent) reportImage(ctx context.Context, name string, mutate func(*kumo.GoldenImage)) {
 	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
 		cur := &kumo.GoldenImage{}

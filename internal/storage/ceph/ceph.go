@@ -1,8 +1,8 @@
 // Package ceph stores replicated disks as Ceph RBD images, opened by QEMU's own librbd driver
 // (no data path of Kumo's). Each tenant's disks live in the tenant's RADOS namespace, each image
 // is LUKS2-formatted with the tenant's key, and the pool's CRUSH rule keeps one replica per
-// datacenter. Debian's Ceph 16.2 cannot encrypt a clone, so a disk made from a golden image is
-// an encrypted copy of it.
+// datacenter. A disk made from a golden image is a copy-on-write clone of the tenant's encrypted
+// copy of that image (see golden.go).
 package ceph
 
 import (
@@ -33,6 +33,9 @@ type Driver struct {
 	ScratchDir string
 	// Uploads fetches uploaded content (nil: uploads are not available).
 	Uploads storage.Uploads
+	// GoldenID names the current import of a golden image (a prefix of its UID; "" when the
+	// image does not exist). Tenant copies of golden images are keyed by it.
+	GoldenID func(image string) string
 }
 
 var _ storage.Driver = &Driver{}
@@ -53,30 +56,33 @@ func (d *Driver) Ensure(ctx context.Context, disk *apps.VMDisk, key storage.Key,
 	if key.File == "" {
 		return storage.Volume{}, errors.New("no tenant key: replicated disks are always encrypted")
 	}
-	if disk.Spec.Optical {
-		return storage.Volume{}, errors.New("optical disks are not supported on the replicated class yet; use storageClass local")
-	}
 	img := d.image(disk)
 	vol := storage.Volume{Driver: "rbd", Path: spec(img), Format: "raw", KeyFile: key.File, RBD: img, SizeBytes: disk.Spec.Storage.Value()}
-	if _, err := d.rbd(ctx, "info", spec(img)); err == nil {
-		// Grow to spec.storage if it grew while the disk was not in use (no-op otherwise).
-		out, err := exec.CommandContext(ctx, "qemu-img", "resize", "-q", "--object", "secret,id=s,file="+key.File,
-			"--image-opts", d.opts(img, "s"), strconv.FormatInt(vol.SizeBytes, 10)).CombinedOutput()
-		if err != nil && !strings.Contains(string(out), "shrink") {
-			return storage.Volume{}, fmt.Errorf("grow %s: %v: %s", spec(img), err, strings.TrimSpace(string(out)))
+	if raw, err := d.rawSize(ctx, spec(img)); err == nil {
+		if disk.Spec.Optical {
+			vol.SizeBytes = raw - luksHeader
+			return vol, nil
+		}
+		// Grow to spec.storage if it grew while the disk was not in use. The size is set on the
+		// raw image: Ceph 16.2's resize through the crypto layer ignores the LUKS header.
+		if raw-luksHeader < vol.SizeBytes {
+			if _, err := d.rbd(ctx, "resize", "--no-progress", "--size", mib(vol.SizeBytes+luksHeader), spec(img)); err != nil {
+				return storage.Volume{}, fmt.Errorf("grow %s: %w", spec(img), err)
+			}
 		}
 		return vol, nil
 	}
 	if _, err := d.rbd(ctx, "namespace", "create", img.Pool+"/"+img.Namespace); err != nil && !strings.Contains(err.Error(), "exists") {
 		return storage.Volume{}, fmt.Errorf("RADOS namespace of %s: %w", disk.Namespace, err)
 	}
-	want := disk.Spec.Storage.Value()
-	mib := (want + luksHeader + (1<<20 - 1)) >> 20
-	if _, err := d.rbd(ctx, "create", "--size", strconv.FormatInt(mib, 10)+"M", spec(img)); err != nil {
-		return storage.Volume{}, fmt.Errorf("create RBD image %s: %w", spec(img), err)
+	var err error
+	if src := disk.Spec.Source; src.Image != nil && !disk.Spec.Optical {
+		err = d.cloneGolden(ctx, disk, img, key)
+	} else {
+		vol.SizeBytes, err = d.copyIn(ctx, disk, img, key, progress)
 	}
-	if err := d.fill(ctx, disk, img, key, want, progress); err != nil {
-		if _, rmErr := d.rbd(context.Background(), "rm", spec(img)); rmErr != nil {
+	if err != nil {
+		if _, rmErr := d.rbd(context.Background(), "rm", spec(img)); rmErr != nil && !strings.Contains(rmErr.Error(), "No such file") {
 			err = fmt.Errorf("%w (and removing the half-made image failed: %v)", err, rmErr)
 		}
 		return storage.Volume{}, err
@@ -84,28 +90,67 @@ func (d *Driver) Ensure(ctx context.Context, disk *apps.VMDisk, key storage.Key,
 	return vol, nil
 }
 
-// fill encrypts the new image with the tenant's key and writes its content.
-func (d *Driver) fill(ctx context.Context, disk *apps.VMDisk, img *storage.RBDImage, key storage.Key, want int64, progress storage.Progress) error {
-	if _, err := d.rbd(ctx, "encryption", "format", spec(img), "luks2", key.File); err != nil {
-		return fmt.Errorf("LUKS2-format %s: %w", spec(img), err)
-	}
+// source is what a new image is filled from: a file on the node (inspected) or another
+// encrypted image of the tenant.
+type source struct {
+	file  string
+	info  importer.Info
+	image *storage.RBDImage
+	size  int64 // virtual size of the content
+}
+
+// copyIn creates the image, encrypts it with the tenant's key and copies its source in. It
+// returns the disk's size: spec.storage, or the content's size for optical media.
+func (d *Driver) copyIn(ctx context.Context, disk *apps.VMDisk, img *storage.RBDImage, key storage.Key, progress storage.Progress) (int64, error) {
 	report := func(p int) {
 		if progress != nil {
 			progress(p)
 		}
 	}
+	src, cleanup, err := d.fetch(ctx, disk, report)
+	defer cleanup()
+	if err != nil {
+		return 0, err
+	}
+	want := disk.Spec.Storage.Value()
+	if disk.Spec.Optical {
+		if src.size == 0 {
+			return 0, errors.New("an optical disk needs a source (http, image or upload)")
+		}
+		want = (src.size + 1<<20 - 1) &^ (1<<20 - 1) // RBD sizes are whole MiB: the medium ends in zeros
+	} else if src.size > want {
+		return 0, &importer.RefusedError{Reason: fmt.Sprintf("the source is %s, larger than spec.storage %s", human(src.size), disk.Spec.Storage.String())}
+	}
+	if err := d.createEncrypted(ctx, img, key, want); err != nil {
+		return 0, err
+	}
 	target := d.target(img, key, "dst")
+	switch {
+	case src.file != "":
+		return want, importer.Convert(ctx, src.file, src.info, target, func(p int) { report(50 + p/2) })
+	case src.image != nil:
+		args := append([]string{"convert", "-q", "-n", "--object", "secret,id=src,file=" + key.File, "--image-opts", d.opts(src.image, "src")}, target.Args...)
+		for _, o := range target.Objects {
+			args = append(args, "--object", o)
+		}
+		if out, err := exec.CommandContext(ctx, "qemu-img", args...).CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("clone %s: %v: %s", disk.Spec.Source.Disk.Name, err, strings.TrimSpace(string(out)))
+		}
+	}
+	return want, nil
+}
+
+// fetch finds, downloads and inspects a disk's source. A blank disk has none (zero size).
+func (d *Driver) fetch(ctx context.Context, disk *apps.VMDisk, report func(int)) (source, func(), error) {
+	nothing := func() {}
 	switch src := disk.Spec.Source; {
 	case src.Image != nil:
 		golden := filepath.Join(d.ImagesDir, src.Image.Name+".qcow2")
 		info, err := importer.Inspect(ctx, golden)
 		if err != nil {
-			return fmt.Errorf("golden image %s: %w", src.Image.Name, err)
+			return source{}, nothing, fmt.Errorf("golden image %s: %w", src.Image.Name, err)
 		}
-		if info.VirtualSize > want {
-			return &importer.RefusedError{Reason: fmt.Sprintf("golden image %s is larger than spec.storage %s", src.Image.Name, disk.Spec.Storage.String())}
-		}
-		return importer.Convert(ctx, golden, info, target, report)
+		return source{file: golden, info: info, size: info.VirtualSize}, nothing, nil
 	case src.HTTP != nil || (src.Upload != nil && d.Uploads != nil):
 		var fetch importer.Fetcher = func(ctx context.Context, dst string, p importer.Progress) error {
 			return d.Uploads(ctx, disk.Namespace, disk.Name, dst, p)
@@ -114,22 +159,19 @@ func (d *Driver) fill(ctx context.Context, disk *apps.VMDisk, img *storage.RBDIm
 			fetch = importer.URL(src.HTTP.URL)
 		}
 		if err := os.MkdirAll(d.ScratchDir, 0o700); err != nil {
-			return err
+			return source{}, nothing, err
 		}
 		dl := filepath.Join(d.ScratchDir, disk.Namespace+"_"+disk.Name+".download")
-		defer os.Remove(dl)
+		cleanup := func() { os.Remove(dl) }
 		info, err := importer.Fetch(ctx, fetch, dl, report)
 		if err != nil {
-			return err
+			return source{}, cleanup, err
 		}
-		if info.VirtualSize > want {
-			return &importer.RefusedError{Reason: fmt.Sprintf("the image is larger than spec.storage %s", disk.Spec.Storage.String())}
-		}
-		return importer.Convert(ctx, dl, info, target, func(p int) { report(50 + p/2) })
+		return source{file: dl, info: info, size: info.VirtualSize}, cleanup, nil
 	case src.Disk != nil:
 		objects, err := d.List(ctx)
 		if err != nil {
-			return err
+			return source{}, nothing, err
 		}
 		var found []string
 		for _, o := range objects[disk.Namespace] {
@@ -138,21 +180,51 @@ func (d *Driver) fill(ctx context.Context, disk *apps.VMDisk, img *storage.RBDIm
 			}
 		}
 		if len(found) != 1 {
-			return fmt.Errorf("disk %s to clone has no single replicated image (found %d)", src.Disk.Name, len(found))
+			return source{}, nothing, fmt.Errorf("disk %s to clone has no single replicated image (found %d)", src.Disk.Name, len(found))
 		}
 		from := &storage.RBDImage{Pool: d.Pool, Namespace: disk.Namespace, Image: found[0], Conf: d.Conf, User: d.User}
-		args := append([]string{"convert", "-q", "-n", "--object", "secret,id=src,file=" + key.File, "--image-opts", d.opts(from, "src")}, target.Args...)
-		for _, o := range target.Objects {
-			args = append(args, "--object", o)
+		raw, err := d.rawSize(ctx, spec(from))
+		if err != nil {
+			return source{}, nothing, err
 		}
-		if out, err := exec.CommandContext(ctx, "qemu-img", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("clone %s: %v: %s", src.Disk.Name, err, strings.TrimSpace(string(out)))
-		}
+		return source{image: from, size: raw - luksHeader}, nothing, nil
 	case src.Upload != nil:
-		return errors.New("this node cannot fetch uploads")
+		return source{}, nothing, errors.New("this node cannot fetch uploads")
+	}
+	return source{}, nothing, nil
+}
+
+// createEncrypted creates an image whose encrypted payload holds size bytes, LUKS2-formatted
+// with the tenant's key.
+func (d *Driver) createEncrypted(ctx context.Context, img *storage.RBDImage, key storage.Key, size int64) error {
+	if _, err := d.rbd(ctx, "create", "--size", mib(size+luksHeader), spec(img)); err != nil {
+		return fmt.Errorf("create RBD image %s: %w", spec(img), err)
+	}
+	if _, err := d.rbd(ctx, "encryption", "format", spec(img), "luks2", key.File); err != nil {
+		return fmt.Errorf("LUKS2-format %s: %w", spec(img), err)
 	}
 	return nil
 }
+
+// mib is a size for rbd's --size, rounded up to whole MiB.
+func mib(bytes int64) string { return strconv.FormatInt((bytes+(1<<20-1))>>20, 10) + "M" }
+
+// rawSize is an image's size in bytes (LUKS header included).
+func (d *Driver) rawSize(ctx context.Context, image string) (int64, error) {
+	out, err := d.rbd(ctx, "info", "--format", "json", image)
+	if err != nil {
+		return 0, err
+	}
+	var info struct {
+		Size int64 `json:"size"`
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		return 0, fmt.Errorf("rbd info %s: %w", image, err)
+	}
+	return info.Size, nil
+}
+
+func human(b int64) string { return fmt.Sprintf("%.1fGi", float64(b)/(1<<30)) }
 
 // opts are QEMU's options for an encrypted RBD image.
 func (d *Driver) opts(img *storage.RBDImage, secret string) string {
@@ -172,8 +244,26 @@ func (d *Driver) Delete(ctx context.Context, namespace, object string) error {
 	return nil
 }
 
-// List implements storage.Driver: the images of every tenant namespace of the pool.
+// List implements storage.Driver: the disk images of every tenant namespace of the pool (not
+// the golden bases).
 func (d *Driver) List(ctx context.Context) (map[string][]string, error) {
+	all, err := d.images(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for ns, images := range all {
+		for _, image := range images {
+			if !isBase(image) {
+				out[ns] = append(out[ns], image)
+			}
+		}
+	}
+	return out, nil
+}
+
+// images lists every image of every tenant namespace of the pool.
+func (d *Driver) images(ctx context.Context) (map[string][]string, error) {
 	out := map[string][]string{}
 	nsOut, err := d.rbd(ctx, "namespace", "ls", d.Pool, "--format", "json")
 	if err != nil {

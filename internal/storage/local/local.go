@@ -64,9 +64,6 @@ func (d *Driver) Images() []string {
 func (d *Driver) Ensure(ctx context.Context, disk *apps.VMDisk, key storage.Key, progress storage.Progress) (storage.Volume, error) {
 	path := d.Path(disk)
 	vol := storage.Volume{Driver: "file", Path: path, Format: "qcow2", KeyFile: key.File}
-	if disk.Spec.Optical {
-		vol.Path, vol.Format, vol.KeyFile = strings.TrimSuffix(path, ".qcow2")+".iso", "raw", ""
-	}
 	if _, err := os.Stat(vol.Path); err == nil {
 		size, err := virtualSize(ctx, vol.Path)
 		if err == nil && !disk.Spec.Optical && size < disk.Spec.Storage.Value() {
@@ -78,7 +75,7 @@ func (d *Driver) Ensure(ctx context.Context, disk *apps.VMDisk, key storage.Key,
 		vol.SizeBytes = size
 		return vol, err
 	}
-	if key.File == "" && !disk.Spec.Optical {
+	if key.File == "" {
 		return storage.Volume{}, errors.New("no tenant key: local disks are always encrypted")
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
@@ -101,6 +98,8 @@ func (d *Driver) Ensure(ctx context.Context, disk *apps.VMDisk, key storage.Key,
 		})
 	case src.Upload != nil:
 		err = fmt.Errorf("this node cannot fetch uploads")
+	case disk.Spec.Optical:
+		err = errors.New("an optical disk needs a source (http, image or upload)")
 	default:
 		err = createEncrypted(ctx, tmp, key, want, "")
 	}
@@ -129,7 +128,10 @@ func (d *Driver) fromImage(ctx context.Context, disk *apps.VMDisk, tmp string, k
 	}
 	if disk.Spec.Optical {
 		*want = imageSize
-		return run(ctx, "qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", image, tmp)
+		if err := createEncrypted(ctx, tmp, key, imageSize, ""); err != nil {
+			return err
+		}
+		return importer.Convert(ctx, image, importer.Info{Format: "qcow2", VirtualSize: imageSize}, encryptedTarget(tmp, key), nil)
 	}
 	if imageSize > *want {
 		return &importer.RefusedError{Reason: fmt.Sprintf("golden image %s is %s, larger than spec.storage %s", name, human(imageSize), disk.Spec.Storage.String())}
@@ -151,9 +153,7 @@ func (d *Driver) fromSource(ctx context.Context, disk *apps.VMDisk, tmp string, 
 	}
 	if disk.Spec.Optical {
 		*want = info.VirtualSize
-		return importer.Convert(ctx, dl, info, importer.Target{Args: []string{"-O", "raw", tmp}}, func(p int) { report(50 + p/2) })
-	}
-	if info.VirtualSize > *want {
+	} else if info.VirtualSize > *want {
 		return &importer.RefusedError{Reason: fmt.Sprintf("the image is %s, larger than spec.storage %s", human(info.VirtualSize), disk.Spec.Storage.String())}
 	}
 	if err := createEncrypted(ctx, tmp, key, *want, ""); err != nil {
@@ -222,10 +222,8 @@ func encryptedTarget(path string, key storage.Key) importer.Target {
 // Delete implements storage.Driver.
 func (d *Driver) Delete(_ context.Context, namespace, object string) error {
 	base := filepath.Join(d.Dir, namespace, object)
-	for _, p := range []string{base + ".qcow2", base + ".iso"} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
+	if err := os.Remove(base + ".qcow2"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
 	return nil
 }
@@ -240,10 +238,8 @@ func (d *Driver) List(context.Context) (map[string][]string, error) {
 	for _, ns := range nss {
 		files, _ := os.ReadDir(filepath.Join(d.Dir, ns.Name()))
 		for _, f := range files {
-			for _, ext := range []string{".qcow2", ".iso"} {
-				if obj, ok := strings.CutSuffix(f.Name(), ext); ok {
-					out[ns.Name()] = append(out[ns.Name()], obj)
-				}
+			if obj, ok := strings.CutSuffix(f.Name(), ".qcow2"); ok {
+				out[ns.Name()] = append(out[ns.Name()], obj)
 			}
 		}
 	}

@@ -38,6 +38,9 @@ func ValidateVMDisk(d *apps.VMDisk) field.ErrorList {
 	errs := apimachineryvalidation.ValidateObjectMeta(&d.ObjectMeta, true, apimachineryvalidation.NameIsDNSSubdomain, field.NewPath("metadata"))
 	spec := field.NewPath("spec")
 	errs = append(errs, validateDiskSource(d.Spec.Source, spec.Child("source"))...)
+	if src := d.Spec.Source; d.Spec.Optical && src.HTTP == nil && src.Image == nil && src.Upload == nil && src.Disk == nil {
+		errs = append(errs, field.Required(spec.Child("source"), "an optical disk (spec.optical: true) needs content: http, image, upload or disk"))
+	}
 	if d.Spec.Storage == nil {
 		errs = append(errs, field.Required(spec.Child("storage"), "the disk's size, e.g. 20Gi"))
 	} else if d.Spec.Storage.Sign() <= 0 {

@@ -106,7 +106,15 @@ func TestValidateVMDisk(t *testing.T) {
 			name: "optical local disk of exactly 64Ti is valid",
 			before: func(d *apps.VMDisk) {
 				d.Spec.Optical, d.Spec.StorageClass, d.Spec.Storage = true, apps.StorageLocal, qty("64Ti")
+				d.Spec.Source.HTTP = &apps.HTTPSource{URL: "https://example.com/installer.iso"}
 			},
+		},
+		{
+			name: "blank optical disk is rejected at spec.source",
+			before: func(d *apps.VMDisk) {
+				d.Spec.Optical, d.Spec.Source = true, apps.VMDiskSource{}
+			},
+			want: []wantErr{{field.ErrorTypeRequired, "spec.source"}},
 		},
 		{
 			name: "http and image sources together are rejected at spec.source",

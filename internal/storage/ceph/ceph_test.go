@@ -1,0 +1,232 @@
+package ceph
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"kumo.dev/kumo/internal/storage"
+	"kumo.dev/kumo/internal/storage/importer"
+	"kumo.dev/kumo/internal/testceph"
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+)
+
+var cluster *testceph.Cluster
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if cluster != nil {
+		if err := cluster.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// driver starts (once) the real test cluster and returns a driver on it whose golden images
+// are in a fresh directory.
+func driver(t *testing.T) *Driver {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a real Ceph cluster; skipped with -short")
+	}
+	if cluster == nil {
+		root, err := testceph.RepoRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if cluster, err = testceph.Start(ctx, root); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &Driver{Conf: cluster.Conf, User: cluster.User, Pool: cluster.Pool, ImagesDir: t.TempDir(), ScratchDir: t.TempDir()}
+}
+
+func disk(ns, name, size string, src apps.VMDiskSource) *apps.VMDisk {
+	q := resource.MustParse(size)
+	return &apps.VMDisk{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-" + name + "-0123456789")},
+		Spec: apps.VMDiskSpec{Source: src, Storage: &q, StorageClass: apps.StorageReplicated}}
+}
+
+func keyFile(t *testing.T, secret string) storage.Key {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(p, []byte(secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return storage.Key{File: p}
+}
+
+func qemuTool(key storage.Key, d *Driver, img *storage.RBDImage, tool string, args ...string) (string, error) {
+	full := append([]string{"--object", "secret,id=s,file=" + key.File, "--image-opts", d.opts(img, "s")}, args...)
+	if tool == "qemu-img" {
+		full = append([]string{args[0], "--object", "secret,id=s,file=" + key.File, "--image-opts", d.opts(img, "s")}, args[1:]...)
+	}
+	out, err := exec.Command(tool, full...).CombinedOutput()
+	if err == nil && strings.Contains(string(out), "failed") {
+		err = fmt.Errorf("%s", out)
+	}
+	return string(out), err
+}
+
+// A golden image with recognisable data at its start, middle and last MiB.
+func makeGolden(t *testing.T, d *Driver, name, size string) string {
+	t.Helper()
+	path := filepath.Join(d.ImagesDir, name+".qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", path, size).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	q := resource.MustParse(size)
+	last := q.Value() - 1<<20
+	if out, err := exec.Command("qemu-io", "-f", "qcow2", path, "-c", "write -P 0x11 0 1M", "-c",
+		fmt.Sprintf("write -P 0x22 %d 1M", last/2), "-c", fmt.Sprintf("write -P 0x33 %d 1M", last)).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	return path
+}
+
+func TestDisksFromAGoldenImageAreClonesOfOneEncryptedTenantCopy(t *testing.T) {
+	d := driver(t)
+	ctx := context.Background()
+	ns := fmt.Sprintf("tenant-gold-%d", time.Now().UnixNano())
+	golden := makeGolden(t, d, "tiny", "40M")
+	ids := map[string]string{"tiny": "g1"}
+	d.GoldenID = func(image string) string { return ids[image] }
+	key, other := keyFile(t, "tenant-gold-key-0123456789abcdef0123"), keyFile(t, "tenant-other-key-0123456789abcdef012")
+
+	src := apps.VMDiskSource{Image: &apps.ImageSource{Name: "tiny"}}
+	a, b := disk(ns, "sys-a", "300Mi", src), disk(ns, "sys-b", "1Gi", src)
+	for _, dk := range []*apps.VMDisk{a, b} {
+		start := time.Now()
+		vol, err := d.Ensure(ctx, dk, key, nil)
+		if err != nil {
+			t.Fatalf("Ensure %s: %v", dk.Name, err)
+		}
+		t.Logf("disk %s from golden image: %v", dk.Name, time.Since(start).Round(10*time.Millisecond))
+		if vol.SizeBytes != dk.Spec.Storage.Value() || vol.RBD == nil {
+			t.Errorf("%s: volume %+v", dk.Name, vol)
+		}
+		// The guest sees the golden image, then zeros, and every byte reads without error.
+		out, err := qemuTool(key, d, vol.RBD, "qemu-img", "compare", "driver=qcow2,file.filename="+golden)
+		if err != nil || !strings.Contains(out, "identical") {
+			t.Errorf("%s differs from the golden image: %v %s", dk.Name, err, out)
+		}
+		size, _ := d.rawSize(ctx, spec(vol.RBD))
+		if size-luksHeader < dk.Spec.Storage.Value() {
+			t.Errorf("%s: image holds %d bytes under its header, want %d", dk.Name, size-luksHeader, dk.Spec.Storage.Value())
+		}
+		info, err := d.rbd(ctx, "info", spec(vol.RBD))
+		if err != nil || !strings.Contains(info, "parent: "+cluster.Pool+"/"+ns+"/golden_tiny.g1@base") {
+			t.Errorf("%s is not a clone of the tenant's base: %v %s", dk.Name, err, info)
+		}
+		if out, err := qemuTool(other, d, vol.RBD, "qemu-img", "info"); err == nil {
+			t.Errorf("another tenant's key opens %s: %s", dk.Name, out)
+		}
+	}
+	all, err := d.images(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed, _ := d.List(ctx)
+	if len(all[ns]) != 3 || len(listed[ns]) != 2 {
+		t.Errorf("images %v, listed for garbage collection %v; want 2 disks and 1 base, the base not listed", all[ns], listed[ns])
+	}
+
+	// Writes stay in their clone.
+	volA, _ := d.Ensure(ctx, a, key, nil)
+	volB, _ := d.Ensure(ctx, b, key, nil)
+	if out, err := qemuTool(key, d, volA.RBD, "qemu-io", "-c", "write -P 0x44 0 1M"); err != nil {
+		t.Fatal(err, out)
+	}
+	if out, err := qemuTool(key, d, volB.RBD, "qemu-io", "-c", "read -P 0x11 0 1M"); err != nil {
+		t.Errorf("a write to one clone shows in another: %v %s", err, out)
+	}
+
+	// Growing spec.storage grows the clone.
+	a.Spec.Storage = resource.NewQuantity(512<<20, resource.BinarySI)
+	if vol, err := d.Ensure(ctx, a, key, nil); err != nil || vol.SizeBytes != 512<<20 {
+		t.Errorf("grow a clone: %v %+v", err, vol)
+	}
+	if out, err := qemuTool(key, d, volA.RBD, "qemu-io", "-c", fmt.Sprintf("write -P 0x55 %d 1M", 511<<20)); err != nil {
+		t.Errorf("write at the grown end: %v %s", err, out)
+	}
+
+	// A golden image larger than the disk is refused with both sizes.
+	small := disk(ns, "small", "20Mi", src)
+	if _, err := d.Ensure(ctx, small, key, nil); !importer.IsRefused(err) || !strings.Contains(err.Error(), "20Mi") {
+		t.Errorf("golden image larger than spec.storage: %v", err)
+	}
+
+	// The base stays while disks are cloned from it, even once the golden image is gone.
+	delete(ids, "tiny")
+	if err := d.PruneBases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.rawSize(ctx, cluster.Pool+"/"+ns+"/golden_tiny.g1"); err != nil {
+		t.Errorf("base removed while clones use it: %v", err)
+	}
+	for _, dk := range []*apps.VMDisk{a, b} {
+		if err := d.Delete(ctx, ns, storage.ObjectName(dk)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.PruneBases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if all, _ := d.images(ctx); len(all[ns]) != 0 {
+		t.Errorf("left after the last clone and the golden image went: %v", all[ns])
+	}
+}
+
+func TestOpticalDisksHoldTheirContentEncrypted(t *testing.T) {
+	d := driver(t)
+	ctx := context.Background()
+	ns := fmt.Sprintf("tenant-iso-%d", time.Now().UnixNano())
+	iso := filepath.Join(t.TempDir(), "cd.iso")
+	if out, err := exec.Command("genisoimage", "-quiet", "-V", "KUMOCD", "-o", iso, "/etc/hostname").CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	os.Rename(iso, filepath.Join(d.ImagesDir, "cd.raw"))
+	// The ISO as a golden image (qcow2, as nodes cache them).
+	golden := filepath.Join(d.ImagesDir, "cd.qcow2")
+	if out, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", filepath.Join(d.ImagesDir, "cd.raw"), golden).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	st, _ := os.Stat(filepath.Join(d.ImagesDir, "cd.raw"))
+	key := keyFile(t, "tenant-iso-key-0123456789abcdef01234")
+	cd := disk(ns, "installer", "10Gi", apps.VMDiskSource{Image: &apps.ImageSource{Name: "cd"}})
+	cd.Spec.Optical = true
+	vol, err := d.Ensure(ctx, cd, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Delete(ctx, ns, storage.ObjectName(cd)) })
+	if want := (st.Size() + 1<<20 - 1) &^ (1<<20 - 1); vol.SizeBytes != want || vol.KeyFile == "" {
+		t.Errorf("optical volume %+v, want the ISO's %d bytes in whole MiB (%d), encrypted", vol, st.Size(), want)
+	}
+	if out, err := qemuTool(key, d, vol.RBD, "qemu-img", "compare", "driver=qcow2,file.filename="+golden); err != nil || !strings.Contains(out, "identical") {
+		t.Errorf("optical disk differs from the ISO: %v %s", err, out)
+	}
+	again, err := d.Ensure(ctx, cd, key, nil)
+	if err != nil || again.SizeBytes != vol.SizeBytes {
+		t.Errorf("Ensure of an existing optical disk: %v %+v", err, again)
+	}
+	export := filepath.Join(t.TempDir(), "export")
+	_, err = d.rbd(ctx, "export", "--no-progress", spec(vol.RBD), export)
+	raw, _ := os.ReadFile(export)
+	if err != nil || len(raw) == 0 || strings.Contains(string(raw), "KUMOCD") {
+		t.Errorf("the optical disk is stored in clear (or export failed: %v)", err)
+	}
+}
