@@ -9,6 +9,11 @@ command -v genisoimage >/dev/null || need+=(genisoimage)
 command -v isoinfo >/dev/null || need+=(genisoimage)
 [ -e /usr/share/OVMF/OVMF_CODE.fd ] || [ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
 [ -e /usr/share/seabios/bios.bin ] || need+=(seabios)
+# The tests build a bootable ISO installer from the tiny guest's kernel and initramfs.
+command -v xorriso >/dev/null || need+=(xorriso)
+command -v mcopy >/dev/null || need+=(mtools)
+[ -e /usr/lib/ISOLINUX/isolinux.bin ] || need+=(isolinux)
+[ -e /usr/lib/syslinux/modules/bios/ldlinux.c32 ] || need+=(syslinux-common)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -65,13 +65,16 @@ type Options struct {
 
 // Agent is a running node agent.
 type Agent struct {
-	opts   Options
-	c      *client.Client
-	caPEM  []byte
-	accel  string
-	qemuV  string
-	local  *local.Driver
-	drives storage.Drivers
+	opts  Options
+	c     *client.Client
+	caPEM []byte
+	accel string
+	qemuV string
+	// fileIDs caches the content IDs of golden image files (see goldenID).
+	fileIDsMu sync.Mutex
+	fileIDs   map[string]fileID
+	local     *local.Driver
+	drives    storage.Drivers
 
 	vms, types, profiles, images cache.SharedIndexInformer
 	queue                        workqueue.TypedRateLimitingInterface[string]

@@ -2,12 +2,15 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -79,15 +82,46 @@ func (a *Agent) cacheImage(ctx context.Context, g *kumo.GoldenImage, dst string)
 	return nil
 }
 
-// goldenID names the current import of a golden image: a prefix of its UID ("" when the image
-// does not exist).
+// goldenID names the current content of a golden image: a prefix of its GoldenImage's UID, or,
+// for an image only this node's images directory provides, "f" and a prefix of the file's
+// SHA-256 (remembered while the file's size and time stay the same). "" when there is neither.
 func (a *Agent) goldenID(name string) string {
-	obj, ok, err := a.images.GetStore().GetByKey(name)
-	if err != nil || !ok {
+	if obj, ok, err := a.images.GetStore().GetByKey(name); err == nil && ok {
+		uid := string(obj.(*kumo.GoldenImage).UID)
+		return uid[:min(8, len(uid))]
+	}
+	path := a.local.ImagePath(name)
+	st, err := os.Stat(path)
+	if err != nil {
 		return ""
 	}
-	uid := string(obj.(*kumo.GoldenImage).UID)
-	return uid[:min(8, len(uid))]
+	a.fileIDsMu.Lock()
+	defer a.fileIDsMu.Unlock()
+	if id, ok := a.fileIDs[path]; ok && id.size == st.Size() && id.mtime.Equal(st.ModTime()) {
+		return id.id
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return ""
+	}
+	id := "f" + hex.EncodeToString(h.Sum(nil))[:8]
+	if a.fileIDs == nil {
+		a.fileIDs = map[string]fileID{}
+	}
+	a.fileIDs[path] = fileID{size: st.Size(), mtime: st.ModTime(), id: id}
+	return id
+}
+
+// fileID is a golden image file's content ID, valid while its size and time stay the same.
+type fileID struct {
+	size  int64
+	mtime time.Time
+	id    string
 }
 
 func (a *Agent) reportImage(ctx context.Context, name string, mutate func(*kumo.GoldenImage)) {

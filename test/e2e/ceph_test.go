@@ -49,6 +49,35 @@ func TestReplicatedDisksKeepDataAcrossRestartsInThreeDatacenters(t *testing.T) {
 		t.Errorf("data written before the restart is gone: %s", r)
 	}
 
+	// Growing the data disk grows it online: the guest sees 2 GiB at once.
+	grown := "apiVersion: apps.cozystack.io/v1alpha1\nkind: VMDisk\nmetadata:\n  name: data-r\nspec:\n  storage: 2Gi\n  storageClass: replicated\n"
+	if r := Run(kc, grown, bins.kumo, "apply", "-f", "-"); r.Err != nil {
+		t.Fatal(r)
+	}
+	eventually(t, time.Minute, "the replicated disk grown online", func() bool {
+		r := Run(kc, "cat /sys/block/vdb/size\n", bins.kumo, "console", "vmr", "--linger", "3s")
+		return strings.Contains(r.Stdout, "4194304")
+	})
+
+	// The system disk is a copy-on-write clone of the tenant's encrypted copy of the golden image.
+	ls0, _ := ceph.RBD(ctx, "ls", "--namespace", ns, ceph.Pool)
+	for _, l := range strings.Fields(ls0) {
+		if strings.HasPrefix(l, "sys-r.") {
+			info, _ := ceph.RBD(ctx, "info", ceph.Pool+"/"+ns+"/"+l)
+			if !strings.Contains(info, "parent: "+ceph.Pool+"/"+ns+"/golden_kumo-tiny.") {
+				t.Errorf("system disk %s is not a clone of the tenant's golden base: %s", l, info)
+			}
+		}
+	}
+
+	// An ISO on replicated storage boots next to a blank replicated disk.
+	srv, _ := imageServer(t)
+	defer srv.Close()
+	if r := Run(kc, isoVM("rep-iso", srv.URL+"/tiny.iso", "replicated"), bins.kumo, "apply", "-f", "-"); r.Err != nil {
+		t.Fatal(r)
+	}
+	bootsFromISO(t, c, kc, cl, ns, "rep-iso")
+
 	// The image is LUKS2-encrypted and its objects sit in three datacenters.
 	ls, err := ceph.RBD(ctx, "ls", "--namespace", ns, ceph.Pool)
 	if err != nil {

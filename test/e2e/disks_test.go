@@ -17,6 +17,7 @@ import (
 
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
+	"kumo.dev/kumo/pkg/client"
 )
 
 // imageServer serves the tiny guest in every accepted format, plus a hostile image, on loopback.
@@ -45,7 +46,102 @@ func imageServer(t *testing.T) (*httptest.Server, string) {
 	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", canary, "-F", "raw", filepath.Join(dir, "hostile.qcow2")).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
+	bootableISO(t, src, filepath.Join(dir, "tiny.iso"))
 	return httptest.NewServer(http.FileServer(http.Dir(dir))), canary
+}
+
+// bootableISO makes an ISO installer-like medium from the tiny guest's kernel and initramfs
+// (taken from the FAT boot partition at 1 MiB of its disk image), booted by isolinux.
+func bootableISO(t *testing.T, tinyQcow2, iso string) {
+	t.Helper()
+	work := t.TempDir()
+	raw, tree := filepath.Join(work, "tiny.raw"), filepath.Join(work, "iso")
+	os.MkdirAll(filepath.Join(tree, "isolinux"), 0o755)
+	steps := [][]string{
+		{"qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", tinyQcow2, raw},
+		{"mcopy", "-i", raw + "@@1048576", "::/vmlinuz", "::/initrd.gz", tree},
+		{"cp", "/usr/lib/ISOLINUX/isolinux.bin", "/usr/lib/syslinux/modules/bios/ldlinux.c32", filepath.Join(tree, "isolinux")},
+	}
+	for _, s := range steps {
+		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v %s", strings.Join(s, " "), err, out)
+		}
+	}
+	cfg := "DEFAULT tiny\nPROMPT 0\nTIMEOUT 0\nLABEL tiny\n  LINUX /vmlinuz\n  INITRD /initrd.gz\n  APPEND console=ttyS0 quiet\n"
+	if err := os.WriteFile(filepath.Join(tree, "isolinux", "isolinux.cfg"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("xorriso", "-as", "mkisofs", "-quiet", "-o", iso, "-V", "KUMOTINY", "-b", "isolinux/isolinux.bin",
+		"-c", "isolinux/boot.cat", "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", tree).CombinedOutput()
+	if err != nil {
+		t.Fatalf("xorriso: %v %s", err, out)
+	}
+}
+
+// isoVM is a VM booting from an ISO served at url, with a blank disk to install onto.
+func isoVM(name, url, class string) string {
+	return fmt.Sprintf(`apiVersion: apps.cozystack.io/v1alpha1
+kind: VMDisk
+metadata:
+  name: %[1]s-cd
+spec:
+  source:
+    http:
+      url: %[2]s
+  optical: true
+  storage: 1Gi
+  storageClass: %[3]s
+---
+apiVersion: apps.cozystack.io/v1alpha1
+kind: VMDisk
+metadata:
+  name: %[1]s-blank
+spec:
+  storage: 1Gi
+  storageClass: %[3]s
+---
+apiVersion: apps.cozystack.io/v1alpha1
+kind: VMInstance
+metadata:
+  name: %[1]s
+spec:
+  instanceType: s1.small
+  instanceProfile: debian
+  disks:
+  - %[1]s-cd
+  - %[1]s-blank
+`, name, url, class)
+}
+
+// bootsFromISO waits for a VM made by isoVM to boot its installer and checks that the guest
+// sees the blank disk and the read-only CD.
+func bootsFromISO(t *testing.T, c *Cluster, kc string, cl *client.Client, ns, vm string) {
+	t.Helper()
+	waitVM(t, cl, ns, vm, "Running", 4*time.Minute, running)
+	eventually(t, 4*time.Minute, vm+"'s marker from the ISO", func() bool {
+		return strings.Contains(c.MustKumo(t, kc, "console", vm, "--show-log"), "KUMO-GUEST-READY hostname="+vm)
+	})
+	r := Run(kc, "echo blank=$(cat /sys/block/vda/size) label=$(dd if=/dev/sr0 bs=2048 skip=16 count=1 2>/dev/null | grep -c KUMOTINY) ro=$(cat /sys/block/sr0/ro)\n",
+		bins.kumo, "console", vm, "--linger", "4s")
+	if !strings.Contains(r.Stdout, "blank=2097152 label=1 ro=1") {
+		t.Errorf("in the guest booted from the ISO, want a 1 GiB blank disk and a read-only CD: %s", r)
+	}
+	d := &apps.VMDisk{}
+	if err := cl.Apps.Get().Namespace(ns).Resource("vmdisks").Name(vm + "-cd").Do(context.Background()).Into(d); err != nil ||
+		d.Status.Phase != apps.DiskReady || d.Status.Size == nil || d.Status.Size.Value() >= 1<<30 {
+		t.Errorf("the optical disk keeps the ISO's size, not spec.storage: %+v %v", d.Status, err)
+	}
+}
+
+func TestISOInstallerBootsNextToABlankDisk(t *testing.T) {
+	c := startAllInOne(t, "--cpus", "8")
+	srv, _ := imageServer(t)
+	defer srv.Close()
+	kc := c.NewTenant(t, "installer")
+	if r := Run(kc, isoVM("from-iso", srv.URL+"/tiny.iso", "local"), bins.kumo, "apply", "-f", "-"); r.Err != nil {
+		t.Fatal(r)
+	}
+	bootsFromISO(t, c, kc, c.Client(t, kc), kumo.TenantNamespace("installer"), "from-iso")
 }
 
 func httpVM(name, url, extra string) string {

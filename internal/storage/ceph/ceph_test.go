@@ -128,7 +128,7 @@ func TestDisksFromAGoldenImageAreClonesOfOneEncryptedTenantCopy(t *testing.T) {
 			t.Errorf("%s: image holds %d bytes under its header, want %d", dk.Name, size-luksHeader, dk.Spec.Storage.Value())
 		}
 		info, err := d.rbd(ctx, "info", spec(vol.RBD))
-		if err != nil || !strings.Contains(info, "parent: "+cluster.Pool+"/"+ns+"/golden_tiny.g1@base") {
+		if err != nil || !strings.Contains(info, "parent: "+cluster.Pool+"/"+ns+"/golden_tiny.g1-") {
 			t.Errorf("%s is not a clone of the tenant's base: %v %s", dk.Name, err, info)
 		}
 		if out, err := qemuTool(other, d, vol.RBD, "qemu-img", "info"); err == nil {
@@ -169,13 +169,26 @@ func TestDisksFromAGoldenImageAreClonesOfOneEncryptedTenantCopy(t *testing.T) {
 		t.Errorf("golden image larger than spec.storage: %v", err)
 	}
 
+	// A tenant created again under the same name has a new key: it gets its own base.
+	again := disk(ns, "sys-again", "300Mi", src)
+	volAgain, err := d.Ensure(ctx, again, other, nil)
+	if err != nil {
+		t.Fatalf("disk of a tenant created again with a new key: %v", err)
+	}
+	if out, err := qemuTool(other, d, volAgain.RBD, "qemu-img", "compare", "driver=qcow2,file.filename="+golden); err != nil || !strings.Contains(out, "identical") {
+		t.Errorf("disk of a tenant created again differs from the golden image: %v %s", err, out)
+	}
+	if err := d.Delete(ctx, ns, storage.ObjectName(again)); err != nil {
+		t.Fatal(err)
+	}
+
 	// The base stays while disks are cloned from it, even once the golden image is gone.
 	delete(ids, "tiny")
 	if err := d.PruneBases(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.rawSize(ctx, cluster.Pool+"/"+ns+"/golden_tiny.g1"); err != nil {
-		t.Errorf("base removed while clones use it: %v", err)
+	if all, _ := d.images(ctx); countBases(all[ns]) != 1 {
+		t.Errorf("want only the base clones use kept: %v", all[ns])
 	}
 	for _, dk := range []*apps.VMDisk{a, b} {
 		if err := d.Delete(ctx, ns, storage.ObjectName(dk)); err != nil {

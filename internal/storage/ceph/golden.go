@@ -3,10 +3,12 @@ package ceph
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 
 	"kumo.dev/kumo/internal/storage"
@@ -19,9 +21,11 @@ import (
 // LUKS-formatted image opens with the parent's key. The base is made once per tenant and
 // image; every further disk costs a clone and two resizes, whatever the image's size.
 //
-// Bases live in the tenant's RADOS namespace as golden_<image>.<image UID prefix> with a
-// protected snapshot named baseSnap. "_" cannot appear in a VMDisk name, so bases never collide
-// with disks and List leaves them out of garbage collection.
+// Bases live in the tenant's RADOS namespace as golden_<image>.<image ID>-<key ID> with a
+// protected snapshot named baseSnap; the key ID (a prefix of the key's SHA-256) keeps a tenant
+// created again under the same name, with a new key, from finding the old tenant's base. "_"
+// cannot appear in a VMDisk name, so bases never collide with disks and List leaves them out
+// of garbage collection.
 
 const (
 	basePrefix = "golden_"
@@ -70,6 +74,12 @@ func (d *Driver) ensureBase(ctx context.Context, namespace, image string, key st
 	if id == "" {
 		return "", 0, fmt.Errorf("golden image %s does not exist", image)
 	}
+	keyData, err := os.ReadFile(key.File)
+	if err != nil {
+		return "", 0, err
+	}
+	sum := sha256.Sum256(keyData)
+	id += "-" + hex.EncodeToString(sum[:4])
 	name := d.Pool + "/" + namespace + "/" + basePrefix + image + "." + id
 	if size, err := d.rawSize(ctx, name); err == nil {
 		return name, size, nil
@@ -113,8 +123,9 @@ func (d *Driver) ensureBase(ctx context.Context, namespace, image string, key st
 	return name, size, err
 }
 
-// PruneBases removes the bases whose golden image is gone (or was imported again under the
-// same name) once no disk is cloned from them any more.
+// PruneBases removes the bases no disk is cloned from any more when their golden image is gone
+// (or was imported again under the same name) or their namespace holds no disk (the tenant may
+// be gone; its next disk makes the base again).
 func (d *Driver) PruneBases(ctx context.Context) error {
 	all, err := d.images(ctx)
 	if err != nil {
@@ -127,7 +138,8 @@ func (d *Driver) PruneBases(ctx context.Context) error {
 				continue
 			}
 			golden, id, ok := storage.ParseObjectName(rest)
-			if !ok || (d.GoldenID != nil && d.GoldenID(golden) == id) {
+			id, _, _ = strings.Cut(id, "-")
+			if !ok || (d.GoldenID != nil && d.GoldenID(golden) == id && len(images) > countBases(images)) {
 				continue
 			}
 			base := d.Pool + "/" + ns + "/" + image
@@ -151,8 +163,18 @@ func (d *Driver) PruneBases(ctx context.Context) error {
 			if _, err := d.rbd(ctx, "rm", "--no-progress", base); err != nil {
 				return err
 			}
-			slog.Info("removed the tenant copy of a deleted golden image", "base", base)
+			slog.Info("removed an unused tenant copy of a golden image", "base", base)
 		}
 	}
 	return nil
+}
+
+func countBases(images []string) int {
+	n := 0
+	for _, image := range images {
+		if isBase(image) {
+			n++
+		}
+	}
+	return n
 }
