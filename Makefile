@@ -54,6 +54,10 @@ clean:
 bench-start:
 	go run ./bench/start
 
+.PHONY: bench-import
+bench-import:
+	go run ./bench/import
+
 # A real single-host Ceph cluster (1 mon, 1 mgr, 3 OSDs in datacenters dc1-dc3, pool "kumo",
 # cephx user client.kumo) for labs; state in CEPH_DIR. See hack/ceph/up.sh. `make clean` does not
 # stop it: run `make ceph-down` first.

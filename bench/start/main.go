@@ -101,7 +101,7 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 	const tenant = "bench"
-	cfg, err := createTenant(ctx, o.kumo, srv.Kubeconfig(), tenant, tmp)
+	cfg, err := kumoserver.CreateTenant(ctx, o.kumo, srv.Kubeconfig(), tenant, tmp)
 	if err != nil {
 		return srv.Annotate(err)
 	}

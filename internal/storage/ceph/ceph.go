@@ -77,7 +77,7 @@ func (d *Driver) Ensure(ctx context.Context, disk *apps.VMDisk, key storage.Key,
 	}
 	var err error
 	if src := disk.Spec.Source; src.Image != nil && !disk.Spec.Optical {
-		err = d.cloneGolden(ctx, disk, img, key)
+		err = d.cloneBase(ctx, disk, img, key, src.Image.Name, disk.Spec.Storage.Value())
 	} else {
 		vol.SizeBytes, err = d.copyIn(ctx, disk, img, key, progress)
 	}
@@ -99,20 +99,33 @@ type source struct {
 	size  int64 // virtual size of the content
 }
 
-// copyIn creates the image, encrypts it with the tenant's key and copies its source in. It
-// returns the disk's size: spec.storage, or the content's size for optical media.
+// copyIn creates the image as a clone of the tenant's blank base (encrypted with the tenant's
+// key) and copies its source in. It returns the disk's size: spec.storage, or the content's size
+// for optical media.
 func (d *Driver) copyIn(ctx context.Context, disk *apps.VMDisk, img *storage.RBDImage, key storage.Key, progress storage.Progress) (int64, error) {
 	report := func(p int) {
 		if progress != nil {
 			progress(p)
 		}
 	}
+	want := disk.Spec.Storage.Value()
+	// The image's size is known up front unless the disk is optical: make it (the first disk of
+	// a tenant formats the blank base, seconds of LUKS2 key derivation) while the source downloads.
+	var created chan error
+	if !disk.Spec.Optical {
+		created = make(chan error, 1)
+		go func() { created <- d.cloneBase(ctx, disk, img, key, "", want) }()
+	}
 	src, cleanup, err := d.fetch(ctx, disk, report)
 	defer cleanup()
+	if created != nil {
+		if cerr := <-created; err == nil {
+			err = cerr
+		}
+	}
 	if err != nil {
 		return 0, err
 	}
-	want := disk.Spec.Storage.Value()
 	if disk.Spec.Optical {
 		if src.size == 0 {
 			return 0, errors.New("an optical disk needs a source (http, image or upload)")
@@ -121,8 +134,10 @@ func (d *Driver) copyIn(ctx context.Context, disk *apps.VMDisk, img *storage.RBD
 	} else if src.size > want {
 		return 0, &importer.RefusedError{Reason: fmt.Sprintf("the source is %s, larger than spec.storage %s", human(src.size), disk.Spec.Storage.String())}
 	}
-	if err := d.createEncrypted(ctx, img, key, want); err != nil {
-		return 0, err
+	if created == nil {
+		if err := d.cloneBase(ctx, disk, img, key, "", want); err != nil {
+			return 0, err
+		}
 	}
 	target := d.target(img, key, "dst")
 	switch {

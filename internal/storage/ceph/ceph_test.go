@@ -243,3 +243,35 @@ func TestOpticalDisksHoldTheirContentEncrypted(t *testing.T) {
 		t.Errorf("the optical disk is stored in clear (or export failed: %v)", err)
 	}
 }
+
+func TestBlankAndCopiedDisksAreClonesOfTheTenantsBlankBase(t *testing.T) {
+	d := driver(t)
+	ctx := context.Background()
+	ns := fmt.Sprintf("tenant-blank-%d", time.Now().UnixNano())
+	key := keyFile(t, "tenant-blank-key-0123456789abcdef012")
+	blank := disk(ns, "blank", "100Mi", apps.VMDiskSource{})
+	copied := disk(ns, "copied", "200Mi", apps.VMDiskSource{Disk: &apps.DiskSource{Name: "blank"}})
+	vol, err := d.Ensure(ctx, blank, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Delete(ctx, ns, storage.ObjectName(blank)) })
+	if out, err := qemuTool(key, d, vol.RBD, "qemu-io", "-c", "read -P 0 0 100M", "-c", "write -P 0x66 0 1M", "-c", "write -P 0x77 99M 1M"); err != nil {
+		t.Fatalf("a blank disk reads zeros and takes writes: %v %s", err, out)
+	}
+	start := time.Now()
+	cvol, err := d.Ensure(ctx, copied, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("copy of a disk: %v", time.Since(start).Round(10*time.Millisecond))
+	t.Cleanup(func() { d.Delete(ctx, ns, storage.ObjectName(copied)) })
+	if out, err := qemuTool(key, d, cvol.RBD, "qemu-io", "-c", "read -P 0x66 0 1M", "-c", "read -P 0 1M 98M", "-c", "read -P 0x77 99M 1M", "-c", "read -P 0 100M 100M"); err != nil {
+		t.Errorf("the copy differs from its source: %v %s", err, out)
+	}
+	for _, v := range []storage.Volume{vol, cvol} {
+		if info, err := d.rbd(ctx, "info", spec(v.RBD)); err != nil || !strings.Contains(info, "parent: "+cluster.Pool+"/"+ns+"/golden_.blank-") {
+			t.Errorf("%s is not a clone of the blank base: %v %s", v.RBD.Image, err, info)
+		}
+	}
+}

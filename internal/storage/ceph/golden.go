@@ -16,34 +16,40 @@ import (
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 )
 
-// A disk made from a golden image is a copy-on-write clone of the tenant's own encrypted copy
-// of that image (its "base"): Ceph 16.2 cannot LUKS-format a clone, but a clone of a
-// LUKS-formatted image opens with the parent's key. The base is made once per tenant and
-// image; every further disk costs a clone and two resizes, whatever the image's size.
+// Every replicated disk is a copy-on-write clone of one of its tenant's "bases": LUKS2-formatted
+// images made once per tenant, either empty (the blank base, for blank, imported and cloned
+// disks, which are then filled) or holding a golden image. Ceph 16.2 cannot LUKS-format a
+// clone, but a clone of a LUKS-formatted image opens with the parent's key; so a new disk costs
+// a clone and two resizes instead of a LUKS2 format (seconds of key derivation), and a disk from
+// a golden image costs the same whatever the image's size. A tenant's disks share the base's
+// master key; tenants never share one.
 //
-// Bases live in the tenant's RADOS namespace as golden_<image>.<image ID>-<key ID> with a
-// protected snapshot named baseSnap; the key ID (a prefix of the key's SHA-256) keeps a tenant
-// created again under the same name, with a new key, from finding the old tenant's base. "_"
-// cannot appear in a VMDisk name, so bases never collide with disks and List leaves them out
-// of garbage collection.
+// Bases live in the tenant's RADOS namespace as golden_<image>.<image ID>-<key ID> and
+// golden_.blank-<key ID>, each with a protected snapshot named baseSnap; the key ID (a prefix of
+// the key's SHA-256) keeps a tenant created again under the same name, with a new key, from
+// finding the old tenant's bases. "_" cannot appear in a VMDisk name, so bases never collide
+// with disks and List leaves them out of garbage collection.
 
 const (
 	basePrefix = "golden_"
+	blankBase  = basePrefix + ".blank"
 	baseSnap   = "base"
 )
 
 func isBase(image string) bool { return strings.HasPrefix(image, basePrefix) }
 
-// cloneGolden makes img a clone of the tenant's base of the disk's golden image, sized to
-// spec.storage.
-func (d *Driver) cloneGolden(ctx context.Context, disk *apps.VMDisk, img *storage.RBDImage, key storage.Key) error {
-	name := disk.Spec.Source.Image.Name
-	base, baseRaw, err := d.ensureBase(ctx, disk.Namespace, name, key)
+// cloneBase makes img a clone of the tenant's base of a golden image ("": the blank base)
+// holding size bytes under its LUKS header.
+func (d *Driver) cloneBase(ctx context.Context, disk *apps.VMDisk, img *storage.RBDImage, key storage.Key, golden string, size int64) error {
+	base, baseRaw, err := d.ensureBase(ctx, disk.Namespace, golden, key)
 	if err != nil {
-		return fmt.Errorf("tenant copy of golden image %s: %w", name, err)
+		if golden == "" {
+			return fmt.Errorf("tenant's blank base: %w", err)
+		}
+		return fmt.Errorf("tenant copy of golden image %s: %w", golden, err)
 	}
-	if baseRaw-2*luksHeader > disk.Spec.Storage.Value() {
-		return &importer.RefusedError{Reason: fmt.Sprintf("golden image %s is %s, larger than spec.storage %s", name, human(baseRaw-2*luksHeader), disk.Spec.Storage.String())}
+	if content := baseRaw - 2*luksHeader; content > size {
+		return &importer.RefusedError{Reason: fmt.Sprintf("golden image %s is %s, larger than spec.storage %s", golden, human(content), disk.Spec.Storage.String())}
 	}
 	if _, err := d.rbd(ctx, "clone", "--rbd-default-clone-format", "2", base+"@"+baseSnap, spec(img)); err != nil {
 		return fmt.Errorf("clone %s (a cluster needs `ceph osd set-require-min-compat-client mimic` for clones across namespaces): %w", base, err)
@@ -51,54 +57,58 @@ func (d *Driver) cloneGolden(ctx context.Context, disk *apps.VMDisk, img *storag
 	// Ceph 16.2's crypto layer compares the clone's guest offsets with the parent overlap in
 	// raw offsets, so reads in the last LUKS-header-sized stretch of the overlap fail with
 	// EINVAL. Shrinking the clone by that stretch (the base's spare tail, never part of the
-	// image) takes the broken range out of the overlap; growing it then adds plain new space.
+	// content) takes the broken range out of the overlap; growing it then adds plain new space.
 	if _, err := d.rbd(ctx, "resize", "--allow-shrink", "--no-progress", "--size", mib(baseRaw-luksHeader), spec(img)); err != nil {
 		return fmt.Errorf("trim the clone's overlap: %w", err)
 	}
-	if _, err := d.rbd(ctx, "resize", "--no-progress", "--size", mib(disk.Spec.Storage.Value()+luksHeader), spec(img)); err != nil {
-		return fmt.Errorf("grow the clone to spec.storage: %w", err)
+	if _, err := d.rbd(ctx, "resize", "--no-progress", "--size", mib(size+luksHeader), spec(img)); err != nil {
+		return fmt.Errorf("grow the clone to %s: %w", human(size), err)
 	}
 	return nil
 }
 
-// ensureBase returns the tenant's base of a golden image (pool/namespace/image) and its raw
-// size, making it when it does not exist: an encrypted image holding the golden image and one
-// header's worth of spare tail, snapshotted and protected. It is built under a temporary name
-// and renamed into place, so a base that exists is always complete; when two nodes race, the
-// loser removes its copy.
-func (d *Driver) ensureBase(ctx context.Context, namespace, image string, key storage.Key) (string, int64, error) {
-	if d.GoldenID == nil {
-		return "", 0, fmt.Errorf("this node does not know golden image %s", image)
-	}
-	id := d.GoldenID(image)
-	if id == "" {
-		return "", 0, fmt.Errorf("golden image %s does not exist", image)
-	}
+// ensureBase returns the tenant's base of a golden image ("": the blank base) as
+// pool/namespace/image and its raw size, making it when it does not exist: an encrypted image
+// holding the golden image (or nothing) and one header's worth of spare tail, snapshotted and
+// protected. It is built under a temporary name and renamed into place, so a base that exists
+// is always complete; when two nodes race, the loser removes its copy.
+func (d *Driver) ensureBase(ctx context.Context, namespace, golden string, key storage.Key) (string, int64, error) {
 	keyData, err := os.ReadFile(key.File)
 	if err != nil {
 		return "", 0, err
 	}
 	sum := sha256.Sum256(keyData)
-	id += "-" + hex.EncodeToString(sum[:4])
-	name := d.Pool + "/" + namespace + "/" + basePrefix + image + "." + id
+	keyID := hex.EncodeToString(sum[:4])
+	short := blankBase + "-" + keyID
+	if golden != "" {
+		id := ""
+		if d.GoldenID != nil {
+			id = d.GoldenID(golden)
+		}
+		if id == "" {
+			return "", 0, fmt.Errorf("golden image %s does not exist on this node", golden)
+		}
+		short = basePrefix + golden + "." + id + "-" + keyID
+	}
+	name := d.Pool + "/" + namespace + "/" + short
 	if size, err := d.rawSize(ctx, name); err == nil {
 		return name, size, nil
 	}
-	src, cleanup, err := d.fetch(ctx, &apps.VMDisk{Spec: apps.VMDiskSpec{Source: apps.VMDiskSource{Image: &apps.ImageSource{Name: image}}}}, func(int) {})
-	defer cleanup()
-	if err != nil {
-		return "", 0, err
+
+	var src source
+	if golden != "" {
+		var cleanup func()
+		src, cleanup, err = d.fetch(ctx, &apps.VMDisk{Spec: apps.VMDiskSpec{Source: apps.VMDiskSource{Image: &apps.ImageSource{Name: golden}}}}, func(int) {})
+		defer cleanup()
+		if err != nil {
+			return "", 0, err
+		}
 	}
 	suffix := make([]byte, 4)
 	rand.Read(suffix)
-	tmp := &storage.RBDImage{Pool: d.Pool, Namespace: namespace, Image: basePrefix + image + "." + id + ".tmp" + hex.EncodeToString(suffix), Conf: d.Conf, User: d.User}
-	removeTmp := func() {
-		d.rbd(context.Background(), "snap", "unprotect", spec(tmp)+"@"+baseSnap)
-		d.rbd(context.Background(), "snap", "purge", "--no-progress", spec(tmp))
-		d.rbd(context.Background(), "rm", "--no-progress", spec(tmp))
-	}
+	tmp := &storage.RBDImage{Pool: d.Pool, Namespace: namespace, Image: short + ".tmp" + hex.EncodeToString(suffix), Conf: d.Conf, User: d.User}
 	err = d.createEncrypted(ctx, tmp, key, src.size+luksHeader)
-	if err == nil {
+	if err == nil && src.file != "" {
 		err = importer.Convert(ctx, src.file, src.info, d.target(tmp, key, "dst"), nil)
 	}
 	if err == nil {
@@ -107,39 +117,55 @@ func (d *Driver) ensureBase(ctx context.Context, namespace, image string, key st
 	if err == nil {
 		_, err = d.rbd(ctx, "snap", "protect", spec(tmp)+"@"+baseSnap)
 	}
-	if err != nil {
-		removeTmp()
-		return "", 0, err
+	if err == nil {
+		_, err = d.rbd(ctx, "rename", spec(tmp), name)
 	}
-	if _, err := d.rbd(ctx, "rename", spec(tmp), name); err != nil {
-		removeTmp()
+	if err != nil {
+		d.removeBase(context.Background(), spec(tmp))
 		if size, err2 := d.rawSize(ctx, name); err2 == nil {
 			return name, size, nil // another node made it first
 		}
-		return "", 0, fmt.Errorf("rename the new base into place: %w", err)
+		return "", 0, err
 	}
-	slog.Info("tenant copy of golden image made", "image", image, "namespace", namespace, "base", name)
+	slog.Info("tenant base image made", "golden", golden, "namespace", namespace, "base", name)
 	size, err := d.rawSize(ctx, name)
 	return name, size, err
 }
 
-// PruneBases removes the bases no disk is cloned from any more when their golden image is gone
-// (or was imported again under the same name) or their namespace holds no disk (the tenant may
-// be gone; its next disk makes the base again).
+// removeBase removes a base and its snapshot.
+func (d *Driver) removeBase(ctx context.Context, base string) error {
+	if _, err := d.rbd(ctx, "snap", "unprotect", base+"@"+baseSnap); err != nil && !strings.Contains(err.Error(), "not protected") && !strings.Contains(err.Error(), "No such file") {
+		return err
+	}
+	if _, err := d.rbd(ctx, "snap", "purge", "--no-progress", base); err != nil && !strings.Contains(err.Error(), "No such file") {
+		return err
+	}
+	if _, err := d.rbd(ctx, "rm", "--no-progress", base); err != nil && !strings.Contains(err.Error(), "No such file") {
+		return err
+	}
+	return nil
+}
+
+// PruneBases removes the bases no disk is cloned from any more when their namespace holds no
+// disk (the tenant may be gone; its next disk makes them again) or, for a golden image's base,
+// when the image is gone or was imported again under the same name.
 func (d *Driver) PruneBases(ctx context.Context) error {
 	all, err := d.images(ctx)
 	if err != nil {
 		return err
 	}
 	for ns, images := range all {
+		hasDisks := len(images) > countBases(images)
 		for _, image := range images {
-			rest, ok := strings.CutPrefix(image, basePrefix)
-			if !ok || strings.Contains(image, ".tmp") {
+			if !isBase(image) || strings.Contains(image, ".tmp") {
 				continue
 			}
-			golden, id, ok := storage.ParseObjectName(rest)
-			id, _, _ = strings.Cut(id, "-")
-			if !ok || (d.GoldenID != nil && d.GoldenID(golden) == id && len(images) > countBases(images)) {
+			stale := !hasDisks
+			if golden, id, ok := storage.ParseObjectName(strings.TrimPrefix(image, basePrefix)); ok && !strings.HasPrefix(image, blankBase) {
+				id, _, _ = strings.Cut(id, "-")
+				stale = stale || d.GoldenID == nil || d.GoldenID(golden) != id
+			}
+			if !stale {
 				continue
 			}
 			base := d.Pool + "/" + ns + "/" + image
@@ -154,16 +180,10 @@ func (d *Driver) PruneBases(ctx context.Context) error {
 			if len(kids) > 0 {
 				continue
 			}
-			if _, err := d.rbd(ctx, "snap", "unprotect", base+"@"+baseSnap); err != nil {
+			if err := d.removeBase(ctx, base); err != nil {
 				return err
 			}
-			if _, err := d.rbd(ctx, "snap", "purge", "--no-progress", base); err != nil {
-				return err
-			}
-			if _, err := d.rbd(ctx, "rm", "--no-progress", base); err != nil {
-				return err
-			}
-			slog.Info("removed an unused tenant copy of a golden image", "base", base)
+			slog.Info("removed an unused tenant base image", "base", base)
 		}
 	}
 	return nil

@@ -7,9 +7,12 @@ package local
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -101,7 +104,7 @@ func (d *Driver) Ensure(ctx context.Context, disk *apps.VMDisk, key storage.Key,
 	case disk.Spec.Optical:
 		err = errors.New("an optical disk needs a source (http, image or upload)")
 	default:
-		err = createEncrypted(ctx, tmp, key, want, "")
+		err = d.newEncrypted(ctx, disk.Namespace, tmp, key, want, "")
 	}
 	if err != nil {
 		return storage.Volume{}, err
@@ -128,7 +131,7 @@ func (d *Driver) fromImage(ctx context.Context, disk *apps.VMDisk, tmp string, k
 	}
 	if disk.Spec.Optical {
 		*want = imageSize
-		if err := createEncrypted(ctx, tmp, key, imageSize, ""); err != nil {
+		if err := d.newEncrypted(ctx, disk.Namespace, tmp, key, imageSize, ""); err != nil {
 			return err
 		}
 		return importer.Convert(ctx, image, importer.Info{Format: "qcow2", VirtualSize: imageSize}, encryptedTarget(tmp, key), nil)
@@ -136,7 +139,7 @@ func (d *Driver) fromImage(ctx context.Context, disk *apps.VMDisk, tmp string, k
 	if imageSize > *want {
 		return &importer.RefusedError{Reason: fmt.Sprintf("golden image %s is %s, larger than spec.storage %s", name, human(imageSize), disk.Spec.Storage.String())}
 	}
-	return createEncrypted(ctx, tmp, key, *want, image)
+	return d.newEncrypted(ctx, disk.Namespace, tmp, key, *want, image)
 }
 
 func (d *Driver) fromSource(ctx context.Context, disk *apps.VMDisk, tmp string, key storage.Key, want *int64, progress storage.Progress, fetch importer.Fetcher) error {
@@ -147,17 +150,29 @@ func (d *Driver) fromSource(ctx context.Context, disk *apps.VMDisk, tmp string, 
 			progress(p)
 		}
 	}
+	// The disk's size is known up front unless it is optical: create the encrypted file (its key
+	// derivation takes a while) while the source downloads.
+	var created chan error
+	if !disk.Spec.Optical {
+		created = make(chan error, 1)
+		go func(size int64) { created <- d.newEncrypted(ctx, disk.Namespace, tmp, key, size, "") }(*want)
+	}
 	info, err := importer.Fetch(ctx, fetch, dl, report)
+	if created != nil {
+		if cerr := <-created; err == nil {
+			err = cerr
+		}
+	}
 	if err != nil {
 		return err
 	}
 	if disk.Spec.Optical {
 		*want = info.VirtualSize
+		if err := d.newEncrypted(ctx, disk.Namespace, tmp, key, *want, ""); err != nil {
+			return err
+		}
 	} else if info.VirtualSize > *want {
 		return &importer.RefusedError{Reason: fmt.Sprintf("the image is %s, larger than spec.storage %s", human(info.VirtualSize), disk.Spec.Storage.String())}
-	}
-	if err := createEncrypted(ctx, tmp, key, *want, ""); err != nil {
-		return err
 	}
 	return importer.Convert(ctx, dl, info, encryptedTarget(tmp, key), func(p int) { report(50 + p/2) })
 }
@@ -176,7 +191,7 @@ func (d *Driver) fromDisk(ctx context.Context, disk *apps.VMDisk, tmp string, ke
 	if srcSize > want {
 		return &importer.RefusedError{Reason: fmt.Sprintf("disk %s is %s, larger than spec.storage %s", disk.Spec.Source.Disk.Name, human(srcSize), disk.Spec.Storage.String())}
 	}
-	if err := createEncrypted(ctx, tmp, key, want, ""); err != nil {
+	if err := d.newEncrypted(ctx, disk.Namespace, tmp, key, want, ""); err != nil {
 		return err
 	}
 	t := encryptedTarget(tmp, key)
@@ -188,14 +203,60 @@ func (d *Driver) fromDisk(ctx context.Context, disk *apps.VMDisk, tmp string, ke
 	return run(ctx, "qemu-img", args...)
 }
 
-// createEncrypted makes an empty encrypted qcow2 (on a backing golden image when given).
-func createEncrypted(ctx context.Context, path string, key storage.Key, size int64, backing string) error {
-	args := []string{"create", "-q", "-f", "qcow2", "--object", "secret,id=sec0,file=" + key.File,
-		"-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=" + strconv.Itoa(luksIterTimeMS)}
-	if backing != "" {
-		args = append(args, "-F", "qcow2", "-b", backing)
+// newEncrypted makes path an empty encrypted qcow2 of size bytes (on a backing golden image when
+// given) from the tenant's template on this node: creating a LUKS header costs seconds of QEMU's
+// key-derivation timing, copying one and resizing costs milliseconds. A tenant's local disks on
+// a node share the template's master key; tenants never share one.
+func (d *Driver) newEncrypted(ctx context.Context, namespace, path string, key storage.Key, size int64, backing string) error {
+	tpl, err := d.template(ctx, namespace, key)
+	if err != nil {
+		return err
 	}
-	args = append(args, path, strconv.FormatInt(size, 10))
+	if err := copyFile(tpl, path); err != nil {
+		return fmt.Errorf("copy the tenant's template: %w", err)
+	}
+	opts := "driver=qcow2,file.filename=" + escape(path) + ",encrypt.key-secret=s"
+	if err := run(ctx, "qemu-img", "resize", "-q", "--object", "secret,id=s,file="+key.File, "--image-opts", opts, strconv.FormatInt(size, 10)); err != nil {
+		return err
+	}
+	if backing != "" {
+		return run(ctx, "qemu-img", "rebase", "-q", "-u", "--object", "secret,id=s,file="+key.File, "-F", "qcow2", "-b", backing, "--image-opts", opts)
+	}
+	return nil
+}
+
+// templatePrefix starts the names of tenants' templates: a leading "." never starts a disk's
+// name, so List and garbage collection leave templates alone.
+const templatePrefix = ".template-"
+
+// template returns the tenant's empty (zero-size) encrypted qcow2 on this node, made once per
+// key: a tenant created again under the same name, with a new key, gets a new one.
+func (d *Driver) template(ctx context.Context, namespace string, key storage.Key) (string, error) {
+	keyData, err := os.ReadFile(key.File)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(keyData)
+	path := filepath.Join(d.Dir, namespace, templatePrefix+hex.EncodeToString(sum[:4])+".qcow2")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), templatePrefix+"*.creating")
+	if err != nil {
+		return "", err
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	if err := createEncrypted(ctx, tmp.Name(), key, 0); err != nil {
+		return "", err
+	}
+	return path, os.Rename(tmp.Name(), path)
+}
+
+// createEncrypted makes an empty encrypted qcow2.
+func createEncrypted(ctx context.Context, path string, key storage.Key, size int64) error {
+	args := []string{"create", "-q", "-f", "qcow2", "--object", "secret,id=sec0,file=" + key.File,
+		"-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=" + strconv.Itoa(luksIterTimeMS), path, strconv.FormatInt(size, 10)}
 	// QEMU times its key derivation on the CPU clock and now and then, on a loaded machine, gives
 	// up on the measurement; that failure is transient.
 	var err error
@@ -206,6 +267,23 @@ func createEncrypted(ctx context.Context, path string, key storage.Key, size int
 		os.Remove(path)
 	}
 	return err
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // pbkdfAttempts bounds retries of QEMU's key-derivation timing.
@@ -238,7 +316,7 @@ func (d *Driver) List(context.Context) (map[string][]string, error) {
 	for _, ns := range nss {
 		files, _ := os.ReadDir(filepath.Join(d.Dir, ns.Name()))
 		for _, f := range files {
-			if obj, ok := strings.CutSuffix(f.Name(), ".qcow2"); ok {
+			if obj, ok := strings.CutSuffix(f.Name(), ".qcow2"); ok && !strings.HasPrefix(obj, ".") {
 				out[ns.Name()] = append(out[ns.Name()], obj)
 			}
 		}

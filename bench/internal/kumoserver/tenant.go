@@ -1,4 +1,4 @@
-package main
+package kumoserver
 
 import (
 	"context"
@@ -11,9 +11,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// createTenant runs `kumo tenant create NAME -o FILE` as the administrator and returns the tenant
+// CreateTenant runs `kumo tenant create NAME -o FILE` as the administrator and returns the tenant
 // user's kubeconfig.
-func createTenant(ctx context.Context, kumo, adminKubeconfig, name, dir string) (*rest.Config, error) {
+func CreateTenant(ctx context.Context, kumo, adminKubeconfig, name, dir string) (*rest.Config, error) {
 	path := filepath.Join(dir, name+".kubeconfig")
 	cmd := exec.CommandContext(ctx, kumo, "tenant", "create", name, "-o", path)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+adminKubeconfig, "HOME="+dir)
