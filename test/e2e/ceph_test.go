@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -99,8 +100,12 @@ func TestReplicatedDisksKeepDataAcrossRestartsInThreeDatacenters(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &info); err != nil || info.Prefix == "" {
 		t.Fatalf("rbd info: %v %s", err, out)
 	}
-	raw, err := ceph.RBD(ctx, "--namespace", ns, "export", ceph.Pool+"/"+image, "-")
-	if err == nil && strings.Contains(raw, "KUMO-PERSIST-42") {
+	// The guest wrote at the start of the disk: raw offset 16 MiB (after the LUKS2 header), the
+	// image's fifth 4 MiB RADOS object. Read it straight from RADOS.
+	raw, err := exec.CommandContext(ctx, "rados", "-c", ceph.Conf, "-p", ceph.Pool, "-N", ns, "get", info.Prefix+".0000000000000004", "-").Output()
+	if err != nil || len(raw) == 0 {
+		t.Errorf("read the disk's data object from RADOS: %v", err)
+	} else if strings.Contains(string(raw), "KUMO-PERSIST-42") {
 		t.Error("the replicated disk stores the tenant's data in clear")
 	}
 	mapOut, err := ceph.Ceph(ctx, "osd", "map", ceph.Pool, info.Prefix+".0000000000000000", ns, "-f", "json")

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -46,8 +47,39 @@ func imageServer(t *testing.T) (*httptest.Server, string) {
 	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", canary, "-F", "raw", filepath.Join(dir, "hostile.qcow2")).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
+	ova(t, filepath.Join(dir, "tiny.ova"), filepath.Join(dir, "tiny.vmdk"))
 	bootableISO(t, src, filepath.Join(dir, "tiny.iso"))
 	return httptest.NewServer(http.FileServer(http.Dir(dir))), canary
+}
+
+// ova packs a VMDK into an OVA (tar: OVF descriptor, manifest, disk) as VMware and VirtualBox
+// export them.
+func ova(t *testing.T, path, vmdk string) {
+	t.Helper()
+	disk, err := os.ReadFile(vmdk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	for _, m := range []struct {
+		name string
+		data []byte
+	}{
+		{"tiny.ovf", []byte(`<?xml version="1.0"?><Envelope xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><References><File ovf:href="tiny-disk1.vmdk" ovf:id="file1"/></References></Envelope>`)},
+		{"tiny.mf", []byte("SHA256(tiny-disk1.vmdk)= 0\n")},
+		{"tiny-disk1.vmdk", disk},
+	} {
+		tw.WriteHeader(&tar.Header{Name: m.name, Mode: 0o644, Size: int64(len(m.data)), Typeflag: tar.TypeReg})
+		tw.Write(m.data)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // bootableISO makes an ISO installer-like medium from the tiny guest's kernel and initramfs
@@ -175,7 +207,7 @@ func TestImportedDisksBootAndStayIsolated(t *testing.T) {
 	kcA, kcB := c.NewTenant(t, "importer"), c.NewTenant(t, "neighbour")
 	clA := c.Client(t, kcA)
 	nsA := kumo.TenantNamespace("importer")
-	formats := map[string]string{"qcow2": "tiny.qcow2", "raw": "tiny.raw", "vmdk": "tiny.vmdk", "vhdx": "tiny.vhdx", "gz": "tiny.qcow2.gz"}
+	formats := map[string]string{"qcow2": "tiny.qcow2", "raw": "tiny.raw", "vmdk": "tiny.vmdk", "vhdx": "tiny.vhdx", "gz": "tiny.qcow2.gz", "ova": "tiny.ova"}
 	for name, file := range formats {
 		if r := Run(kcA, httpVM("from-"+name, srv.URL+"/"+file, ""), bins.kumo, "apply", "-f", "-"); r.Err != nil {
 			t.Fatal(r)

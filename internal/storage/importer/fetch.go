@@ -134,7 +134,8 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// Fetch brings an image into path and inspects it, refusing what Kumo does not import. Fetching
+// Fetch brings an image into path (an OVA's first disk for an OVA) and inspects it, refusing
+// what Kumo does not import. Fetching
 // reports the first half of progress (0–50%); the caller's conversion reports the second.
 func Fetch(ctx context.Context, fetch Fetcher, path string, progress func(percent int)) (Info, error) {
 	if err := fetch(ctx, path, func(done, total int64) {
@@ -142,6 +143,9 @@ func Fetch(ctx context.Context, fetch Fetcher, path string, progress func(percen
 			progress(int(done * 50 / total))
 		}
 	}); err != nil {
+		return Info{}, err
+	}
+	if err := fromOVA(path); err != nil {
 		return Info{}, err
 	}
 	return Inspect(ctx, path)

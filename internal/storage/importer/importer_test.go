@@ -1,6 +1,7 @@
 package importer
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -171,4 +172,68 @@ func TestDownloadDecompressesAndConvertReportsProgress(t *testing.T) {
 		t.Errorf("last progress %d%%", last)
 	}
 	run(t, "qemu-io", "-f", "raw", "-c", "read -P 0x42 1M 2M", out)
+}
+
+// ova writes a tar archive of the named files (in order) to path.
+func ova(t *testing.T, path string, files ...[2]string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := tar.NewWriter(f)
+	for _, nf := range files {
+		data, err := os.ReadFile(nf[1])
+		if err != nil {
+			data = []byte(nf[1]) // literal content
+		}
+		tw.WriteHeader(&tar.Header{Name: nf[0], Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg})
+		tw.Write(data)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+}
+
+func TestFetchTakesTheDiskOutOfAnOVA(t *testing.T) {
+	need(t, "qemu-img", "prlimit")
+	dir := t.TempDir()
+	qcow, vmdk := filepath.Join(dir, "src.qcow2"), filepath.Join(dir, "disk1.vmdk")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", qcow, "16M")
+	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x42 1M 1M", qcow)
+	run(t, "qemu-img", "convert", "-q", "-f", "qcow2", "-O", "vmdk", "-o", "subformat=streamOptimized", qcow, vmdk)
+	ovf := `<?xml version="1.0"?><Envelope><References><File ovf:href="vm-disk1.vmdk" ovf:id="file1"/></References></Envelope>`
+	good, empty, hostile := filepath.Join(dir, "vm.ova"), filepath.Join(dir, "empty.ova"), filepath.Join(dir, "hostile.ova")
+	ova(t, good, [2]string{"vm.ovf", ovf}, [2]string{"vm.mf", "SHA256(vm-disk1.vmdk)= 00"}, [2]string{"vm-disk1.vmdk", vmdk})
+	ova(t, empty, [2]string{"vm.ovf", ovf})
+	target, check := canary(t)
+	defer check()
+	descriptor := "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\nRW 32 FLAT \"" + target + "\" 0\n"
+	ova(t, hostile, [2]string{"vm.ovf", ovf}, [2]string{"../../etc/evil.vmdk", descriptor})
+
+	copyFrom := func(src string) Fetcher {
+		return func(ctx context.Context, dst string, p Progress) error {
+			data, err := os.ReadFile(src)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(dst, data, 0o600)
+		}
+	}
+	dst := filepath.Join(dir, "fetched")
+	info, err := Fetch(context.Background(), copyFrom(good), dst, nil)
+	if err != nil || info.Format != "vmdk" || info.VirtualSize != 16<<20 {
+		t.Fatalf("OVA: %+v %v", info, err)
+	}
+	run(t, "qemu-io", "-f", "vmdk", "-r", "-c", "read -P 0x42 1M 1M", dst)
+	if _, err := Fetch(context.Background(), copyFrom(empty), dst, nil); !IsRefused(err) || !strings.Contains(err.Error(), "no VMDK disk") {
+		t.Errorf("OVA without a disk: %v", err)
+	}
+	if _, err := Fetch(context.Background(), copyFrom(hostile), dst, nil); !IsRefused(err) || !strings.Contains(err.Error(), "extent") {
+		t.Errorf("OVA whose VMDK points at a host file: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "..", "..", "etc", "evil.vmdk")); err == nil {
+		t.Error("an OVA member was written outside the download")
+	}
 }
