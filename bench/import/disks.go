@@ -84,7 +84,7 @@ func (k *kumoDisks) remove(ctx context.Context, name string) error {
 	}
 	// The guest has nothing to boot and would ignore the ACPI power button for the agent's whole
 	// grace period, spinning under TCG meanwhile: end it now so it does not load the next sample.
-	exec.Command("pkill", "-KILL", "-f", "-name guest="+k.ns+"_"+name+",").Run()
+	exec.Command("pkill", "-KILL", "-f", "guest="+k.ns+"_"+name+",").Run()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		err := k.c.Apps.Delete().Namespace(k.ns).Resource("vmdisks").Name(name).Do(ctx).Error()
@@ -95,28 +95,50 @@ func (k *kumoDisks) remove(ctx context.Context, name string) error {
 	}
 }
 
-// plainConvert is the baseline: qemu-img converting the same file to the class's target.
+// plainConvert is the baseline: qemu-img converting the same file (already on this machine) to
+// the class's target, plain or, like Kumo's disks, encrypted (the target made and formatted
+// beforehand, untimed).
 type plainConvert struct {
 	src, dir                 string
 	cephConf, cephUser, pool string
 }
 
-func (p *plainConvert) run(ctx context.Context, class string) (time.Duration, error) {
-	var dst string
+func (p *plainConvert) run(ctx context.Context, class string, encrypted bool) (time.Duration, error) {
+	key := filepath.Join(p.dir, "plain.key")
+	if err := os.WriteFile(key, []byte("0123456789abcdef0123456789abcdef0123456789ab"), 0o600); err != nil {
+		return 0, err
+	}
+	sec := "secret,id=s,file=" + key
+	var args, prepare []string
 	var cleanup func()
-	switch class {
-	case "local":
-		dst = filepath.Join(p.dir, "plain.qcow2")
-		cleanup = func() { os.Remove(dst) }
-		dst = "-O qcow2 " + dst
+	switch file, img := filepath.Join(p.dir, "plain.qcow2"), p.pool+"/bench-plain"; {
+	case class == "local" && !encrypted:
+		args, cleanup = []string{"-O", "qcow2", file}, func() { os.Remove(file) }
+	case class == "local":
+		prepare = []string{"qemu-img", "create", "-q", "-f", "qcow2", "--object", sec, "-o", "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10", file, "4G"}
+		args = []string{"-n", "--object", sec, "--target-image-opts", "driver=qcow2,file.filename=" + file + ",encrypt.key-secret=s"}
+		cleanup = func() { os.Remove(file) }
+	case !encrypted:
+		args = []string{"-O", "raw", "rbd:" + img + ":conf=" + p.cephConf + ":id=" + p.cephUser}
 	default:
-		img := p.pool + "/bench-plain"
-		dst = "-O raw rbd:" + img + ":conf=" + p.cephConf + ":id=" + p.cephUser
-		cleanup = func() { exec.Command("rbd", "-c", p.cephConf, "--id", p.cephUser, "rm", "--no-progress", img).Run() }
+		rbd := "rbd -c " + p.cephConf + " --id " + p.cephUser
+		prepare = []string{"sh", "-c", rbd + " create --size 4G " + img + " && " + rbd + " encryption format " + img + " luks2 " + key}
+		pool, name, _ := strings.Cut(img, "/")
+		args = []string{"-n", "--object", sec, "--target-image-opts", fmt.Sprintf("driver=rbd,pool=%s,image=%s,conf=%s,user=%s,encrypt.format=luks2,encrypt.key-secret=s", pool, name, p.cephConf, p.cephUser)}
+	}
+	if cleanup == nil {
+		cleanup = func() {
+			exec.Command("rbd", "-c", p.cephConf, "--id", p.cephUser, "rm", "--no-progress", p.pool+"/bench-plain").Run()
+		}
 	}
 	cleanup()
 	defer cleanup()
-	args := append([]string{"convert", "-f", "qcow2", p.src}, strings.Fields(dst)...)
+	if prepare != nil {
+		if out, err := exec.CommandContext(ctx, prepare[0], prepare[1:]...).CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("%s: %v: %s", strings.Join(prepare, " "), err, out)
+		}
+	}
+	args = append([]string{"convert", "-f", "qcow2", p.src}, args...)
 	t0 := time.Now()
 	if out, err := exec.CommandContext(ctx, "qemu-img", args...).CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("qemu-img %s: %v: %s", strings.Join(args, " "), err, out)
@@ -159,21 +181,4 @@ func serve(dir string) (string, func(), error) {
 	s := &http.Server{Handler: http.FileServer(http.Dir(dir))}
 	go s.Serve(l)
 	return "http://" + l.Addr().String(), func() { s.Close() }, nil
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

@@ -2,8 +2,10 @@
 //
 // It makes a fully allocated qcow2 image of --size (random data: nothing to skip), serves it on
 // loopback HTTP, and for each storage class times (a) a plain `qemu-img convert` of that file to
-// the class's target (a qcow2 file; a raw RBD image) and (b) Kumo importing it over HTTP: from
-// the VMInstance create to its VMDisk (source.http, encrypted with the tenant's key) being Ready.
+// the class's target (a qcow2 file; a raw RBD image), (b) the same conversion into an encrypted
+// target made beforehand (what Kumo's disks are), and (c) Kumo importing it over HTTP: from the
+// VMInstance create to its VMDisk (source.http, encrypted with the tenant's key) being Ready.
+// Last, it times opening an encrypted disk of each class (the key derivation each VM start pays).
 // Then it times disks made from golden images on replicated storage, one tenant, --clones each
 // from a small image (the tiny guest) and from the big one: the first pays for the tenant's
 // encrypted copy, later ones are clones and should cost the same whatever the image's size.
@@ -116,7 +118,7 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 	if err := os.Link(o.tinyImage, filepath.Join(imagesDir, "small.qcow2")); err != nil {
-		if err := copyFile(o.tinyImage, filepath.Join(imagesDir, "small.qcow2")); err != nil {
+		if err := kumoserver.CopyFile(o.tinyImage, filepath.Join(imagesDir, "small.qcow2")); err != nil {
 			return fmt.Errorf("small golden image: %w", err)
 		}
 	}
@@ -154,7 +156,11 @@ func run(ctx context.Context, o options) (err error) {
 	var imports []importSample
 	for _, class := range []string{"local", "replicated"} {
 		for r := 0; r < o.rounds; r++ {
-			base, err := plain.run(ctx, class)
+			base, err := plain.run(ctx, class, false)
+			if err != nil {
+				return err
+			}
+			baseEnc, err := plain.run(ctx, class, true)
 			if err != nil {
 				return err
 			}
@@ -162,8 +168,8 @@ func run(ctx context.Context, o options) (err error) {
 			if err != nil {
 				return srv.Annotate(err)
 			}
-			slog.Info("import", "class", class, "round", r, "plain", base, "kumo", took)
-			imports = append(imports, importSample{class: class, plain: base, kumo: took})
+			slog.Info("import", "class", class, "round", r, "plain", base, "plainEncrypted", baseEnc, "kumo", took)
+			imports = append(imports, importSample{class: class, plain: base, plainEnc: baseEnc, kumo: took})
 		}
 	}
 	clones := map[string][]float64{}
@@ -177,6 +183,10 @@ func run(ctx context.Context, o options) (err error) {
 			clones[image] = append(clones[image], took.Seconds())
 		}
 	}
-	printSummary(o, imports, clones)
+	opens, err := measureOpens(ctx, tmp, o.cephConf, o.cephUser, o.pool)
+	if err != nil {
+		return err
+	}
+	printSummary(o, imports, clones, opens)
 	return nil
 }

@@ -9,8 +9,8 @@ import (
 )
 
 type importSample struct {
-	class       string
-	plain, kumo time.Duration
+	class                 string
+	plain, plainEnc, kumo time.Duration
 }
 
 // noise is a fast pseudo-random stream: data that neither compresses nor has zeros to skip.
@@ -29,24 +29,21 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func printSummary(o options, imports []importSample, clones map[string][]float64) {
+func printSummary(o options, imports []importSample, clones map[string][]float64, opens []openCost) {
 	fmt.Printf("\nImport of a %s qcow2 image (fully allocated) over loopback HTTP, encrypted with the tenant's key,\n", o.size.String())
 	fmt.Printf("vs a plain `qemu-img convert` of the same file to the same kind of target, in the same run:\n\n")
-	fmt.Printf("%-11s %14s %14s %8s\n", "class", "plain (med)", "kumo (med)", "ratio")
+	fmt.Printf("%-11s %12s %12s %12s %10s %10s\n", "class", "plain", "plain+LUKS", "kumo", "vs plain", "vs +LUKS")
 	for _, class := range []string{"local", "replicated"} {
-		var plain, kumo []float64
+		var plain, enc, kumo []float64
 		for _, s := range imports {
 			if s.class == class {
-				plain, kumo = append(plain, s.plain.Seconds()), append(kumo, s.kumo.Seconds())
+				plain, enc, kumo = append(plain, s.plain.Seconds()), append(enc, s.plainEnc.Seconds()), append(kumo, s.kumo.Seconds())
 			}
 		}
-		ratio := median(kumo) / median(plain)
-		verdict := "meets"
-		if ratio > o.importGoal {
-			verdict = "MISSES"
-		}
-		fmt.Printf("%-11s %13.2fs %13.2fs %7.2fx  %s the goal of %.2fx\n", class, median(plain), median(kumo), ratio, verdict, o.importGoal)
+		fmt.Printf("%-11s %11.2fs %11.2fs %11.2fs %9.2fx %9.2fx\n", class, median(plain), median(enc), median(kumo),
+			median(kumo)/median(plain), median(kumo)/median(enc))
 	}
+	fmt.Printf("(medians of %d rounds; goal: kumo <= %.2fx the plain conversion)\n", o.rounds, o.importGoal)
 	fmt.Printf("\nDisks from a golden image on replicated storage, one tenant (seconds from VM create to disk Ready):\n\n")
 	var later = map[string]float64{}
 	for _, image := range []string{"small", "big"} {
@@ -60,4 +57,8 @@ func printSummary(o options, imports []importSample, clones map[string][]float64
 	}
 	fmt.Printf("\n2nd and later disks, big image (%s) vs small (kumo-tiny): %.2fx (goal: constant, ~1.0x)\n",
 		o.size.String(), later["big"]/later["small"])
+	fmt.Printf("\nOpening a disk (qemu-img info: what each VM start pays per disk for key derivation):\n\n")
+	for _, c := range opens {
+		fmt.Printf("%-11s unencrypted %6.2fs, encrypted as Kumo makes them %6.2fs (+%.2fs)\n", c.class, c.plain.Seconds(), c.encrypted.Seconds(), (c.encrypted - c.plain).Seconds())
+	}
 }

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"kumo.dev/kumo/bench/internal/kumoserver"
 )
 
 const (
@@ -52,7 +54,7 @@ func captureTemplate(q *qemuProc, runDir, dataDir, dir string) (*template, error
 				continue
 			}
 			dst := filepath.Join(dir, fmt.Sprintf("%d-%s", len(t.files), filepath.Base(src)))
-			if err := copyFile(src, dst); err != nil {
+			if err := kumoserver.CopyFile(src, dst); err != nil {
 				return nil, fmt.Errorf("copy %s for the baseline: %w", src, err)
 			}
 			t.files[src] = dst
@@ -70,7 +72,7 @@ func (t *template) instantiate(dir, dataDir string) ([]string, error) {
 	var pairs []string
 	for src, pristine := range t.files {
 		dst := filepath.Join(dir, filepath.Base(src))
-		if err := copyFile(pristine, dst); err != nil {
+		if err := kumoserver.CopyFile(pristine, dst); err != nil {
 			return nil, err
 		}
 		pairs = append(pairs, src, dst)
@@ -231,21 +233,4 @@ func readUntil(r io.Reader, needle []byte) error {
 			return err
 		}
 	}
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

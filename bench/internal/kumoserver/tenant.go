@@ -3,6 +3,7 @@ package kumoserver
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,4 +27,22 @@ func CreateTenant(ctx context.Context, kumo, adminKubeconfig, name, dir string) 
 	}
 	cfg.QPS, cfg.Burst = 1000, 1000
 	return cfg, nil
+}
+
+// CopyFile copies src to a new file dst (mode 0600).
+func CopyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
