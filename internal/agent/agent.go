@@ -18,8 +18,10 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 
+	"kumo.dev/kumo/internal/controller/events"
 	"kumo.dev/kumo/internal/hypervisor/qemu"
 	"kumo.dev/kumo/internal/storage"
 	"kumo.dev/kumo/internal/storage/ceph"
@@ -70,6 +72,8 @@ type Agent struct {
 	caPEM []byte
 	accel string
 	qemuV string
+	// recorder records events on disks (import steps, failures, resizes); set by Run.
+	recorder record.EventRecorder
 	// fileIDs caches the content IDs of golden image files (see goldenID).
 	fileIDsMu sync.Mutex
 	fileIDs   map[string]fileID
@@ -156,6 +160,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.detect(ctx); err != nil {
 		return err
 	}
+	a.recorder = events.NewRecorder(ctx, a.c, "kumo-agent/"+a.opts.Node)
 	stream, err := a.startStreamServer(ctx)
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -18,6 +19,7 @@ import (
 
 	"kumo.dev/kumo/internal/hypervisor/qemu"
 	"kumo.dev/kumo/internal/storage"
+	"kumo.dev/kumo/internal/storage/importer"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 )
@@ -43,14 +45,25 @@ func (a *Agent) prepareDisk(ctx context.Context, namespace, name string, key sto
 	drv, err := a.drives.For(d)
 	var vol storage.Volume
 	if err == nil {
+		if d.Status.Phase != apps.DiskReady {
+			a.event(d, corev1.EventTypeNormal, "Preparing", fmt.Sprintf("preparing the %s disk on node %s from %s", d.Spec.StorageClass, a.opts.Node, describeSource(d)))
+		}
 		vol, err = drv.Ensure(ctx, d, key, a.importProgress(ctx, d))
 	}
 	if err != nil {
+		reason := "PrepareFailed"
+		if importer.IsRefused(err) {
+			reason = "ImageRefused"
+		}
+		a.event(d, corev1.EventTypeWarning, reason, err.Error())
 		a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
 			cur.Status.Phase = apps.DiskFailed
 			meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionFalse, Reason: "PrepareFailed", Message: err.Error(), ObservedGeneration: cur.Generation})
 		})
 		return preparedDisk{}, fmt.Errorf("disk %s: %w", name, err)
+	}
+	if d.Status.Phase != apps.DiskReady {
+		a.event(d, corev1.EventTypeNormal, "Ready", fmt.Sprintf("disk ready on node %s: %s", a.opts.Node, resource.NewQuantity(vol.SizeBytes, resource.BinarySI)))
 	}
 	if d.Status.Phase != apps.DiskReady || (d.Spec.StorageClass == apps.StorageLocal && d.Status.Node == "") ||
 		d.Status.Size == nil || d.Status.Size.Value() != vol.SizeBytes {
@@ -127,12 +140,14 @@ func (a *Agent) growDisks(ctx context.Context, vm *apps.VMInstance, rt *runtimeV
 		node := fmt.Sprintf("drive-disk%d", i)
 		if err := blockResize(ctx, rt.vm.QMP(), node, want); err != nil {
 			slog.Warn("online resize", "disk", d.Namespace+"/"+d.Name, "err", err)
+			a.event(d, corev1.EventTypeWarning, "ResizeFailed", err.Error())
 			a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
 				meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Resized", Status: metav1.ConditionFalse, Reason: "ResizeFailed", Message: err.Error(), ObservedGeneration: cur.Generation})
 			})
 			continue
 		}
 		slog.Info("disk grown online", "disk", d.Namespace+"/"+d.Name, "size", d.Spec.Storage.String())
+		a.event(d, corev1.EventTypeNormal, "Resized", fmt.Sprintf("grown online to %s while VM %s runs", d.Spec.Storage.String(), vm.Name))
 		a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
 			cur.Status.Size = resource.NewQuantity(want, resource.BinarySI)
 			meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Resized", Status: metav1.ConditionTrue, Reason: "GrownOnline",
@@ -174,6 +189,28 @@ func blockResize(ctx context.Context, mon *qemu.Monitor, node string, want int64
 		size += want - got
 	}
 	return fmt.Errorf("block node %s stays smaller than %d bytes after resizing", node, want)
+}
+
+// event records an event on a disk (when the agent runs; tests may drive it without).
+func (a *Agent) event(d *apps.VMDisk, kind, reason, msg string) {
+	if a.recorder != nil {
+		a.recorder.Event(d, kind, reason, msg)
+	}
+}
+
+// describeSource names a disk's source for events.
+func describeSource(d *apps.VMDisk) string {
+	switch src := d.Spec.Source; {
+	case src.HTTP != nil:
+		return src.HTTP.URL
+	case src.Image != nil:
+		return "golden image " + src.Image.Name
+	case src.Upload != nil:
+		return "an upload"
+	case src.Disk != nil:
+		return "disk " + src.Disk.Name
+	}
+	return "nothing (blank)"
 }
 
 // gcPeriod is how often the agent looks for disk data whose VMDisk is gone.

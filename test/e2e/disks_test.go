@@ -163,6 +163,11 @@ func bootsFromISO(t *testing.T, c *Cluster, kc string, cl *client.Client, ns, vm
 		d.Status.Phase != apps.DiskReady || d.Status.Size == nil || d.Status.Size.Value() >= 1<<30 {
 		t.Errorf("the optical disk keeps the ISO's size, not spec.storage: %+v %v", d.Status, err)
 	}
+	// Each step of the disk's preparation is an event on it.
+	eventually(t, 30*time.Second, "the disk's Preparing and Ready events", func() bool {
+		events := c.MustKumo(t, kc, "get", "events")
+		return strings.Contains(events, "VMDisk/"+vm+"-cd") && strings.Contains(events, "Preparing") && strings.Contains(events, "disk ready on node")
+	})
 }
 
 func TestISOInstallerBootsNextToABlankDisk(t *testing.T) {
