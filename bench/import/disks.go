@@ -134,8 +134,8 @@ func (p *plainConvert) run(ctx context.Context, class string, encrypted bool) (t
 	cleanup()
 	defer cleanup()
 	if prepare != nil {
-		if out, err := exec.CommandContext(ctx, prepare[0], prepare[1:]...).CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("%s: %v: %s", strings.Join(prepare, " "), err, out)
+		if err := runPBKDF(ctx, prepare...); err != nil {
+			return 0, err
 		}
 	}
 	args = append([]string{"convert", "-f", "qcow2", p.src}, args...)
@@ -144,6 +144,22 @@ func (p *plainConvert) run(ctx context.Context, class string, encrypted bool) (t
 		return 0, fmt.Errorf("qemu-img %s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	return time.Since(t0), nil
+}
+
+// runPBKDF runs a command that creates LUKS headers. QEMU times its key derivation on the CPU
+// clock and now and then, on a loaded machine, gives up on the measurement: that is retried.
+func runPBKDF(ctx context.Context, args ...string) error {
+	var out []byte
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if out, err = exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err == nil || !strings.Contains(string(out), "accurate CPU usage") {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
 }
 
 // makeImage writes a qcow2 golden image "big" of size bytes, all of it pseudo-random data,

@@ -26,7 +26,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
@@ -156,17 +158,24 @@ func run(ctx context.Context, o options) (err error) {
 	var imports []importSample
 	for _, class := range []string{"local", "replicated"} {
 		for r := 0; r < o.rounds; r++ {
-			base, err := plain.run(ctx, class, false)
-			if err != nil {
-				return err
+			// Each measurement leaves the OSDs (and the page cache) busy for a while after it
+			// returns: alternate the order so that neither side always runs in the other's wake.
+			var base, baseEnc, took time.Duration
+			steps := []func() error{
+				func() (err error) { base, err = plain.run(ctx, class, false); return err },
+				func() (err error) { baseEnc, err = plain.run(ctx, class, true); return err },
+				func() (err error) {
+					took, err = k.create(ctx, fmt.Sprintf("imp-%s-%d", class, r), class, srvURL+"/"+filepath.Base(src), "")
+					return srv.Annotate(err)
+				},
 			}
-			baseEnc, err := plain.run(ctx, class, true)
-			if err != nil {
-				return err
+			if r%2 == 1 {
+				slices.Reverse(steps)
 			}
-			took, err := k.create(ctx, fmt.Sprintf("imp-%s-%d", class, r), class, srvURL+"/"+filepath.Base(src), "")
-			if err != nil {
-				return srv.Annotate(err)
+			for _, step := range steps {
+				if err := step(); err != nil {
+					return err
+				}
 			}
 			slog.Info("import", "class", class, "round", r, "plain", base, "plainEncrypted", baseEnc, "kumo", took)
 			imports = append(imports, importSample{class: class, plain: base, plainEnc: baseEnc, kumo: took})

@@ -42,8 +42,8 @@ func measureOpens(ctx context.Context, dir, cephConf, cephUser, pool string) ([]
 		{"qemu-img", "create", "-q", "-f", "qcow2", "--object", sec, "-o", "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10", localEnc, "1G"},
 	}
 	for _, s := range setup {
-		if out, err := exec.CommandContext(ctx, s[0], s[1:]...).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("%s: %v: %s", strings.Join(s, " "), err, out)
+		if err := runPBKDF(ctx, s...); err != nil {
+			return nil, err
 		}
 	}
 	for _, img := range []string{rbdPlain, rbdEnc} {

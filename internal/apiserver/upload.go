@@ -150,8 +150,21 @@ func (u *uploadREST) receive(ctx context.Context, body io.Reader, path string) (
 		}
 		return "", importer.Info{}, err
 	}
+	// The staged upload must outlive a crash of the server until a node has fetched it.
+	if err := syncFile(tmp); err != nil {
+		return "", importer.Info{}, err
+	}
 	if err := os.Rename(tmp, path); err != nil {
 		return "", importer.Info{}, err
 	}
 	return fmt.Sprintf("uploaded a %s image of %d bytes (virtual size)", info.Format, info.VirtualSize), info, nil
+}
+
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }

@@ -61,7 +61,9 @@ func Download(ctx context.Context, url, dst string, progress Progress) error {
 	return Decompress(ctx, counted, dst)
 }
 
-// Decompress copies r into dst, undoing gzip or xz compression when present.
+// Decompress copies r into dst, undoing gzip or xz compression when present. dst is a scratch
+// file: it is not synced to disk (that would cost about as much as writing it again); a caller
+// keeping it across a crash syncs it itself.
 func Decompress(ctx context.Context, r io.Reader, dst string) error {
 	br := bufio.NewReaderSize(r, 1<<20)
 	head, _ := br.Peek(6)
@@ -88,7 +90,7 @@ func Decompress(ctx context.Context, r io.Reader, dst string) error {
 		if err := cmd.Run(); err != nil {
 			return refuse("corrupt xz stream: %s", lastLine(stderr.String()+" "+err.Error()))
 		}
-		return f.Sync()
+		return nil
 	}
 	n, err := io.Copy(f, io.LimitReader(src, MaxDownload+1))
 	if err != nil {
@@ -100,7 +102,7 @@ func Decompress(ctx context.Context, r io.Reader, dst string) error {
 	if n > MaxDownload {
 		return refuse("image is larger than %s", humanBytes(MaxDownload))
 	}
-	return f.Sync()
+	return nil
 }
 
 type countingReader struct {
