@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -203,18 +204,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 	}()
-	go func() {
-		t := time.NewTicker(gcPeriod)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				a.collectGarbage(ctx)
-			}
-		}
-	}()
+	go wait.UntilWithContext(ctx, a.collectGarbage, gcPeriod)
 	slog.Info("agent ready", "node", a.opts.Node, "datacenter", a.opts.Datacenter, "accel", a.accel, "qemu", a.qemuV)
 	go func() { <-ctx.Done(); a.queue.ShutDown() }()
 	for {

@@ -10,12 +10,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 )
@@ -71,25 +71,20 @@ func (a *Agent) markReady(n *kumo.Node) {
 
 // heartbeat renews the node's heartbeat (and its image list) about every second.
 func (a *Agent) heartbeat(ctx context.Context) {
-	t := time.NewTicker(HeartbeatPeriod)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		node := &kumo.Node{}
-		if err := a.c.Kumo.Get().Resource("nodes").Name(a.opts.Node).Do(ctx).Into(node); err != nil {
-			slog.Warn("heartbeat: read node", "err", err)
-			continue
-		}
-		a.markReady(node)
-		node.Status.Images = a.local.Images()
-		node.Status.AgentEndpoint, node.Status.AgentCertificate = a.endpoint, a.certPEM
-		if err := a.c.Kumo.Put().Resource("nodes").Name(a.opts.Node).SubResource("status").Body(node).Do(ctx).Error(); err != nil && !apierrors.IsConflict(err) {
-			slog.Warn("heartbeat", "err", err)
-		}
+	wait.UntilWithContext(ctx, a.beat, HeartbeatPeriod)
+}
+
+func (a *Agent) beat(ctx context.Context) {
+	node := &kumo.Node{}
+	if err := a.c.Kumo.Get().Resource("nodes").Name(a.opts.Node).Do(ctx).Into(node); err != nil {
+		slog.Warn("heartbeat: read node", "err", err)
+		return
+	}
+	a.markReady(node)
+	node.Status.Images = a.local.Images()
+	node.Status.AgentEndpoint, node.Status.AgentCertificate = a.endpoint, a.certPEM
+	if err := a.c.Kumo.Put().Resource("nodes").Name(a.opts.Node).SubResource("status").Body(node).Do(ctx).Error(); err != nil && !apierrors.IsConflict(err) {
+		slog.Warn("heartbeat", "err", err)
 	}
 }
 

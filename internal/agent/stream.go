@@ -23,16 +23,16 @@ import (
 	"github.com/gorilla/websocket"
 
 	"kumo.dev/kumo/internal/apiserver"
+	"kumo.dev/kumo/internal/wsstream"
 )
 
 const (
 	// streamCertName is the name in every agent's serving certificate; the server checks it
 	// against the certificate the node published.
 	streamCertName = apiserver.AgentServerName
-	wsBufferSize   = 32 << 10
 )
 
-var upgrader = websocket.Upgrader{ReadBufferSize: wsBufferSize, WriteBufferSize: wsBufferSize, CheckOrigin: func(*http.Request) bool { return true }}
+var upgrader = websocket.Upgrader{ReadBufferSize: wsstream.BufferSize, WriteBufferSize: wsstream.BufferSize, CheckOrigin: func(*http.Request) bool { return true }}
 
 // startStreamServer serves console and VNC streams over HTTPS to the API server only: clients
 // must present a certificate of the cluster CA for the API server's identity.
@@ -212,38 +212,5 @@ func (a *Agent) serveVNC(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer ws.Close()
-	pipeWebSocket(ws, vnc)
-}
-
-// pipeWebSocket copies bytes both ways between a WebSocket and a stream until either ends.
-func pipeWebSocket(ws *websocket.Conn, conn net.Conn) {
-	done := make(chan struct{}, 2)
-	go func() {
-		buf := make([]byte, wsBufferSize)
-		for {
-			n, err := conn.Read(buf)
-			if n > 0 {
-				if werr := ws.WriteMessage(websocket.BinaryMessage, buf[:n]); werr != nil {
-					break
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		done <- struct{}{}
-	}()
-	go func() {
-		for {
-			_, msg, err := ws.ReadMessage()
-			if err != nil {
-				break
-			}
-			if _, err := conn.Write(msg); err != nil {
-				break
-			}
-		}
-		done <- struct{}{}
-	}()
-	<-done
+	wsstream.Pipe(ws, vnc)
 }

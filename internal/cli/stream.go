@@ -20,6 +20,8 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/rest"
 	cmdutil "k8s.io/kubectl/pkg/cmd/util"
+
+	"kumo.dev/kumo/internal/wsstream"
 )
 
 // escapeByte (Ctrl+]) leaves an interactive console, as in telnet and virtctl.
@@ -228,7 +230,7 @@ func newVNCCmd(f cmdutil.Factory, streams genericiooptions.IOStreams) *cobra.Com
 						return
 					}
 					defer ws.Close()
-					pipe(ws, conn)
+					wsstream.Pipe(ws, conn)
 				}()
 			}
 		},
@@ -236,35 +238,4 @@ func newVNCCmd(f cmdutil.Factory, streams genericiooptions.IOStreams) *cobra.Com
 	cmd.Flags().IntVar(&port, "port", 0, "local port (default: a free one)")
 	cmd.Flags().BoolVar(&proxyOnly, "proxy-only", false, "only proxy; print the port as JSON, like virtctl")
 	return cmd
-}
-
-// pipe copies between a WebSocket and a TCP connection until either side ends.
-func pipe(ws *websocket.Conn, conn net.Conn) {
-	done := make(chan struct{}, 2)
-	go func() {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := conn.Read(buf)
-			if n > 0 && ws.WriteMessage(websocket.BinaryMessage, buf[:n]) != nil {
-				break
-			}
-			if err != nil {
-				break
-			}
-		}
-		done <- struct{}{}
-	}()
-	go func() {
-		for {
-			_, msg, err := ws.ReadMessage()
-			if err != nil {
-				break
-			}
-			if _, err := conn.Write(msg); err != nil {
-				break
-			}
-		}
-		done <- struct{}{}
-	}()
-	<-done
 }

@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -82,18 +83,7 @@ func (ctl *Controller) Run(ctx context.Context) {
 	if !cache.WaitForCacheSync(ctx.Done(), ctl.inf.VMs.HasSynced, ctl.inf.Nodes.HasSynced, ctl.inf.Types.HasSynced, ctl.inf.Disks.HasSynced) {
 		return
 	}
-	go func() {
-		t := time.NewTicker(resync)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				ctl.requeuePending()
-			}
-		}
-	}()
+	go wait.Until(ctl.requeuePending, resync, ctx.Done())
 	for {
 		key, quit := ctl.queue.Get()
 		if quit {

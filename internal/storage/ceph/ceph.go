@@ -132,7 +132,7 @@ func (d *Driver) copyIn(ctx context.Context, disk *apps.VMDisk, img *storage.RBD
 		}
 		want = (src.size + 1<<20 - 1) &^ (1<<20 - 1) // RBD sizes are whole MiB: the medium ends in zeros
 	} else if src.size > want {
-		return 0, &importer.RefusedError{Reason: fmt.Sprintf("the source is %s, larger than spec.storage %s", human(src.size), disk.Spec.Storage.String())}
+		return 0, &importer.RefusedError{Reason: fmt.Sprintf("the source is %s, larger than spec.storage %s", importer.HumanBytes(src.size), disk.Spec.Storage.String())}
 	}
 	if created == nil {
 		if err := d.cloneBase(ctx, disk, img, key, "", want); err != nil {
@@ -160,12 +160,8 @@ func (d *Driver) fetch(ctx context.Context, disk *apps.VMDisk, report func(int))
 	nothing := func() {}
 	switch src := disk.Spec.Source; {
 	case src.Image != nil:
-		golden := filepath.Join(d.ImagesDir, src.Image.Name+".qcow2")
-		info, err := importer.Inspect(ctx, golden)
-		if err != nil {
-			return source{}, nothing, fmt.Errorf("golden image %s: %w", src.Image.Name, err)
-		}
-		return source{file: golden, info: info, size: info.VirtualSize}, nothing, nil
+		gs, err := d.goldenSource(ctx, src.Image.Name)
+		return gs, nothing, err
 	case src.HTTP != nil || (src.Upload != nil && d.Uploads != nil):
 		var fetch importer.Fetcher = func(ctx context.Context, dst string, p importer.Progress) error {
 			return d.Uploads(ctx, disk.Namespace, disk.Name, dst, p)
@@ -209,6 +205,16 @@ func (d *Driver) fetch(ctx context.Context, disk *apps.VMDisk, report func(int))
 	return source{}, nothing, nil
 }
 
+// goldenSource is the node's cached copy of a golden image, inspected.
+func (d *Driver) goldenSource(ctx context.Context, name string) (source, error) {
+	golden := filepath.Join(d.ImagesDir, name+".qcow2")
+	info, err := importer.Inspect(ctx, golden)
+	if err != nil {
+		return source{}, fmt.Errorf("golden image %s: %w", name, err)
+	}
+	return source{file: golden, info: info, size: info.VirtualSize}, nil
+}
+
 // createEncrypted creates an image whose encrypted payload holds size bytes, LUKS2-formatted
 // with the tenant's key.
 func (d *Driver) createEncrypted(ctx context.Context, img *storage.RBDImage, key storage.Key, size int64) error {
@@ -238,8 +244,6 @@ func (d *Driver) rawSize(ctx context.Context, image string) (int64, error) {
 	}
 	return info.Size, nil
 }
-
-func human(b int64) string { return fmt.Sprintf("%.1fGi", float64(b)/(1<<30)) }
 
 // opts are QEMU's options for an encrypted RBD image.
 func (d *Driver) opts(img *storage.RBDImage, secret string) string {

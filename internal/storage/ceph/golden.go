@@ -49,7 +49,7 @@ func (d *Driver) cloneBase(ctx context.Context, disk *apps.VMDisk, img *storage.
 		return fmt.Errorf("tenant copy of golden image %s: %w", golden, err)
 	}
 	if content := baseRaw - 2*luksHeader; content > size {
-		return &importer.RefusedError{Reason: fmt.Sprintf("golden image %s is %s, larger than spec.storage %s", golden, human(content), disk.Spec.Storage.String())}
+		return &importer.RefusedError{Reason: fmt.Sprintf("golden image %s is %s, larger than spec.storage %s", golden, importer.HumanBytes(content), disk.Spec.Storage.String())}
 	}
 	if _, err := d.rbd(ctx, "clone", "--rbd-default-clone-format", "2", base+"@"+baseSnap, spec(img)); err != nil {
 		return fmt.Errorf("clone %s (a cluster needs `ceph osd set-require-min-compat-client mimic` for clones across namespaces): %w", base, err)
@@ -62,7 +62,7 @@ func (d *Driver) cloneBase(ctx context.Context, disk *apps.VMDisk, img *storage.
 		return fmt.Errorf("trim the clone's overlap: %w", err)
 	}
 	if _, err := d.rbd(ctx, "resize", "--no-progress", "--size", mib(size+luksHeader), spec(img)); err != nil {
-		return fmt.Errorf("grow the clone to %s: %w", human(size), err)
+		return fmt.Errorf("grow the clone to %s: %w", importer.HumanBytes(size), err)
 	}
 	return nil
 }
@@ -97,10 +97,7 @@ func (d *Driver) ensureBase(ctx context.Context, namespace, golden string, key s
 
 	var src source
 	if golden != "" {
-		var cleanup func()
-		src, cleanup, err = d.fetch(ctx, &apps.VMDisk{Spec: apps.VMDiskSpec{Source: apps.VMDiskSource{Image: &apps.ImageSource{Name: golden}}}}, func(int) {})
-		defer cleanup()
-		if err != nil {
+		if src, err = d.goldenSource(ctx, golden); err != nil {
 			return "", 0, err
 		}
 	}

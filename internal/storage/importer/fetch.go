@@ -100,7 +100,7 @@ func Decompress(ctx context.Context, r io.Reader, dst string) error {
 		return fmt.Errorf("write %s: %w", dst, err)
 	}
 	if n > MaxDownload {
-		return refuse("image is larger than %s", humanBytes(MaxDownload))
+		return refuse("image is larger than %s", HumanBytes(MaxDownload))
 	}
 	return nil
 }
@@ -130,7 +130,7 @@ type limitedWriter struct {
 
 func (l *limitedWriter) Write(p []byte) (int, error) {
 	if int64(len(p)) > l.left {
-		return 0, refuse("image is larger than %s once decompressed", humanBytes(MaxDownload))
+		return 0, refuse("image is larger than %s once decompressed", HumanBytes(MaxDownload))
 	}
 	l.left -= int64(len(p))
 	return l.w.Write(p)

@@ -107,7 +107,7 @@ func checkInfo(raw qemuImgInfo, path string) error {
 		return refuse("its virtual size is %d bytes", raw.VirtualSize)
 	}
 	if raw.VirtualSize > MaxVirtualSize {
-		return refuse("its virtual size of %s is absurd (limit %s)", humanBytes(raw.VirtualSize), humanBytes(MaxVirtualSize))
+		return refuse("its virtual size of %s is absurd (limit %s)", HumanBytes(raw.VirtualSize), HumanBytes(MaxVirtualSize))
 	}
 	switch raw.FormatSpecific.Type {
 	case "qcow2":
@@ -166,7 +166,8 @@ func lastLine(s string) string {
 	return s
 }
 
-func humanBytes(b int64) string {
+// HumanBytes writes a size in binary units for messages, e.g. "64.0MiB".
+func HumanBytes(b int64) string {
 	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
 	v, i := float64(b), 0
 	for v >= 1024 && i < len(units)-1 {

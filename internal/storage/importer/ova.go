@@ -42,7 +42,7 @@ func unpackOVA(p string) (bool, error) {
 			continue
 		}
 		if h.Size > MaxDownload {
-			return true, refuse("OVA disk %s is larger than %s", h.Name, humanBytes(MaxDownload))
+			return true, refuse("OVA disk %s is larger than %s", h.Name, HumanBytes(MaxDownload))
 		}
 		disk := p + ".ova-disk"
 		out, err := os.OpenFile(disk, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)

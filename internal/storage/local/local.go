@@ -137,7 +137,7 @@ func (d *Driver) fromImage(ctx context.Context, disk *apps.VMDisk, tmp string, k
 		return importer.Convert(ctx, image, importer.Info{Format: "qcow2", VirtualSize: imageSize}, encryptedTarget(tmp, key), nil)
 	}
 	if imageSize > *want {
-		return &importer.RefusedError{Reason: fmt.Sprintf("golden image %s is %s, larger than spec.storage %s", name, human(imageSize), disk.Spec.Storage.String())}
+		return &importer.RefusedError{Reason: fmt.Sprintf("golden image %s is %s, larger than spec.storage %s", name, importer.HumanBytes(imageSize), disk.Spec.Storage.String())}
 	}
 	return d.newEncrypted(ctx, disk.Namespace, tmp, key, *want, image)
 }
@@ -150,29 +150,17 @@ func (d *Driver) fromSource(ctx context.Context, disk *apps.VMDisk, tmp string, 
 			progress(p)
 		}
 	}
-	// The disk's size is known up front unless it is optical: create the encrypted file (its key
-	// derivation takes a while) while the source downloads.
-	var created chan error
-	if !disk.Spec.Optical {
-		created = make(chan error, 1)
-		go func(size int64) { created <- d.newEncrypted(ctx, disk.Namespace, tmp, key, size, "") }(*want)
-	}
 	info, err := importer.Fetch(ctx, fetch, dl, report)
-	if created != nil {
-		if cerr := <-created; err == nil {
-			err = cerr
-		}
-	}
 	if err != nil {
 		return err
 	}
 	if disk.Spec.Optical {
 		*want = info.VirtualSize
-		if err := d.newEncrypted(ctx, disk.Namespace, tmp, key, *want, ""); err != nil {
-			return err
-		}
 	} else if info.VirtualSize > *want {
-		return &importer.RefusedError{Reason: fmt.Sprintf("the image is %s, larger than spec.storage %s", human(info.VirtualSize), disk.Spec.Storage.String())}
+		return &importer.RefusedError{Reason: fmt.Sprintf("the image is %s, larger than spec.storage %s", importer.HumanBytes(info.VirtualSize), disk.Spec.Storage.String())}
+	}
+	if err := d.newEncrypted(ctx, disk.Namespace, tmp, key, *want, ""); err != nil {
+		return err
 	}
 	return importer.Convert(ctx, dl, info, encryptedTarget(tmp, key), func(p int) { report(50 + p/2) })
 }
@@ -189,7 +177,7 @@ func (d *Driver) fromDisk(ctx context.Context, disk *apps.VMDisk, tmp string, ke
 		return err
 	}
 	if srcSize > want {
-		return &importer.RefusedError{Reason: fmt.Sprintf("disk %s is %s, larger than spec.storage %s", disk.Spec.Source.Disk.Name, human(srcSize), disk.Spec.Storage.String())}
+		return &importer.RefusedError{Reason: fmt.Sprintf("disk %s is %s, larger than spec.storage %s", disk.Spec.Source.Disk.Name, importer.HumanBytes(srcSize), disk.Spec.Storage.String())}
 	}
 	if err := d.newEncrypted(ctx, disk.Namespace, tmp, key, want, ""); err != nil {
 		return err
@@ -346,7 +334,3 @@ func run(ctx context.Context, name string, args ...string) error {
 }
 
 func escape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
-
-func human(b int64) string {
-	return fmt.Sprintf("%.1fGi", float64(b)/(1<<30))
-}
