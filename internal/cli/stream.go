@@ -80,13 +80,23 @@ func apiMessage(body []byte) string {
 
 func newConsoleCmd(f cmdutil.Factory, streams genericiooptions.IOStreams) *cobra.Command {
 	var showLog bool
-	var linger time.Duration
+	var linger, timeout time.Duration
+	var until string
 	cmd := &cobra.Command{
 		Use:   "console NAME",
 		Short: "Attach to a VM's serial console (Ctrl+] leaves); --show-log prints what it printed so far",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			var marker *untilMarker
+			switch {
+			case until != "" && showLog:
+				return fmt.Errorf("--until waits on the live console; it does not apply to --show-log")
+			case until != "":
+				marker = newUntilMarker(args[0], until, timeout)
+			case cmd.Flags().Changed("timeout"):
+				return fmt.Errorf("--timeout needs --until")
+			}
 			if showLog {
 				c, ns, err := vmClient(f)
 				if err != nil {
@@ -108,17 +118,20 @@ func newConsoleCmd(f cmdutil.Factory, streams genericiooptions.IOStreams) *cobra
 				return err
 			}
 			defer ws.Close()
-			return attachConsole(ws, streams, linger)
+			return attachConsole(ws, streams, linger, marker)
 		},
 	}
 	cmd.Flags().BoolVar(&showLog, "show-log", false, "print the serial output kept for the current incarnation and exit")
-	cmd.Flags().DurationVar(&linger, "linger", 3*time.Second, "when standard input is not a terminal: how long to keep printing output after it ends")
+	cmd.Flags().DurationVar(&linger, "linger", 3*time.Second, "when standard input is not a terminal: how long to keep printing output after it ends (without --until)")
+	cmd.Flags().StringVar(&until, "until", "", "exit 0 as soon as the console output contains this string (e.g. a marker your input echoes)")
+	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "with --until: fail when the string has not appeared within this time")
 	return cmd
 }
 
 // attachConsole copies the terminal (raw mode) or a pipe to the console and the console to
-// standard output.
-func attachConsole(ws *websocket.Conn, streams genericiooptions.IOStreams, linger time.Duration) error {
+// standard output. With a marker it ends when the marker appears (and fails when it does not in
+// time); without one, a pipe's end is followed by linger.
+func attachConsole(ws *websocket.Conn, streams genericiooptions.IOStreams, linger time.Duration, marker *untilMarker) error {
 	inFile, isFile := streams.In.(*os.File)
 	interactive := isFile && term.IsTerminal(int(inFile.Fd()))
 	if interactive {
@@ -137,11 +150,15 @@ func attachConsole(ws *websocket.Conn, streams genericiooptions.IOStreams, linge
 				if websocket.IsCloseError(err, websocket.CloseNormalClosure) {
 					err = nil
 				}
-				done <- err
+				done <- marker.closed(err)
 				return
 			}
 			if _, err := streams.Out.Write(msg); err != nil {
 				done <- err
+				return
+			}
+			if marker.seen(msg) {
+				done <- nil
 				return
 			}
 		}
@@ -166,6 +183,9 @@ func attachConsole(ws *websocket.Conn, streams genericiooptions.IOStreams, linge
 			}
 			if err != nil {
 				if errors.Is(err, io.EOF) && !interactive {
+					if marker != nil {
+						return // the output ends the command
+					}
 					time.Sleep(linger)
 					done <- nil
 					return
@@ -184,6 +204,9 @@ func attachConsole(ws *websocket.Conn, streams genericiooptions.IOStreams, linge
 		return err
 	case <-interrupt:
 		return nil
+	case <-marker.expired():
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+		return marker.timeoutErr()
 	}
 }
 

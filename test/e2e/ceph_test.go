@@ -39,13 +39,13 @@ func TestReplicatedDisksKeepDataAcrossRestartsInThreeDatacenters(t *testing.T) {
 		})
 	}
 	marker(1)
-	r := Run(kc, "echo KUMO-PERSIST-42 > /dev/vdb; sync; echo written-$((1+1))\n", bins.kumo, "console", "vmr", "--linger", "5s")
+	r := consoleRun(kc, "vmr", "echo KUMO-PERSIST-42 > /dev/vdb; sync; echo written-$((1+1))")
 	if !strings.Contains(r.Stdout, "written-2") {
 		t.Fatalf("writing to the data disk: %s", r)
 	}
 	c.MustKumo(t, kc, "restart", "vmr")
 	marker(2)
-	r = Run(kc, "head -c 15 /dev/vdb; echo\n", bins.kumo, "console", "vmr", "--linger", "5s")
+	r = consoleRun(kc, "vmr", "head -c 15 /dev/vdb; echo")
 	if !strings.Contains(r.Stdout, "KUMO-PERSIST-42") {
 		t.Errorf("data written before the restart is gone: %s", r)
 	}
@@ -56,7 +56,7 @@ func TestReplicatedDisksKeepDataAcrossRestartsInThreeDatacenters(t *testing.T) {
 		t.Fatal(r)
 	}
 	eventually(t, time.Minute, "the replicated disk grown online", func() bool {
-		r := Run(kc, "cat /sys/block/vdb/size\n", bins.kumo, "console", "vmr", "--linger", "3s")
+		r := consoleRun(kc, "vmr", "cat /sys/block/vdb/size")
 		return strings.Contains(r.Stdout, "4194304")
 	})
 

@@ -153,8 +153,7 @@ func bootsFromISO(t *testing.T, c *Cluster, kc string, cl *client.Client, ns, vm
 	eventually(t, 4*time.Minute, vm+"'s marker from the ISO", func() bool {
 		return strings.Contains(c.MustKumo(t, kc, "console", vm, "--show-log"), "KUMO-GUEST-READY hostname="+vm)
 	})
-	r := Run(kc, "echo blank=$(cat /sys/block/vda/size) label=$(dd if=/dev/sr0 bs=2048 skip=16 count=1 2>/dev/null | grep -c KUMOTINY) ro=$(cat /sys/block/sr0/ro)\n",
-		bins.kumo, "console", vm, "--linger", "4s")
+	r := consoleRun(kc, vm, "echo blank=$(cat /sys/block/vda/size) label=$(dd if=/dev/sr0 bs=2048 skip=16 count=1 2>/dev/null | grep -c KUMOTINY) ro=$(cat /sys/block/sr0/ro)")
 	if !strings.Contains(r.Stdout, "blank=2097152 label=1 ro=1") {
 		t.Errorf("in the guest booted from the ISO, want a 1 GiB blank disk and a read-only CD: %s", r)
 	}

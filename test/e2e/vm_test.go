@@ -141,7 +141,7 @@ func TestAllInOneRunsAVMWithConsoleVNCAndLifecycle(t *testing.T) {
 		t.Errorf("marker line: %q", grepLine(log, "KUMO-GUEST-READY"))
 	}
 	// Interactive console through a pipe.
-	r := Run(kc, "echo console-$((40+2))\n", bins.kumo, "console", "vm1", "--linger", "4s")
+	r := consoleRun(kc, "vm1", "echo console-$((40+2))")
 	if r.Err != nil || !strings.Contains(r.Stdout, "console-42") {
 		t.Errorf("kumo console with a pipe: %s", r)
 	}
@@ -166,7 +166,7 @@ func TestAllInOneRunsAVMWithConsoleVNCAndLifecycle(t *testing.T) {
 		return cl.Apps.Get().Namespace(ns).Resource("vmdisks").Name("sys1").Do(context.Background()).Into(d) == nil &&
 			d.Status.Size != nil && d.Status.Size.Value() == 2<<30
 	})
-	if r := Run(kc, "cat /sys/block/vda/size\n", bins.kumo, "console", "vm1", "--linger", "3s"); !strings.Contains(r.Stdout, "4194304") {
+	if r := consoleRun(kc, "vm1", "cat /sys/block/vda/size"); !strings.Contains(r.Stdout, "4194304") {
 		t.Errorf("the guest does not see the grown disk (2 GiB = 4194304 sectors): %s", r)
 	}
 
