@@ -7,6 +7,8 @@ command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v qemu-img >/dev/null || need+=(qemu-utils)
 command -v genisoimage >/dev/null || need+=(genisoimage)
 command -v isoinfo >/dev/null || need+=(genisoimage)
+# The importer's tests decompress .xz images.
+command -v xz >/dev/null || need+=(xz-utils)
 [ -e /usr/share/OVMF/OVMF_CODE.fd ] || [ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
 [ -e /usr/share/seabios/bios.bin ] || need+=(seabios)
 # The tests build a bootable ISO installer from the tiny guest's kernel and initramfs.

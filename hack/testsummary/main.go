@@ -1,79 +1,39 @@
 // Command testsummary reads `go test -json` output and prints the package result lines, the
-// output of failed tests, and a closing "N passed, N failed, N skipped" line. It exits 1 when a
-// test or package failed.
+// compiler errors of packages that did not build, the output of failed tests, every skipped test
+// with the message it skipped with, and a closing "N passed, N failed, N skipped" line. It exits
+// 1 when a test or package failed or a test skipped without an entry in the allow-list
+// (-skips-allowed FILE; without it, no skip is allowed).
 package main
 
 import (
-	"bufio"
-	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
-	"strings"
 )
 
-type event struct {
-	Action  string
-	Package string
-	Test    string
-	Output  string
-	Elapsed float64
-}
-
 func main() {
-	outputs := map[string]*strings.Builder{}
-	var passed, failed, skipped int
-	var failedTests []string
-	pkgFailed := false
-	sc := bufio.NewScanner(os.Stdin)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var e event
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			fmt.Println(sc.Text())
-			continue
+	allowFile := flag.String("skips-allowed", "", "allow-list of skips: lines \"PACKAGE TEST-PATTERN REASON\"")
+	flag.Parse()
+	var allow *allowList
+	if *allowFile != "" {
+		f, err := os.Open(*allowFile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "testsummary: %v\n", err)
+			os.Exit(2)
 		}
-		key := e.Package + " " + e.Test
-		switch e.Action {
-		case "output":
-			if e.Test == "" {
-				if strings.HasPrefix(e.Output, "ok ") || strings.HasPrefix(e.Output, "FAIL") || strings.HasPrefix(e.Output, "?") || strings.Contains(e.Output, "[build failed]") || strings.Contains(e.Output, "[setup failed]") {
-					fmt.Print(e.Output)
-				}
-				if outputs[key] == nil {
-					outputs[key] = &strings.Builder{}
-				}
-				outputs[key].WriteString(e.Output)
-				continue
-			}
-			if outputs[key] == nil {
-				outputs[key] = &strings.Builder{}
-			}
-			outputs[key].WriteString(e.Output)
-		case "pass":
-			if e.Test != "" {
-				passed++
-			}
-		case "skip":
-			if e.Test != "" {
-				skipped++
-			}
-		case "fail":
-			if e.Test != "" {
-				failed++
-				failedTests = append(failedTests, key)
-			} else {
-				pkgFailed = true
-				if b := outputs[key]; b != nil && failed == 0 {
-					fmt.Print(b.String())
-				}
-			}
+		allow, err = parseAllowList(*allowFile, f)
+		f.Close()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "testsummary: %v\n", err)
+			os.Exit(2)
 		}
 	}
-	for _, k := range failedTests {
-		fmt.Printf("\n--- FAIL: %s\n%s", k, outputs[k])
+	res, err := summarize(os.Stdin, os.Stdout, allow)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "testsummary: %v\n", err)
+		os.Exit(2)
 	}
-	fmt.Printf("\n%d passed, %d failed, %d skipped\n", passed, failed, skipped)
-	if failed > 0 || pkgFailed {
+	if !res.ok() {
 		os.Exit(1)
 	}
 }
