@@ -72,27 +72,47 @@ func TestScriptUserDataIsWrappedInMultipart(t *testing.T) {
 	}
 }
 
-func TestWriteISOLabelsTheVolumeCidata(t *testing.T) {
-	if _, err := exec.LookPath("genisoimage"); err != nil {
-		t.Skip("genisoimage not installed")
+// requireISOTools fails (skips only with -short) when the tools to write and read an ISO are
+// missing: hack/install-deps.sh installs both with genisoimage.
+func requireISOTools(t *testing.T) {
+	t.Helper()
+	for _, tool := range []string{"genisoimage", "isoinfo"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if testing.Short() {
+				t.Skipf("%s not installed; skipped with -short", tool)
+			}
+			t.Fatalf("%s not installed (apt-get install genisoimage, or hack/install-deps.sh): %v", tool, err)
+		}
 	}
+}
+
+func TestWriteISOLabelsTheVolumeCidata(t *testing.T) {
+	requireISOTools(t)
 	path := filepath.Join(t.TempDir(), "seed.iso")
 	s := Seed{InstanceID: "kumo-1", Hostname: "vm1", SSHKeys: []string{keyA}}
 	if err := s.WriteISO(path); err != nil {
 		t.Fatal(err)
 	}
+	// The ISO was just built: a reader that cannot read it means a broken seed, not a missing tool.
 	out, err := exec.Command("isoinfo", "-d", "-i", path).CombinedOutput()
 	if err != nil {
-		t.Skipf("isoinfo: %v", err)
+		t.Fatalf("isoinfo -d -i %s on the seed just written: %v\n%s", path, err, out)
 	}
 	if !strings.Contains(string(out), "Volume id: cidata") {
 		t.Errorf("volume label:\n%s", out)
 	}
-	files, _ := exec.Command("isoinfo", "-R", "-i", path, "-x", "/meta-data").Output()
+	files, err := exec.Command("isoinfo", "-R", "-i", path, "-x", "/meta-data").Output()
+	if err != nil {
+		t.Fatalf("isoinfo -x /meta-data from %s: %v", path, err)
+	}
 	if string(files) != string(s.MetaData()) {
 		t.Errorf("meta-data in ISO %q", files)
 	}
-	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
 		t.Errorf("seed mode %o", st.Mode().Perm())
 	}
 }
