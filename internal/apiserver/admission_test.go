@@ -232,9 +232,9 @@ func attrs(op admission.Operation, gr schema.GroupResource, ns, name, sub string
 }
 
 var (
-	admin  = &user.DefaultInfo{Name: auth.AdminUser, Groups: []string{auth.GroupAdmins}}
+	admin      = &user.DefaultInfo{Name: auth.AdminUser, Groups: []string{auth.GroupAdmins}}
 	tenantUser = &user.DefaultInfo{Name: "alice", Groups: []string{auth.GroupTenants, auth.GroupTenantPrefix + "acme"}}
-	node1  = &user.DefaultInfo{Name: auth.NodeUserPrefix + "n1", Groups: []string{auth.GroupNodes}}
+	node1      = &user.DefaultInfo{Name: auth.NodeUserPrefix + "n1", Groups: []string{auth.GroupNodes}}
 )
 
 func TestDeletingADiskOfAStoppedVMIsRefusedNamingIt(t *testing.T) {
