@@ -70,7 +70,7 @@ func (l *lookups) exclusiveDisks(ctx context.Context, vm, old *apps.VMInstance) 
 			continue
 		}
 		errs = append(errs, field.Forbidden(path, fmt.Sprintf(
-			"VMDisk %s is already attached to %s: a disk that is not optical belongs to one VM at a time "+
+			"VMDisk %s is already in use by %s: a disk that is not optical belongs to one VM at a time "+
 				"(clone it with source.disk, or detach it from %s first)", name, vmNames(users), strings.Join(users, ", "))))
 	}
 	return errs
@@ -96,9 +96,9 @@ func usersOf(vms []apps.VMInstance, disk, self string) []string {
 
 func vmNames(names []string) string {
 	if len(names) == 1 {
-		return "VMInstance " + names[0]
+		return "VM " + names[0]
 	}
-	return "VMInstances " + strings.Join(names, ", ")
+	return "VMs " + strings.Join(names, ", ")
 }
 
 // cloneSource checks that a disk cloned from another (source.disk.name) names a disk of the same
@@ -133,7 +133,7 @@ func (a *admissionChecks) diskUnused(ctx context.Context, ns, disk string) error
 	}
 	if users := usersOf(vms, disk, ""); len(users) > 0 {
 		return apierrors.NewConflict(apps.Resource("vmdisks"), disk, fmt.Errorf(
-			"disk is attached to %s; delete the VM or remove the disk from its spec.disks first", vmNames(users)))
+			"disk is in use by %s; delete the VM or remove the disk from its spec.disks first", vmNames(users)))
 	}
 	list, err := a.l.vmDisks.List(genericapirequest.WithNamespace(ctx, ns), &metainternalversion.ListOptions{})
 	if err != nil {

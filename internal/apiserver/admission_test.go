@@ -136,7 +136,7 @@ func TestSecondVMOnALocalDiskIsRefusedNamingTheFirst(t *testing.T) {
 	w.disks.objs = []runtime.Object{disk("root", func(d *apps.VMDisk) { d.Spec.StorageClass = apps.StorageLocal }), disk("other")}
 	w.vms.objs = []runtime.Object{vmUsing("first", "root")}
 	errs := w.lookups().exclusiveDisks(ctxIn(testNS), vmUsing("second", "other", "root"), nil)
-	oneError(t, errs, field.ErrorTypeForbidden, "spec.disks[1].name", "VMDisk root", "VMInstance first")
+	oneError(t, errs, field.ErrorTypeForbidden, "spec.disks[1].name", "VMDisk root", "VM first")
 }
 
 func TestVMsShareAnOpticalDisk(t *testing.T) {
@@ -152,7 +152,7 @@ func TestAbsentDiskNamedByTwoVMsIsExclusive(t *testing.T) {
 	w := newWorld()
 	w.vms.objs = []runtime.Object{vmUsing("first", "later")}
 	errs := w.lookups().exclusiveDisks(ctxIn(testNS), vmUsing("second", "later"), nil)
-	oneError(t, errs, field.ErrorTypeForbidden, "spec.disks[0].name", "VMInstance first")
+	oneError(t, errs, field.ErrorTypeForbidden, "spec.disks[0].name", "VM first")
 }
 
 func TestDiskExclusivityListsEveryOtherUser(t *testing.T) {
@@ -161,7 +161,7 @@ func TestDiskExclusivityListsEveryOtherUser(t *testing.T) {
 	// Two VMs already share it (created before this rule): both are named.
 	w.vms.objs = []runtime.Object{vmUsing("b", "root"), vmUsing("a", "root")}
 	errs := w.lookups().exclusiveDisks(ctxIn(testNS), vmUsing("c", "root"), nil)
-	oneError(t, errs, field.ErrorTypeForbidden, "spec.disks[0].name", "VMInstances a, b")
+	oneError(t, errs, field.ErrorTypeForbidden, "spec.disks[0].name", "VMs a, b")
 }
 
 func TestDiskExclusivityIgnoresOtherNamespacesAndTheVMItself(t *testing.T) {
@@ -185,7 +185,7 @@ func TestDiskExclusivityOnUpdateChecksOnlyAddedDisks(t *testing.T) {
 		t.Fatalf("an update that adds no disk is not refused: %v", errs)
 	}
 	errs := w.lookups().exclusiveDisks(ctxIn(testNS), vmUsing("b", "root", "data"), old)
-	oneError(t, errs, field.ErrorTypeForbidden, "spec.disks[1].name", "VMDisk data", "VMInstance a")
+	oneError(t, errs, field.ErrorTypeForbidden, "spec.disks[1].name", "VMDisk data", "VM a")
 }
 
 func TestDiskExclusivityReportsAnUnreadableStore(t *testing.T) {
@@ -248,11 +248,11 @@ func TestDeletingADiskOfAStoppedVMIsRefusedNamingIt(t *testing.T) {
 	a := w.admission()
 
 	err := a.Validate(context.Background(), attrs(admission.Delete, apps.Resource("vmdisks"), testNS, "data", "", nil, disk("data"), tenantUser), nil)
-	if !apierrors.IsConflict(err) || !strings.Contains(err.Error(), "VMInstances db-vm, web") {
+	if !apierrors.IsConflict(err) || !strings.Contains(err.Error(), "VMs db-vm, web") {
 		t.Fatalf("deleting a disk two VMs name: want 409 naming both, got %v", err)
 	}
 	err = a.Validate(context.Background(), attrs(admission.Delete, apps.Resource("vmdisks"), testNS, "boot", "", nil, disk("boot"), tenantUser), nil)
-	if !apierrors.IsConflict(err) || !strings.Contains(err.Error(), "VMInstance db-vm") {
+	if !apierrors.IsConflict(err) || !strings.Contains(err.Error(), "VM db-vm") {
 		t.Fatalf("deleting the disk of a stopped VM: want 409 naming it, got %v", err)
 	}
 	// deletecollection admits each object without a name in the request.

@@ -179,6 +179,10 @@ func New(cfg Config) (*Server, error) {
 // install registers every kind's storage under its group and version.
 func (s *Server) install() error {
 	st := s.stores
+	diskUploads, imageUploads, err := s.uploads(filepath.Join(filepath.Dir(s.pkiDir), "uploads"))
+	if err != nil {
+		return err
+	}
 	appsInfo := genericapiserver.NewDefaultAPIGroupInfo(apps.GroupName, Scheme, runtime.NewParameterCodec(Scheme), Codecs)
 	appsInfo.VersionedResourcesStorageMap[apps.SchemeGroupVersion.Version] = map[string]rest.Storage{
 		"vminstances": st.vmInstances, "vminstances/status": st.vmInstances.Status,
@@ -189,7 +193,7 @@ func (s *Server) install() error {
 		"vminstances/vnc":     &vmStream{kind: "vnc", vms: st.vmInstances, nodes: st.nodes, clientCert: s.agentClientCert},
 		"vminstances/diskkey": &diskKeyREST{vms: st.vmInstances, keys: st.tenantKeys},
 		"vmdisks":             st.vmDisks, "vmdisks/status": st.vmDisks.Status,
-		"vmdisks/upload": diskUploads(st.vmDisks, filepath.Join(filepath.Dir(s.pkiDir), "uploads")),
+		"vmdisks/upload": diskUploads,
 	}
 	if err := s.generic.InstallAPIGroup(&appsInfo); err != nil {
 		return fmt.Errorf("install %s: %w", apps.GroupName, err)
@@ -204,7 +208,7 @@ func (s *Server) install() error {
 		"tenantkeys":          st.tenantKeys,
 		"goldenimages":        st.goldenImages,
 		"goldenimages/status": st.goldenImages.Status,
-		"goldenimages/upload": imageUploads(st.goldenImages, filepath.Join(filepath.Dir(s.pkiDir), "uploads")),
+		"goldenimages/upload": imageUploads,
 	}
 	if err := s.generic.InstallAPIGroup(&kumoInfo); err != nil {
 		return fmt.Errorf("install %s: %w", kumo.GroupName, err)
