@@ -31,6 +31,7 @@ import (
 	genericfilters "k8s.io/apiserver/pkg/server/filters"
 	genericoptions "k8s.io/apiserver/pkg/server/options"
 	"k8s.io/apiserver/pkg/util/compatibility"
+	restclient "k8s.io/client-go/rest"
 
 	corev1 "k8s.io/api/core/v1"
 	"kumo.dev/kumo/internal/auth"
@@ -71,11 +72,8 @@ type Server struct {
 	agentClientCert tls.Certificate
 }
 
-// ServerClientCN is the identity the server presents to agents.
-const ServerClientCN = "kumo-apiserver"
-
 func agentClientCertificate(ca *pki.CA) (tls.Certificate, error) {
-	pair, err := ca.Issue(ServerClientCN, []string{"kumo:apiserver"}, nil, nil, false)
+	pair, err := ca.Issue(pki.ServerClientCN, []string{"kumo:apiserver"}, nil, nil, false)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("client certificate for agents: %w", err)
 	}
@@ -88,7 +86,8 @@ func (c Config) URL() string {
 }
 
 // New builds the API server: certificates, authentication, authorization, admission, storage
-// of every kind, and the start-up hooks that seed built-in objects and start the controllers.
+// of every kind, and the start-up hook that seeds built-in objects. What else runs beside the
+// API (the controllers) is the daemon's to add with OnStarted.
 func New(cfg Config) (*Server, error) {
 	ca, err := pki.LoadOrCreateCA(cfg.PKIDir)
 	if err != nil {
@@ -170,9 +169,6 @@ func New(cfg Config) (*Server, error) {
 	generic.AddPostStartHookOrDie("kumo-bootstrap", func(ctx genericapiserver.PostStartHookContext) error {
 		return bootstrap(ctx, ctx.LoopbackClientConfig)
 	})
-	generic.AddPostStartHookOrDie("kumo-controllers", func(ctx genericapiserver.PostStartHookContext) error {
-		return startControllers(ctx, ctx.LoopbackClientConfig)
-	})
 	return s, nil
 }
 
@@ -236,6 +232,14 @@ func (s *Server) IssueNodeKubeconfig(path, url, name string) error {
 		return err
 	}
 	return os.WriteFile(path, data, 0o600)
+}
+
+// OnStarted runs fn once the server serves, with a loopback client configuration that has every
+// right (the daemon starts its controllers this way); fn must not block. Call before Run.
+func (s *Server) OnStarted(name string, fn func(ctx context.Context, loopback *restclient.Config) error) error {
+	return s.generic.AddPostStartHook(name, func(ctx genericapiserver.PostStartHookContext) error {
+		return fn(ctx, ctx.LoopbackClientConfig)
+	})
 }
 
 // Run serves until ctx ends.

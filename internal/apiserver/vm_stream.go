@@ -17,12 +17,10 @@ import (
 	"k8s.io/apiserver/pkg/registry/rest"
 
 	"kumo.dev/kumo/internal/apiserver/registry"
+	"kumo.dev/kumo/internal/pki"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 )
-
-// AgentServerName is the TLS name of every agent's self-signed serving certificate.
-const AgentServerName = "kumo-agent"
 
 // vmStream serves vminstances/NAME/console and /vnc: after the request is authenticated and
 // authorized like any other of the tenant, the server proxies the (WebSocket) stream to the agent
@@ -83,7 +81,7 @@ func (s *vmStream) Connect(ctx context.Context, name string, options runtime.Obj
 	transport := &http.Transport{TLSClientConfig: &tls.Config{
 		Certificates: []tls.Certificate{s.clientCert},
 		RootCAs:      roots,
-		ServerName:   AgentServerName,
+		ServerName:   pki.AgentServerName,
 		MinVersion:   tls.VersionTLS12,
 	}}
 	h := proxy.NewUpgradeAwareHandler(loc, transport, false, !opts.ShowLog, proxy.NewErrorResponder(responder))
