@@ -179,14 +179,15 @@ func (s *Server) install() error {
 	if err != nil {
 		return err
 	}
+	agents := newAgentTransports(s.agentClientCert)
 	appsInfo := genericapiserver.NewDefaultAPIGroupInfo(apps.GroupName, Scheme, runtime.NewParameterCodec(Scheme), Codecs)
 	appsInfo.VersionedResourcesStorageMap[apps.SchemeGroupVersion.Version] = map[string]rest.Storage{
 		"vminstances": st.vmInstances, "vminstances/status": st.vmInstances.Status,
 		"vminstances/start":   &vmAction{action: "start", vms: st.vmInstances},
 		"vminstances/stop":    &vmAction{action: "stop", vms: st.vmInstances},
 		"vminstances/restart": &vmAction{action: "restart", vms: st.vmInstances},
-		"vminstances/console": &vmStream{kind: "console", vms: st.vmInstances, nodes: st.nodes, clientCert: s.agentClientCert},
-		"vminstances/vnc":     &vmStream{kind: "vnc", vms: st.vmInstances, nodes: st.nodes, clientCert: s.agentClientCert},
+		"vminstances/console": &vmStream{kind: "console", vms: st.vmInstances, nodes: st.nodes, agents: agents},
+		"vminstances/vnc":     &vmStream{kind: "vnc", vms: st.vmInstances, nodes: st.nodes, agents: agents},
 		"vminstances/diskkey": &diskKeyREST{vms: st.vmInstances, keys: st.tenantKeys},
 		"vmdisks":             st.vmDisks, "vmdisks/status": st.vmDisks.Status,
 		"vmdisks/upload": diskUploads,
