@@ -56,10 +56,10 @@ func tcpConns(t *testing.T, pid, port int, local bool) int {
 	return n
 }
 
-// TestSerialLogRequestsLeakNoConnections: every kumo console --show-log is proxied by the server
+// TestSerialLogsAndConsolesLeakNoConnections: every kumo console --show-log is proxied by the server
 // to the agent; the server reuses its connection to the agent instead of leaving one open per
 // request (measured on kumod's own sockets: the all-in-one holds both ends).
-func TestSerialLogRequestsLeakNoConnections(t *testing.T) {
+func TestSerialLogsAndConsolesLeakNoConnections(t *testing.T) {
 	c := startAllInOne(t)
 	kc := c.NewTenant(t, "logs")
 	cl := c.Client(t, kc)
@@ -108,4 +108,16 @@ func TestSerialLogRequestsLeakNoConnections(t *testing.T) {
 	if agentAfter > agentBefore+1 {
 		t.Errorf("%d serial-log requests left %d more connections open on the agent", n, agentAfter-agentBefore)
 	}
+
+	// Attached consoles (WebSockets) close on both sides when the client leaves.
+	for i := 0; i < 3; i++ {
+		if r := Run(kc, "", bins.kumo, "console", "vm1", "--linger", "100ms"); r.Err != nil {
+			t.Fatal(r)
+		}
+	}
+	eventually(t, 20*time.Second, "the consoles' connections to the agent closed", func() bool {
+		after, agentAfter = tcpConns(t, pid, agentPort, false), tcpConns(t, pid, agentPort, true)
+		return after <= before+1 && agentAfter <= agentBefore+1
+	})
+	t.Logf("after 3 consoles: %d server→agent, %d agent-side connections", after, agentAfter)
 }
