@@ -94,6 +94,10 @@ func TestDiskNamedByAStoppedVMCannotBeDeleted(t *testing.T) {
 	if r := c.Kumo(kc, "delete", "vmdisk", "data"); r.Err == nil || !strings.Contains(r.Stderr, "in use by VM db") {
 		t.Errorf("kumo delete vmdisk of a stopped VM: %s", r)
 	}
+	// Deleting every disk of the namespace at once (deletecollection) keeps it too.
+	if err := cl.Apps.Delete().Namespace(ns).Resource("vmdisks").Do(ctx).Error(); !apierrors.IsConflict(err) {
+		t.Errorf("deletecollection of disks including one a VM names: want 409, got %v", err)
+	}
 	if err := cl.Apps.Get().Namespace(ns).Resource("vmdisks").Name("data").Do(ctx).Error(); err != nil {
 		t.Fatalf("the disk is gone after a refused delete: %v", err)
 	}
