@@ -3,12 +3,16 @@ package cli
 import (
 	"context"
 	"encoding/pem"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/gorilla/websocket"
@@ -107,6 +111,45 @@ func TestWebSocketRefusalCarriesTheServersMessage(t *testing.T) {
 	_, err = dialWebSocket(context.Background(), &rest.Config{Host: srv.URL}, "/ok")
 	if err == nil {
 		t.Fatal("connected to a server with an unknown certificate")
+	}
+}
+
+// TestWebSocketGoesThroughTheConfiguredProxy: a kubeconfig's proxy-url (rest.Config.Proxy) is
+// used for the console as for every other request.
+func TestWebSocketGoesThroughTheConfiguredProxy(t *testing.T) {
+	srv, _ := wsServer(t)
+	var tunnels atomic.Int32
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect {
+			http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
+			return
+		}
+		upstream, err := net.Dial("tcp", r.Host)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		tunnels.Add(1)
+		w.WriteHeader(http.StatusOK)
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			upstream.Close()
+			return
+		}
+		go func() { _, _ = io.Copy(upstream, buf); upstream.Close() }()
+		_, _ = io.Copy(conn, upstream)
+		conn.Close()
+	}))
+	defer proxy.Close()
+	proxyURL, _ := url.Parse(proxy.URL)
+	cfg := &rest.Config{Host: srv.URL, TLSClientConfig: tlsConfigFor(srv), Proxy: http.ProxyURL(proxyURL)}
+	ws, err := dialWebSocket(context.Background(), cfg, "/ok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws.Close()
+	if tunnels.Load() != 1 {
+		t.Errorf("the WebSocket bypassed the configured proxy (%d tunnels)", tunnels.Load())
 	}
 }
 
