@@ -22,14 +22,14 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"kumo.dev/kumo/internal/apiserver"
+	"kumo.dev/kumo/internal/pki"
 	"kumo.dev/kumo/internal/wsstream"
 )
 
 const (
 	// streamCertName is the name in every agent's serving certificate; the server checks it
 	// against the certificate the node published.
-	streamCertName = apiserver.AgentServerName
+	streamCertName = pki.AgentServerName
 )
 
 var upgrader = websocket.Upgrader{ReadBufferSize: wsstream.BufferSize, WriteBufferSize: wsstream.BufferSize, CheckOrigin: func(*http.Request) bool { return true }}
@@ -56,7 +56,7 @@ func (a *Agent) startStreamServer(ctx context.Context) (io.Closer, error) {
 	tlsCfg := &tls.Config{
 		Certificates: []tls.Certificate{cert}, ClientCAs: roots, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12,
 		VerifyPeerCertificate: func(_ [][]byte, chains [][]*x509.Certificate) error {
-			if len(chains) == 0 || chains[0][0].Subject.CommonName != apiserver.ServerClientCN {
+			if len(chains) == 0 || chains[0][0].Subject.CommonName != pki.ServerClientCN {
 				return fmt.Errorf("only the API server may open streams")
 			}
 			return nil

@@ -28,12 +28,20 @@ const LabelTenant = "kumo.dev/tenant"
 // lookups are the stores admission reads. They are filled once the stores exist.
 type lookups struct {
 	namespaces, tenants, instanceTypes, instanceProfiles rest.Getter
-	vmInstances, vmDisks                                 rest.Lister
+	vmInstances                                          rest.Lister
+	vmDisks                                              getLister
+}
+
+// getLister reads single objects and lists.
+type getLister interface {
+	rest.Getter
+	rest.Lister
 }
 
 // admissionChecks enforces what one object's validation cannot see: namespaces belong to live
 // tenants, references to instance types and profiles resolve, a tenant holding VMs or disks is
-// not deleted, and a node registers only itself.
+// not deleted, a disk a VM names is not deleted (admission_disks.go), and a node registers only
+// itself.
 type admissionChecks struct{ l *lookups }
 
 var _ admission.ValidationInterface = &admissionChecks{}
@@ -50,17 +58,17 @@ func (a *admissionChecks) Validate(ctx context.Context, attr admission.Attribute
 	if attr.GetSubresource() != "" && !(gr == kumo.Resource("tenants") && attr.GetSubresource() == "token") {
 		return nil
 	}
-	switch {
+	switch name := objectName(attr); {
 	case attr.GetOperation() == admission.Create && attr.GetNamespace() != "" && gr != coreResource("namespaces"):
 		if err := a.namespaceAccepts(ctx, attr.GetNamespace(), gr); err != nil {
 			return err
 		}
 	case attr.GetOperation() == admission.Delete && gr == kumo.Resource("tenants"):
-		return a.tenantEmpty(ctx, attr.GetName())
+		return a.tenantEmpty(ctx, name)
 	case attr.GetOperation() == admission.Delete && gr == coreResource("namespaces"):
-		return a.namespaceDeletable(ctx, attr.GetName())
+		return a.namespaceDeletable(ctx, name)
 	case attr.GetOperation() == admission.Delete && gr == apps.Resource("vmdisks"):
-		return a.diskUnused(ctx, attr.GetNamespace(), attr.GetName())
+		return a.diskUnused(ctx, attr.GetNamespace(), name)
 	}
 	if gr == kumo.Resource("nodes") {
 		if n := auth.NodeOf(attr.GetUserInfo()); n != "" && attr.GetOperation() == admission.Create && attr.GetName() != n {
@@ -68,6 +76,21 @@ func (a *admissionChecks) Validate(ctx context.Context, attr admission.Attribute
 		}
 	}
 	return nil
+}
+
+// objectName is the name of the object a request is about. A delete of a whole collection
+// (deletecollection) is admitted object by object with no name in the request: the name is then
+// the deleted object's.
+func objectName(attr admission.Attributes) string {
+	if n := attr.GetName(); n != "" {
+		return n
+	}
+	if old := attr.GetOldObject(); old != nil {
+		if m, err := meta.Accessor(old); err == nil {
+			return m.GetName()
+		}
+	}
+	return ""
 }
 
 // namespaceAccepts refuses new objects in a namespace that does not exist, is being deleted, or
@@ -193,26 +216,6 @@ func nodeOwnsStatus(node string, gr schema.GroupResource, name string, obj, old 
 		}
 		if d.Status.Node != "" && d.Status.Node != node {
 			return forbid("node %q may not place a disk on node %q", node, d.Status.Node)
-		}
-	}
-	return nil
-}
-
-// diskUnused refuses to delete a disk while a VM that has it attached runs (or is about to).
-func (a *admissionChecks) diskUnused(ctx context.Context, ns, disk string) error {
-	list, err := a.l.vmInstances.List(genericapirequest.WithNamespace(ctx, ns), &metainternalversion.ListOptions{})
-	if err != nil {
-		return err
-	}
-	for _, vm := range list.(*apps.VMInstanceList).Items {
-		if vm.Status.Node == "" {
-			continue
-		}
-		for _, ref := range vm.Spec.Disks {
-			if ref.Name == disk {
-				return apierrors.NewConflict(apps.Resource("vmdisks"), disk, fmt.Errorf(
-					"disk is in use by VM %s (phase %s on node %s); stop the VM or detach the disk first", vm.Name, vm.Status.Phase, vm.Status.Node))
-			}
 		}
 	}
 	return nil

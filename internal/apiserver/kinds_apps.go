@@ -29,10 +29,12 @@ func vmInstanceKind(refs *lookups) *registry.Kind {
 		},
 		PrepareForUpdate: func(o, old runtime.Object) { reconcileRunning(vm(o), vm(old)) },
 		Validate: func(ctx context.Context, o runtime.Object) field.ErrorList {
-			return append(validation.ValidateVMInstance(vm(o)), refs.vmReferences(ctx, vm(o), nil)...)
+			errs := append(validation.ValidateVMInstance(vm(o)), refs.vmReferences(ctx, vm(o), nil)...)
+			return append(errs, refs.exclusiveDisks(ctx, vm(o), nil)...)
 		},
 		ValidateUpdate: func(ctx context.Context, o, old runtime.Object) field.ErrorList {
-			return append(validation.ValidateVMInstanceUpdate(vm(o), vm(old)), refs.vmReferences(ctx, vm(o), vm(old))...)
+			errs := append(validation.ValidateVMInstanceUpdate(vm(o), vm(old)), refs.vmReferences(ctx, vm(o), vm(old))...)
+			return append(errs, refs.exclusiveDisks(ctx, vm(o), vm(old))...)
 		},
 		Table: registry.Table{
 			{Name: "Phase", Type: "string", Description: "Coarse state of the VM", Value: func(o runtime.Object) interface{} { return string(vm(o).Status.Phase) }},
@@ -62,7 +64,7 @@ func reconcileRunning(vm, old *apps.VMInstance) {
 	}
 }
 
-func vmDiskKind() *registry.Kind {
+func vmDiskKind(refs *lookups) *registry.Kind {
 	disk := func(o runtime.Object) *apps.VMDisk { return o.(*apps.VMDisk) }
 	return &registry.Kind{
 		Resource: apps.Resource("vmdisks"), Singular: "vmdisk", ShortNames: []string{"vmd"},
@@ -75,7 +77,9 @@ func vmDiskKind() *registry.Kind {
 			disk(o).Status.Phase = apps.DiskPending
 		},
 		PrepareForUpdate: func(o, old runtime.Object) { apps.SetDefaultsVMDisk(disk(o)) },
-		Validate:         func(_ context.Context, o runtime.Object) field.ErrorList { return validation.ValidateVMDisk(disk(o)) },
+		Validate: func(ctx context.Context, o runtime.Object) field.ErrorList {
+			return append(validation.ValidateVMDisk(disk(o)), refs.cloneSource(ctx, disk(o))...)
+		},
 		ValidateUpdate: func(_ context.Context, o, old runtime.Object) field.ErrorList {
 			return validation.ValidateVMDiskUpdate(disk(o), disk(old))
 		},

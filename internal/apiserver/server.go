@@ -31,6 +31,7 @@ import (
 	genericfilters "k8s.io/apiserver/pkg/server/filters"
 	genericoptions "k8s.io/apiserver/pkg/server/options"
 	"k8s.io/apiserver/pkg/util/compatibility"
+	restclient "k8s.io/client-go/rest"
 
 	corev1 "k8s.io/api/core/v1"
 	"kumo.dev/kumo/internal/auth"
@@ -71,11 +72,8 @@ type Server struct {
 	agentClientCert tls.Certificate
 }
 
-// ServerClientCN is the identity the server presents to agents.
-const ServerClientCN = "kumo-apiserver"
-
 func agentClientCertificate(ca *pki.CA) (tls.Certificate, error) {
-	pair, err := ca.Issue(ServerClientCN, []string{"kumo:apiserver"}, nil, nil, false)
+	pair, err := ca.Issue(pki.ServerClientCN, []string{"kumo:apiserver"}, nil, nil, false)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("client certificate for agents: %w", err)
 	}
@@ -88,7 +86,8 @@ func (c Config) URL() string {
 }
 
 // New builds the API server: certificates, authentication, authorization, admission, storage
-// of every kind, and the start-up hooks that seed built-in objects and start the controllers.
+// of every kind, and the start-up hook that seeds built-in objects. What else runs beside the
+// API (the controllers) is the daemon's to add with OnStarted.
 func New(cfg Config) (*Server, error) {
 	ca, err := pki.LoadOrCreateCA(cfg.PKIDir)
 	if err != nil {
@@ -170,26 +169,28 @@ func New(cfg Config) (*Server, error) {
 	generic.AddPostStartHookOrDie("kumo-bootstrap", func(ctx genericapiserver.PostStartHookContext) error {
 		return bootstrap(ctx, ctx.LoopbackClientConfig)
 	})
-	generic.AddPostStartHookOrDie("kumo-controllers", func(ctx genericapiserver.PostStartHookContext) error {
-		return startControllers(ctx, ctx.LoopbackClientConfig)
-	})
 	return s, nil
 }
 
 // install registers every kind's storage under its group and version.
 func (s *Server) install() error {
 	st := s.stores
+	diskUploads, imageUploads, err := s.uploads(filepath.Join(filepath.Dir(s.pkiDir), "uploads"))
+	if err != nil {
+		return err
+	}
+	agents := newAgentTransports(s.agentClientCert)
 	appsInfo := genericapiserver.NewDefaultAPIGroupInfo(apps.GroupName, Scheme, runtime.NewParameterCodec(Scheme), Codecs)
 	appsInfo.VersionedResourcesStorageMap[apps.SchemeGroupVersion.Version] = map[string]rest.Storage{
 		"vminstances": st.vmInstances, "vminstances/status": st.vmInstances.Status,
 		"vminstances/start":   &vmAction{action: "start", vms: st.vmInstances},
 		"vminstances/stop":    &vmAction{action: "stop", vms: st.vmInstances},
 		"vminstances/restart": &vmAction{action: "restart", vms: st.vmInstances},
-		"vminstances/console": &vmStream{kind: "console", vms: st.vmInstances, nodes: st.nodes, clientCert: s.agentClientCert},
-		"vminstances/vnc":     &vmStream{kind: "vnc", vms: st.vmInstances, nodes: st.nodes, clientCert: s.agentClientCert},
+		"vminstances/console": &vmStream{kind: "console", vms: st.vmInstances, nodes: st.nodes, agents: agents},
+		"vminstances/vnc":     &vmStream{kind: "vnc", vms: st.vmInstances, nodes: st.nodes, agents: agents},
 		"vminstances/diskkey": &diskKeyREST{vms: st.vmInstances, keys: st.tenantKeys},
 		"vmdisks":             st.vmDisks, "vmdisks/status": st.vmDisks.Status,
-		"vmdisks/upload": diskUploads(st.vmDisks, filepath.Join(filepath.Dir(s.pkiDir), "uploads")),
+		"vmdisks/upload": diskUploads,
 	}
 	if err := s.generic.InstallAPIGroup(&appsInfo); err != nil {
 		return fmt.Errorf("install %s: %w", apps.GroupName, err)
@@ -204,7 +205,7 @@ func (s *Server) install() error {
 		"tenantkeys":          st.tenantKeys,
 		"goldenimages":        st.goldenImages,
 		"goldenimages/status": st.goldenImages.Status,
-		"goldenimages/upload": imageUploads(st.goldenImages, filepath.Join(filepath.Dir(s.pkiDir), "uploads")),
+		"goldenimages/upload": imageUploads,
 	}
 	if err := s.generic.InstallAPIGroup(&kumoInfo); err != nil {
 		return fmt.Errorf("install %s: %w", kumo.GroupName, err)
@@ -232,6 +233,14 @@ func (s *Server) IssueNodeKubeconfig(path, url, name string) error {
 		return err
 	}
 	return os.WriteFile(path, data, 0o600)
+}
+
+// OnStarted runs fn once the server serves, with a loopback client configuration that has every
+// right (the daemon starts its controllers this way); fn must not block. Call before Run.
+func (s *Server) OnStarted(name string, fn func(ctx context.Context, loopback *restclient.Config) error) error {
+	return s.generic.AddPostStartHook(name, func(ctx genericapiserver.PostStartHookContext) error {
+		return fn(ctx, ctx.LoopbackClientConfig)
+	})
 }
 
 // Run serves until ctx ends.

@@ -26,7 +26,7 @@ func (s *stores) build(opts generic.RESTOptionsGetter, refs *lookups) error {
 		dst  **registry.Storage
 		kind *registry.Kind
 	}{
-		{&s.vmInstances, vmInstanceKind(refs)}, {&s.vmDisks, vmDiskKind()},
+		{&s.vmInstances, vmInstanceKind(refs)}, {&s.vmDisks, vmDiskKind(refs)},
 		{&s.instanceTypes, instanceTypeKind()}, {&s.instanceProfiles, instanceProfileKind()},
 		{&s.tenants, tenantKind()}, {&s.nodes, nodeKind()},
 		{&s.namespaces, namespaceKind()}, {&s.events, eventKind()}, {&s.tenantKeys, tenantKeyKind()}, {&s.goldenImages, goldenImageKind()},

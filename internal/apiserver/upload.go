@@ -5,18 +5,25 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/rest"
+	genericapiserver "k8s.io/apiserver/pkg/server"
 
 	"kumo.dev/kumo/internal/apiserver/registry"
 	"kumo.dev/kumo/internal/auth"
@@ -39,6 +46,82 @@ type uploadREST struct {
 	accepts func(obj runtime.Object) error
 	// uploaded records a received upload in the object's status.
 	uploaded func(obj runtime.Object, msg string, info importer.Info)
+
+	mu sync.Mutex
+	// receiving holds the objects (by UID) an upload is being received for: one at a time.
+	receiving map[types.UID]bool
+}
+
+// Staged uploads live under dir/<resource>/<namespace or _cluster>/<UID>.img, received into
+// <UID>.img.receiving first: a file belongs to one object, never to a later one of the same name.
+const (
+	stagedSuffix    = ".img"
+	receivingSuffix = ".receiving"
+)
+
+func (u *uploadREST) stagedPath(ns string, uid types.UID) string {
+	if ns == "" {
+		ns = "_cluster"
+	}
+	return filepath.Join(u.dir, u.resource.Resource, ns, string(uid)+stagedSuffix)
+}
+
+// begin claims the right to receive an upload for uid; false while another upload runs.
+func (u *uploadREST) begin(uid types.UID) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.receiving == nil {
+		u.receiving = map[types.UID]bool{}
+	}
+	if u.receiving[uid] {
+		return false
+	}
+	u.receiving[uid] = true
+	return true
+}
+
+func (u *uploadREST) end(uid types.UID) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	delete(u.receiving, uid)
+}
+
+// forget removes what was staged for a deleted object (the store's AfterDelete hook). An upload
+// still being received then fails: its file is gone.
+func (u *uploadREST) forget(obj runtime.Object, _ *metav1.DeleteOptions) {
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return
+	}
+	path := u.stagedPath(m.GetNamespace(), m.GetUID())
+	for _, p := range []string{path, path + receivingSuffix} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			slog.Error("remove the staged upload of a deleted object", "resource", u.resource.String(), "object", m.GetNamespace()+"/"+m.GetName(), "file", p, "err", err)
+		}
+	}
+}
+
+// uploads builds the upload subresources of disks and golden images, staging under dir: staged
+// files go with their object, and uploads a stopped server was receiving are removed now.
+func (s *Server) uploads(dir string) (disks, images *uploadREST, err error) {
+	if err := removeReceiving(dir); err != nil {
+		return nil, nil, err
+	}
+	disks, images = diskUploads(s.stores.vmDisks, dir), imageUploads(s.stores.goldenImages, dir)
+	for _, u := range []*uploadREST{disks, images} {
+		u.store.AfterDelete = u.forget
+		hook := "kumo-orphaned-uploads-" + u.resource.Resource
+		u := u
+		if err := s.generic.AddPostStartHook(hook, func(ctx genericapiserver.PostStartHookContext) error {
+			if err := u.removeOrphans(ctx); err != nil {
+				slog.Error("clean orphaned uploads", "resource", u.resource.String(), "err", err)
+			}
+			return nil
+		}); err != nil {
+			return nil, nil, err
+		}
+	}
+	return disks, images, nil
 }
 
 func diskUploads(disks *registry.Storage, dir string) *uploadREST {
@@ -94,13 +177,14 @@ func (u *uploadREST) Connect(ctx context.Context, name string, _ runtime.Object,
 	if err != nil {
 		return nil, err
 	}
-	ns, _ := genericapirequest.NamespaceFrom(ctx)
-	if ns == "" {
-		ns = "_cluster"
+	m, err := meta.Accessor(got)
+	if err != nil {
+		return nil, err
 	}
+	uid := m.GetUID()
 	user, _ := genericapirequest.UserFrom(ctx)
 	isNode := user != nil && auth.NodeOf(user) != ""
-	path := filepath.Join(u.dir, u.resource.Resource, ns, name+".img")
+	path := u.stagedPath(m.GetNamespace(), uid)
 	sub := schema.GroupResource{Group: u.resource.Group, Resource: u.resource.Resource + "/upload"}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
@@ -119,15 +203,44 @@ func (u *uploadREST) Connect(ctx context.Context, name string, _ runtime.Object,
 				responder.Error(apierrors.NewConflict(u.resource, name, err))
 				return
 			}
+			if !u.begin(uid) {
+				responder.Error(apierrors.NewConflict(u.resource, name, errors.New("another upload to it is in progress; one upload at a time")))
+				return
+			}
+			defer u.end(uid)
 			msg, info, err := u.receive(r.Context(), r.Body, path)
 			if err != nil {
 				responder.Error(err)
 				return
 			}
-			_ = update(ctx, u.store.Status, name, func(obj runtime.Object) { u.uploaded(obj, msg, info) })
+			if err := u.record(ctx, name, uid, func(obj runtime.Object) { u.uploaded(obj, msg, info) }); err != nil {
+				if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+					// Deleted (or replaced by a namesake) while the upload ran: nothing may use the file.
+					_ = os.Remove(path)
+				}
+				responder.Error(err)
+				return
+			}
 			responder.Object(http.StatusOK, &metav1.Status{Status: metav1.StatusSuccess, Message: msg})
 		}
 	}), nil
+}
+
+// record writes a received upload into the status of the object it was received for, and of no
+// namesake created since.
+func (u *uploadREST) record(ctx context.Context, name string, uid types.UID, mutate func(runtime.Object)) error {
+	info := rest.DefaultUpdatedObjectInfo(nil, func(ctx context.Context, _, stored runtime.Object) (runtime.Object, error) {
+		if m, err := meta.Accessor(stored); err != nil || m.GetUID() != uid {
+			return nil, apierrors.NewConflict(u.resource, name, errors.New("it was deleted and created again while the upload ran; upload again"))
+		}
+		obj := stored.DeepCopyObject()
+		mutate(obj)
+		return obj, nil
+	})
+	if _, _, err := u.store.Status.Update(ctx, name, info, nil, rest.ValidateAllObjectUpdateFunc, false, &metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("record the upload in the status of %s %s: %w", u.resource.Resource, name, err)
+	}
+	return nil
 }
 
 // receive stages an upload and inspects it; a refused image is removed.
@@ -135,7 +248,7 @@ func (u *uploadREST) receive(ctx context.Context, body io.Reader, path string) (
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", importer.Info{}, err
 	}
-	tmp := path + ".receiving"
+	tmp := path + receivingSuffix
 	defer os.Remove(tmp)
 	if err := importer.Decompress(ctx, body, tmp); err != nil {
 		if importer.IsRefused(err) {
@@ -167,4 +280,75 @@ func syncFile(path string) error {
 	}
 	defer f.Close()
 	return f.Sync()
+}
+
+// removeReceiving deletes the half-received uploads a stopped server left under dir: no upload
+// is being received before the server serves.
+func removeReceiving(dir string) error {
+	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if e.Type().IsRegular() && strings.HasSuffix(p, receivingSuffix) {
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			slog.Info("removed an upload cut by a restart", "file", p)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("clean interrupted uploads under %s: %w", dir, err)
+	}
+	return nil
+}
+
+// removeOrphans deletes staged uploads whose object is gone (deleted while the server was down,
+// or before forget could run). Files are listed before objects, so an upload staged meanwhile
+// belongs to an object the list sees.
+func (u *uploadREST) removeOrphans(ctx context.Context) error {
+	root := filepath.Join(u.dir, u.resource.Resource)
+	var staged []string
+	err := filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err == nil && e.Type().IsRegular() && strings.HasSuffix(p, stagedSuffix) {
+			staged = append(staged, p)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("list staged uploads under %s: %w", root, err)
+	}
+	if len(staged) == 0 {
+		return nil
+	}
+	list, err := u.store.List(ctx, &metainternalversion.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list %s: %w", u.resource, err)
+	}
+	live := map[string]bool{}
+	if err := meta.EachListItem(list, func(o runtime.Object) error {
+		m, err := meta.Accessor(o)
+		if err == nil {
+			live[u.stagedPath(m.GetNamespace(), m.GetUID())] = true
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	for _, p := range staged {
+		if live[p] {
+			continue
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove orphaned upload: %w", err)
+		}
+		slog.Info("removed the staged upload of a deleted object", "file", p)
+	}
+	return nil
 }

@@ -2,8 +2,6 @@ package apiserver
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -21,17 +19,15 @@ import (
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 )
 
-// AgentServerName is the TLS name of every agent's self-signed serving certificate.
-const AgentServerName = "kumo-agent"
-
 // vmStream serves vminstances/NAME/console and /vnc: after the request is authenticated and
 // authorized like any other of the tenant, the server proxies the (WebSocket) stream to the agent
 // of the node running the VM, presenting its client certificate; it trusts the agent through the
-// certificate the agent published in its Node status.
+// certificate the agent published in its Node status. Connections to each agent are pooled
+// (agentTransports).
 type vmStream struct {
 	kind       string // "console" or "vnc"
 	vms, nodes *registry.Storage
-	clientCert tls.Certificate
+	agents     *agentTransports
 }
 
 var _ rest.Connecter = &vmStream{}
@@ -66,9 +62,9 @@ func (s *vmStream) Connect(ctx context.Context, name string, options runtime.Obj
 	if node.Status.AgentEndpoint == "" || node.Status.AgentCertificate == "" {
 		return nil, apierrors.NewServiceUnavailable(fmt.Sprintf("the agent of node %s has not published its endpoint", node.Name))
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM([]byte(node.Status.AgentCertificate)) {
-		return nil, apierrors.NewInternalError(fmt.Errorf("node %s publishes an unreadable agent certificate", node.Name))
+	transport, err := s.agents.forNode(node)
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
 	}
 	loc, err := url.Parse(node.Status.AgentEndpoint)
 	if err != nil {
@@ -80,12 +76,6 @@ func (s *vmStream) Connect(ctx context.Context, name string, options runtime.Obj
 		q.Set("showLog", "true")
 	}
 	loc.RawQuery = q.Encode()
-	transport := &http.Transport{TLSClientConfig: &tls.Config{
-		Certificates: []tls.Certificate{s.clientCert},
-		RootCAs:      roots,
-		ServerName:   AgentServerName,
-		MinVersion:   tls.VersionTLS12,
-	}}
 	h := proxy.NewUpgradeAwareHandler(loc, transport, false, !opts.ShowLog, proxy.NewErrorResponder(responder))
 	return h, nil
 }

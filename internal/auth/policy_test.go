@@ -225,3 +225,66 @@ func selecting(a authorizer.AttributesRecord, node string) authorizer.Attributes
 	a.FieldSelectorRequirements = fields.Requirements{{Field: "status.node", Operator: selection.Equals, Value: node}}
 	return a
 }
+
+// TestDecideSubresources: the streaming and action subresources follow the tenant boundary;
+// status and disk keys are never a tenant's to write or read; a node's credentials reach only
+// what running its VMs needs.
+func TestDecideSubresources(t *testing.T) {
+	allow, deny := authorizer.DecisionAllow, authorizer.DecisionNoOpinion
+	other := &user.DefaultInfo{Name: "eve", Groups: []string{"kumo:tenant:other", "kumo:tenants"}}
+	cases := []struct {
+		name string
+		attr authorizer.AttributesRecord
+		want authorizer.Decision
+	}{
+		{"tenant opens the console of its VM", sub(res(tenantUser, "get", apps, "vminstances", "tenant-acme", "vm1"), "console"), allow},
+		{"tenant opens the VNC of its VM", sub(res(tenantUser, "get", apps, "vminstances", "tenant-acme", "vm1"), "vnc"), allow},
+		{"tenant starts its VM", sub(res(tenantUser, "update", apps, "vminstances", "tenant-acme", "vm1"), "start"), allow},
+		{"tenant uploads to its disk", sub(res(tenantUser, "create", apps, "vmdisks", "tenant-acme", "d1"), "upload"), allow},
+		{"tenant deletes its disks as a collection", res(tenantUser, "deletecollection", apps, "vmdisks", "tenant-acme", ""), allow},
+		{"another tenant opens the console", sub(res(other, "get", apps, "vminstances", "tenant-acme", "vm1"), "console"), deny},
+		{"another tenant opens the VNC", sub(res(other, "get", apps, "vminstances", "tenant-acme", "vm1"), "vnc"), deny},
+		{"another tenant stops the VM", sub(res(other, "update", apps, "vminstances", "tenant-acme", "vm1"), "stop"), deny},
+		{"another tenant uploads to the disk", sub(res(other, "create", apps, "vmdisks", "tenant-acme", "d1"), "upload"), deny},
+		{"another tenant deletes the disks as a collection", res(other, "deletecollection", apps, "vmdisks", "tenant-acme", ""), deny},
+		{"tenant reads its VM's status", sub(res(tenantUser, "get", apps, "vminstances", "tenant-acme", "vm1"), "status"), allow},
+		{"tenant writes its VM's status", sub(res(tenantUser, "update", apps, "vminstances", "tenant-acme", "vm1"), "status"), deny},
+		{"tenant patches its disk's status", sub(res(tenantUser, "patch", apps, "vmdisks", "tenant-acme", "d1"), "status"), deny},
+		{"tenant reads its VM's disk key", sub(res(tenantUser, "get", apps, "vminstances", "tenant-acme", "vm1"), "diskkey"), deny},
+		{"tenant reads its disk's key", sub(res(tenantUser, "get", apps, "vmdisks", "tenant-acme", "d1"), "diskkey"), deny},
+		{"tenant reads tenant keys", res(tenantUser, "get", kumo, "tenantkeys", "", "acme"), deny},
+		{"tenant reads a golden image", res(tenantUser, "get", kumo, "goldenimages", "", "debian"), allow},
+		{"tenant uploads a golden image", sub(res(tenantUser, "create", kumo, "goldenimages", "", "debian"), "upload"), deny},
+		{"tenant creates a namespace", res(tenantUser, "create", "", "namespaces", "", ""), deny},
+
+		{"node reads the disk key of a VM (the handler checks the binding)", sub(res(nodeUser, "get", apps, "vminstances", "tenant-acme", "vm1"), "diskkey"), allow},
+		{"node fetches a disk's upload", sub(res(nodeUser, "get", apps, "vmdisks", "tenant-acme", "d1"), "upload"), allow},
+		{"node uploads to a disk", sub(res(nodeUser, "create", apps, "vmdisks", "tenant-acme", "d1"), "upload"), deny},
+		{"node fetches a golden image's upload", sub(res(nodeUser, "get", kumo, "goldenimages", "", "debian"), "upload"), allow},
+		{"node opens a VM's console", sub(res(nodeUser, "get", apps, "vminstances", "tenant-acme", "vm1"), "console"), deny},
+		{"node starts a VM", sub(res(nodeUser, "update", apps, "vminstances", "tenant-acme", "vm1"), "start"), deny},
+		{"node writes a disk's spec", res(nodeUser, "update", apps, "vmdisks", "tenant-acme", "d1"), deny},
+		{"node deletes a disk", res(nodeUser, "delete", apps, "vmdisks", "tenant-acme", "d1"), deny},
+		{"node lists disks", res(nodeUser, "list", apps, "vmdisks", "", ""), deny},
+		{"node mints a node token for itself", sub(res(nodeUser, "create", kumo, "nodes", "", "n1"), "token"), deny},
+		{"node mints a tenant token", sub(res(nodeUser, "create", kumo, "tenants", "", "acme"), "token"), deny},
+		{"node reads tenant keys", res(nodeUser, "get", kumo, "tenantkeys", "", "acme"), deny},
+		{"node writes a golden image's spec", res(nodeUser, "update", kumo, "goldenimages", "", "debian"), deny},
+		{"node lists events", res(nodeUser, "list", "", "events", "tenant-acme", ""), deny},
+		{"node selects its VMs with !=", notSelecting(res(nodeUser, "list", apps, "vminstances", "", ""), "n2"), deny},
+		{"user named like a node without the group writes VM status", sub(res(fakeNode, "update", apps, "vminstances", "tenant-acme", "vm1"), "status"), deny},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, reason := Decide(tc.attr); got != tc.want {
+				t.Errorf("Decide = %v (%q), want %v", got, reason, tc.want)
+			}
+		})
+	}
+}
+
+// notSelecting adds fieldSelector=status.node!=<node>: every node but one, which is not "mine".
+func notSelecting(a authorizer.AttributesRecord, node string) authorizer.AttributesRecord {
+	a.FieldSelectorRequirements = fields.Requirements{{Field: "status.node", Operator: selection.NotEquals, Value: node}}
+	return a
+}

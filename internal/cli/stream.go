@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -37,7 +38,28 @@ func dialStream(ctx context.Context, f cmdutil.Factory, name, kind string) (*web
 	if err != nil {
 		return nil, err
 	}
+	ws, err := dialWebSocket(ctx, cfg, fmt.Sprintf("/apis/apps.cozystack.io/v1alpha1/namespaces/%s/vminstances/%s/%s", ns, name, kind))
+	if err != nil {
+		return nil, fmt.Errorf("%s of VM %s: %w", kind, name, err)
+	}
+	return ws, nil
+}
+
+// dialWebSocket opens a WebSocket to path on the API server of cfg. The handshake goes through
+// client-go's transport wrappers, as every other request of kumo: bearer tokens and token files,
+// exec credential plugins, impersonation, the user agent; and through the configured proxy.
+func dialWebSocket(ctx context.Context, cfg *rest.Config, path string) (*websocket.Conn, error) {
 	tlsCfg, err := rest.TLSConfigFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	proxy := cfg.Proxy
+	if proxy == nil {
+		proxy = http.ProxyFromEnvironment
+	}
+	upgrader := &wsRoundTripper{dialer: websocket.Dialer{Proxy: proxy, TLSClientConfig: tlsCfg, HandshakeTimeout: 30 * time.Second,
+		ReadBufferSize: 32 << 10, WriteBufferSize: 32 << 10}}
+	rt, err := rest.HTTPWrappersForConfig(cfg, upgrader)
 	if err != nil {
 		return nil, err
 	}
@@ -45,35 +67,59 @@ func dialStream(ctx context.Context, f cmdutil.Factory, name, kind string) (*web
 	if err != nil {
 		return nil, err
 	}
-	u.Scheme = map[string]string{"https": "wss", "http": "ws"}[u.Scheme]
-	u.Path = strings.TrimSuffix(u.Path, "/") + fmt.Sprintf("/apis/apps.cozystack.io/v1alpha1/namespaces/%s/vminstances/%s/%s", ns, name, kind)
-	header := http.Header{}
-	if cfg.BearerToken != "" {
-		header.Set("Authorization", "Bearer "+cfg.BearerToken)
-	} else if cfg.BearerTokenFile != "" {
-		if tok, err := os.ReadFile(cfg.BearerTokenFile); err == nil {
-			header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-		}
-	}
-	d := websocket.Dialer{TLSClientConfig: tlsCfg, HandshakeTimeout: 30 * time.Second, ReadBufferSize: 32 << 10, WriteBufferSize: 32 << 10}
-	ws, resp, err := d.DialContext(ctx, u.String(), header)
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		if resp != nil {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			return nil, fmt.Errorf("%s of VM %s: %s: %s", kind, name, resp.Status, apiMessage(body))
-		}
-		return nil, fmt.Errorf("%s of VM %s: %w", kind, name, err)
+		return nil, err
 	}
-	return ws, nil
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if upgrader.conn == nil {
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Errorf("%s: %s", resp.Status, apiMessage(body))
+	}
+	return upgrader.conn, nil
+}
+
+// wsRoundTripper performs a WebSocket handshake as the innermost round tripper of client-go's
+// wrappers, so that the request carries what they add. A refused handshake is returned as the
+// server's response.
+type wsRoundTripper struct {
+	dialer websocket.Dialer
+	conn   *websocket.Conn
+}
+
+func (w *wsRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	u := *req.URL
+	switch u.Scheme {
+	case "https":
+		u.Scheme = "wss"
+	case "http":
+		u.Scheme = "ws"
+	default:
+		return nil, fmt.Errorf("cannot open a WebSocket to %s", req.URL)
+	}
+	conn, resp, err := w.dialer.DialContext(req.Context(), u.String(), req.Header)
+	if err != nil {
+		if errors.Is(err, websocket.ErrBadHandshake) && resp != nil {
+			return resp, nil
+		}
+		return nil, err
+	}
+	w.conn = conn
+	return resp, nil
 }
 
 // apiMessage extracts the message of a Kubernetes Status body, or returns the body.
 func apiMessage(body []byte) string {
-	if i := bytes.Index(body, []byte(`"message":"`)); i >= 0 {
-		rest := body[i+len(`"message":"`):]
-		if j := bytes.IndexByte(rest, '"'); j >= 0 {
-			return string(rest[:j])
-		}
+	var status struct {
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(body, &status) == nil && status.Message != "" {
+		return status.Message
 	}
 	return strings.TrimSpace(string(body))
 }

@@ -1,5 +1,7 @@
 // Package daemon runs kumod's roles: the server (API, controllers, embedded etcd unless an
-// external cluster is given) and, in all-in-one, everything a single machine needs.
+// external cluster is given) and, in all-in-one, everything a single machine needs. It is where
+// the roles are wired: which controllers run beside the API (controllers.go), which agent runs
+// beside the server.
 package daemon
 
 import (
@@ -98,6 +100,9 @@ func runServer(ctx context.Context, o ServerOptions, withAgent func(context.Cont
 	}
 	srv, err := apiserver.New(cfg)
 	if err != nil {
+		return err
+	}
+	if err := srv.OnStarted("kumo-controllers", startControllers); err != nil {
 		return err
 	}
 	if err := writeAdminKubeconfig(o.AdminKubeconfig(), cfg.URL(), srv.CA); err != nil {

@@ -65,14 +65,15 @@ func TestKubectlDrivesKumoLikeKubernetes(t *testing.T) {
 		t.Errorf("kubectl describe vm:\n%s", out)
 	}
 
-	// Both shapes of disks Hikube's documents use apply through kubectl's server-side apply.
-	stringDisks := "apiVersion: apps.cozystack.io/v1alpha1\nkind: VMInstance\nmetadata:\n  name: vm-strings\nspec:\n  instanceType: s1.small\n  disks:\n  - disk-example\n  - name: data\n"
+	// Both shapes of disks Hikube's documents use apply through kubectl's server-side apply (other
+	// disks than vm-example's: a disk belongs to one VM).
+	stringDisks := "apiVersion: apps.cozystack.io/v1alpha1\nkind: VMInstance\nmetadata:\n  name: vm-strings\nspec:\n  instanceType: s1.small\n  disks:\n  - disk-strings\n  - name: data\n"
 	r := Run(kc, stringDisks, bins.kubectl, "apply", "--server-side", "-f", "-")
 	if r.Err != nil {
 		t.Fatalf("kubectl apply --server-side with disks as strings: %s", r)
 	}
 	out = c.MustKubectl(t, kc, "get", "vm", "vm-strings", "-o", "jsonpath={.spec.disks}")
-	if out != `[{"name":"disk-example"},{"name":"data"}]` {
+	if out != `[{"name":"disk-strings"},{"name":"data"}]` {
 		t.Errorf("disks stored as %s", out)
 	}
 
@@ -109,7 +110,8 @@ func TestKubectlDrivesKumoLikeKubernetes(t *testing.T) {
 		t.Errorf("cross-tenant kubectl get: %s", r)
 	}
 
-	out = c.MustKubectl(t, kc, "delete", "-f", examples)
+	// The VM first: a disk a VM names cannot be deleted (409).
+	out = c.MustKubectl(t, kc, "delete", "-f", filepath.Join(examples, "vminstance.yaml"), "-f", filepath.Join(examples, "vmdisk.yaml"))
 	if !strings.Contains(out, `vminstance.apps.cozystack.io "vm-example" deleted`) {
 		t.Errorf("kubectl delete:\n%s", out)
 	}

@@ -18221,6 +18221,13 @@ func schema_pkg_apis_apps_v1alpha1_VMInstanceStatus(ref common.ReferenceCallback
 							Format:      "int32",
 						},
 					},
+					"consecutiveFailures": {
+						SchemaProps: spec.SchemaProps{
+							Description: "ConsecutiveFailures counts the incarnations in a row that ended in failure (crash or failed start); a clean end, or a failure after a stable run, starts the count again. The wait before the next start grows with it.",
+							Type:        []string{"integer"},
+							Format:      "int32",
+						},
+					},
 				},
 			},
 		},

@@ -156,6 +156,11 @@ type VMInstanceStatus struct {
 	// Restarts counts incarnations started after the first.
 	// +optional
 	Restarts int32 `json:"restarts,omitempty"`
+	// ConsecutiveFailures counts the incarnations in a row that ended in failure (crash or failed
+	// start); a clean end, or a failure after a stable run, starts the count again. The wait
+	// before the next start grows with it.
+	// +optional
+	ConsecutiveFailures int32 `json:"consecutiveFailures,omitempty"`
 }
 
 // ExitReason says why an incarnation ended.

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+	"k8s.io/apimachinery/pkg/api/resource"
 	apimachineryvalidation "k8s.io/apimachinery/pkg/api/validation"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -30,8 +31,14 @@ var cloudInitHeaders = []string{
 	"#cloud-config-archive", "#cloud-config-jsonp", "## template: jinja", "Content-Type: multipart/",
 }
 
-// MaxDiskSize bounds spec.storage: 64 TiB, far above any disk a node holds, to catch typos.
-const maxDiskSizeBytes = int64(64) << 40
+const (
+	// maxDiskSizeBytes bounds spec.storage: 64 TiB, far above any disk a node holds, to catch typos.
+	maxDiskSizeBytes = int64(64) << 40
+	// minDiskSizeBytes is the smallest disk: 1 MiB, the alignment every partitioning tool uses.
+	minDiskSizeBytes = int64(1) << 20
+	// sectorSize: QEMU and Ceph size disks in whole 512-byte sectors.
+	sectorSize = 512
+)
 
 // ValidateVMDisk checks a disk on creation.
 func ValidateVMDisk(d *apps.VMDisk) field.ErrorList {
@@ -41,18 +48,38 @@ func ValidateVMDisk(d *apps.VMDisk) field.ErrorList {
 	if src := d.Spec.Source; d.Spec.Optical && src.HTTP == nil && src.Image == nil && src.Upload == nil && src.Disk == nil {
 		errs = append(errs, field.Required(spec.Child("source"), "an optical disk (spec.optical: true) needs content: http, image, upload or disk"))
 	}
-	if d.Spec.Storage == nil {
-		errs = append(errs, field.Required(spec.Child("storage"), "the disk's size, e.g. 20Gi"))
-	} else if d.Spec.Storage.Sign() <= 0 {
-		errs = append(errs, field.Invalid(spec.Child("storage"), d.Spec.Storage.String(), "must be a positive size, e.g. 20Gi"))
-	} else if d.Spec.Storage.CmpInt64(maxDiskSizeBytes) > 0 {
-		// CmpInt64, not Value(): Value wraps sizes beyond int64 (e.g. 1e30) to small numbers.
-		errs = append(errs, field.Invalid(spec.Child("storage"), d.Spec.Storage.String(), "must be at most 64Ti"))
-	}
+	errs = append(errs, validateStorage(d.Spec.Storage, spec.Child("storage"))...)
 	if !sets.New(storageClasses...).Has(string(d.Spec.StorageClass)) {
 		errs = append(errs, field.NotSupported(spec.Child("storageClass"), d.Spec.StorageClass, storageClasses))
 	}
 	return errs
+}
+
+// validateStorage checks a disk size: what QEMU and Ceph can create, a whole number of 512-byte
+// sectors, at least MinDiskSize and at most 64Ti. "1m" (one thousandth of a byte) or "0.5" would
+// otherwise be stored and fail only when a node creates the disk.
+func validateStorage(q *resource.Quantity, path *field.Path) field.ErrorList {
+	switch {
+	case q == nil:
+		return field.ErrorList{field.Required(path, "the disk's size, e.g. 20Gi")}
+	case q.Sign() <= 0:
+		return field.ErrorList{field.Invalid(path, q.String(), "must be a positive size, e.g. 20Gi")}
+	case q.CmpInt64(maxDiskSizeBytes) > 0:
+		// CmpInt64, not Value(): Value wraps sizes beyond int64 (e.g. 1e30) to small numbers.
+		return field.ErrorList{field.Invalid(path, q.String(), "must be at most 64Ti")}
+	}
+	// Value rounds a fraction up: a size is whole when it equals its rounded value.
+	bytes := q.Value()
+	switch {
+	case q.Cmp(*resource.NewQuantity(bytes, resource.BinarySI)) != 0:
+		return field.ErrorList{field.Invalid(path, q.String(), "must be a whole number of bytes, e.g. 20Gi")}
+	case bytes < minDiskSizeBytes:
+		return field.ErrorList{field.Invalid(path, q.String(), "must be at least 1Mi")}
+	case bytes%sectorSize != 0:
+		return field.ErrorList{field.Invalid(path, q.String(), fmt.Sprintf("must be a multiple of %d bytes (a whole number of sectors), e.g. %s", sectorSize,
+			resource.NewQuantity((bytes/sectorSize+1)*sectorSize, resource.BinarySI).String()))}
+	}
+	return nil
 }
 
 // ValidateVMDiskUpdate checks a change to a disk: storage may only grow, storageClass, source and

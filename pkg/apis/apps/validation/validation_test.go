@@ -276,6 +276,52 @@ func TestValidateVMDiskStorageMessages(t *testing.T) {
 	}
 }
 
+// TestValidateVMDiskStorageIsWholeSectors: a size QEMU or Ceph cannot create is refused at the
+// API, naming spec.storage, instead of being stored and failing when a node creates the disk.
+func TestValidateVMDiskStorageIsWholeSectors(t *testing.T) {
+	for _, tc := range []struct {
+		size   string
+		detail string // "" when valid
+	}{
+		{"1m", "whole number of bytes"},
+		{"0.5", "whole number of bytes"},
+		{"1.5Ki", "at least 1Mi"},
+		{"1048576500m", "whole number of bytes"},
+		{"512", "at least 1Mi"},
+		{"1023Ki", "at least 1Mi"},
+		{"1M", "at least 1Mi"},
+		{"1000001k", "multiple of 512"},
+		{"1500000", "multiple of 512"},
+		{"10G", ""}, // 10^10 is 512 × 19531250
+		{"1Mi", ""},
+		{"1048576", ""},
+		{"1049088", ""}, // 1Mi + one sector
+		{"2.5Gi", ""},
+		{"5Gi", ""},
+		{"1e9", ""},
+		{"64Ti", ""},
+	} {
+		t.Run(tc.size, func(t *testing.T) {
+			d := newDisk(func(d *apps.VMDisk) { d.Spec.Storage = qty(tc.size) })
+			errs := ValidateVMDisk(d)
+			if tc.detail == "" {
+				assertErrors(t, errs)
+				return
+			}
+			assertErrors(t, errs, wantErr{field.ErrorTypeInvalid, "spec.storage"})
+			if len(errs) == 1 && !strings.Contains(errs[0].Detail, tc.detail) {
+				t.Errorf("storage %s: detail %q should say %q", tc.size, errs[0].Detail, tc.detail)
+			}
+		})
+	}
+	// Growing a disk to a size that is not whole sectors is refused too.
+	old := newDisk(func(d *apps.VMDisk) { d.Spec.Storage = qty("1Gi") })
+	old.ResourceVersion = "1"
+	d := old.DeepCopy()
+	d.Spec.Storage = qty("1073742000")
+	assertErrors(t, ValidateVMDiskUpdate(d, old), wantErr{field.ErrorTypeInvalid, "spec.storage"})
+}
+
 func TestValidateVMDiskUpdate(t *testing.T) {
 	base := func(d *apps.VMDisk) {
 		d.ResourceVersion = "7"
@@ -298,8 +344,8 @@ func TestValidateVMDiskUpdate(t *testing.T) {
 			want:   []wantErr{{field.ErrorTypeForbidden, "spec.storage"}},
 		},
 		{
-			name:   "shrinking by one byte is forbidden",
-			change: func(d *apps.VMDisk) { d.Spec.Storage = resource.NewQuantity(10<<30-1, resource.BinarySI) },
+			name:   "shrinking by one sector is forbidden",
+			change: func(d *apps.VMDisk) { d.Spec.Storage = resource.NewQuantity(10<<30-512, resource.BinarySI) },
 			want:   []wantErr{{field.ErrorTypeForbidden, "spec.storage"}},
 		},
 		{

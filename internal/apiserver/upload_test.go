@@ -1,0 +1,87 @@
+package apiserver
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+)
+
+func TestOneUploadAtATimePerObject(t *testing.T) {
+	u := &uploadREST{}
+	if !u.begin("a") {
+		t.Fatal("first upload refused")
+	}
+	if u.begin("a") {
+		t.Fatal("a second upload to the same object while the first runs")
+	}
+	if !u.begin("b") {
+		t.Fatal("an upload to another object must not wait")
+	}
+	u.end("a")
+	if !u.begin("a") {
+		t.Fatal("an upload after the first ended")
+	}
+}
+
+func TestStagedFilesAreNamedByUIDAndGoWithTheirObject(t *testing.T) {
+	dir := t.TempDir()
+	u := &uploadREST{resource: apps.Resource("vmdisks"), dir: dir}
+	d := &apps.VMDisk{ObjectMeta: metav1.ObjectMeta{Name: "d", Namespace: "tenant-a", UID: "uid-1"}}
+	namesake := &apps.VMDisk{ObjectMeta: metav1.ObjectMeta{Name: "d", Namespace: "tenant-a", UID: "uid-2"}}
+	path := u.stagedPath(d.Namespace, d.UID)
+	if path != filepath.Join(dir, "vmdisks", "tenant-a", "uid-1.img") {
+		t.Fatalf("staged path %s", path)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	other := u.stagedPath(namesake.Namespace, namesake.UID)
+	for _, p := range []string{path, path + receivingSuffix, other} {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u.forget(d, nil)
+	for _, p := range []string{path, path + receivingSuffix} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s survives its disk: %v", p, err)
+		}
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("the upload of a namesake disk went with the deleted one: %v", err)
+	}
+	u.forget(d, nil) // already gone: nothing to do, nothing logged as an error
+	if got := (&uploadREST{resource: apps.Resource("goldenimages"), dir: dir}).stagedPath("", "g"); got != filepath.Join(dir, "goldenimages", "_cluster", "g.img") {
+		t.Errorf("cluster-scoped staged path %s", got)
+	}
+}
+
+func TestRemoveReceivingCleansOnlyInterruptedUploads(t *testing.T) {
+	dir := t.TempDir()
+	keep := filepath.Join(dir, "vmdisks", "tenant-a", "uid-1.img")
+	cut := filepath.Join(dir, "vmdisks", "tenant-b", "uid-2.img"+receivingSuffix)
+	for _, p := range []string{keep, cut} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := removeReceiving(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cut); !os.IsNotExist(err) {
+		t.Errorf("interrupted upload left: %v", err)
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Errorf("a staged upload was removed: %v", err)
+	}
+	if err := removeReceiving(filepath.Join(dir, "absent")); err != nil {
+		t.Errorf("no uploads directory yet is no error: %v", err)
+	}
+}
