@@ -258,7 +258,7 @@ func (a *Agent) qemuConfig(ctx context.Context, vm *apps.VMInstance, runDir stri
 		if err != nil {
 			return qemu.Config{}, err
 		}
-		disk := qemu.Disk{ID: fmt.Sprintf("disk%d", i), Path: d.vol.Path, Driver: d.vol.Driver, Format: d.vol.Format,
+		disk := qemu.Disk{ID: fmt.Sprintf("disk%d", i), Name: ref.Name, Path: d.vol.Path, Driver: d.vol.Driver, Format: d.vol.Format,
 			Bus: profile.DiskBus, CDROM: d.optical, ReadOnly: d.optical, BootIndex: i + 1, KeyFile: d.vol.KeyFile}
 		if r := d.vol.RBD; r != nil {
 			disk.Path = ""
