@@ -34,8 +34,10 @@ type runtimeVM struct {
 	dir         string
 	cfg         qemu.Config
 	vm          *qemu.VM
-	// attachRetry is the wait before the next attempt to reach an unattached QEMU.
-	attachRetry time.Duration
+	// attachRetry is the wait before the next attempt to reach an unattached QEMU;
+	// unresponsiveSince is when the attempts began failing.
+	attachRetry       time.Duration
+	unresponsiveSince time.Time
 
 	mu        sync.Mutex
 	con       *console
@@ -160,12 +162,15 @@ func (a *Agent) attach(ctx context.Context, rt *runtimeVM) (bool, error) {
 		}
 		return true, nil
 	case err != nil:
+		if rt.unresponsiveSince.IsZero() {
+			rt.unresponsiveSince = time.Now()
+		}
 		rt.attachRetry = min(max(2*rt.attachRetry, attachRetryMin), attachRetryMax)
 		a.queue.AddAfter(rt.key, rt.attachRetry)
 		slog.Warn("QEMU does not answer; retrying", "vm", rt.key, "incarnation", rt.incarnation, "retry_in", rt.attachRetry, "err", err)
 		return false, err
 	}
-	rt.vm, rt.attachRetry = vm, 0
+	rt.vm, rt.attachRetry, rt.unresponsiveSince = vm, 0, time.Time{}
 	a.connectConsole(rt)
 	a.watch(rt)
 	slog.Info("re-attached VM", "vm", rt.key, "incarnation", rt.incarnation, "pid", vm.PID())

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -35,10 +36,13 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 		// The agent has not reached this incarnation's QEMU: alive or unknown, never dead.
 		ok, err := a.attach(ctx, rt)
 		if !ok {
-			if vm != nil && vm.Status.Node == a.opts.Node && vm.Status.Incarnation == rt.incarnation && string(vm.UID) == rt.uid {
+			if vm == nil || vm.Status.Node != a.opts.Node || vm.Status.Incarnation != rt.incarnation || string(vm.UID) != rt.uid {
+				vm = nil // the VM is gone, or this incarnation is not its current one
+			}
+			if vm != nil && vm.DeletionTimestamp == nil && vm.WantsRunning() && vm.Status.RestartIncarnation != rt.incarnation {
 				return a.reportUnresponsive(ctx, vm, err)
 			}
-			return nil
+			return a.killUnresponsive(ctx, rt, vm, err)
 		}
 		a.mu.Lock()
 		rt = a.running[key]
@@ -170,6 +174,46 @@ func (a *Agent) forgetExited(rt *runtimeVM) error {
 	case <-time.After(exitTimeout):
 		return fmt.Errorf("QEMU of VM %s (pid %d) still present %s after quit/kill", rt.key, rt.vm.PID(), exitTimeout)
 	}
+}
+
+// killUnresponsive ends an incarnation that is to stop (stop, restart, deletion, a newer
+// incarnation) while its QEMU does not answer: after stopGrace without an answer, the QEMU is
+// killed, and once its lock is free the incarnation ends. vm is the VM when this incarnation is
+// still its current one.
+func (a *Agent) killUnresponsive(ctx context.Context, rt *runtimeVM, vm *apps.VMInstance, cause error) error {
+	if silent := time.Since(rt.unresponsiveSince); silent < stopGrace {
+		if vm != nil {
+			return a.reportUnresponsive(ctx, vm, cause)
+		}
+		return nil
+	}
+	err := qemu.KillRunDir(rt.dir)
+	if err != nil && !errors.Is(err, qemu.ErrNotRunning) {
+		return fmt.Errorf("stop VM %s: %w", rt.key, err)
+	}
+	slog.Warn("killed a QEMU that did not answer", "vm", rt.key, "incarnation", rt.incarnation, "silent_for", stopGrace, "cause", cause)
+	deadline := time.Now().Add(exitTimeout)
+	for {
+		alive, err := qemu.Alive(rt.dir)
+		if err == nil && !alive {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("stop VM %s: its QEMU still holds %s %s after SIGKILL (%v)", rt.key, rt.dir, exitTimeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := a.forget(rt); err != nil {
+		return err
+	}
+	if vm == nil {
+		return nil
+	}
+	msg := "stopped by Kumo (its QEMU did not answer and was killed)"
+	if vm.Status.RestartIncarnation == rt.incarnation {
+		msg = "restarted (its QEMU did not answer and was killed)"
+	}
+	return a.reportExit(ctx, vm, apps.ExitStopped, msg)
 }
 
 // reasonUnresponsive marks a VM whose QEMU is alive (or may be) but does not answer.

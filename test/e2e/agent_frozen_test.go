@@ -24,7 +24,8 @@ func readyIs(status metav1.ConditionStatus, reason string) func(*apps.VMInstance
 // TestAFrozenQEMUNeitherStallsTheAgentNorGetsASecondOne: a guest's QEMU stopped with SIGSTOP
 // answers nothing. Its VM is reported unknown (Ready=Unknown) while another VM on the same agent
 // starts and stops; after a restart of the whole all-in-one the frozen QEMU is still not taken
-// for dead: no second QEMU, same incarnation, and after SIGCONT it is re-attached.
+// for dead: no second QEMU, same incarnation, and after SIGCONT it is re-attached. A stop of a
+// VM whose QEMU stays frozen across a restart ends it with SIGKILL.
 func TestAFrozenQEMUNeitherStallsTheAgentNorGetsASecondOne(t *testing.T) {
 	c := startAllInOne(t)
 	tenant := "frozen"
@@ -99,7 +100,27 @@ func TestAFrozenQEMUNeitherStallsTheAgentNorGetsASecondOne(t *testing.T) {
 	if pids := qemuPIDsUnder(c.Dir); len(pids) != 1 || pids[0] != frozen {
 		t.Errorf("QEMU processes after SIGCONT: %v, want only %d", pids, frozen)
 	}
-	// The thawed VM is fully driven again: it stops.
+
+	// Frozen again and the agent restarted: a stop is still carried out. The QEMU that never
+	// answers is killed (after the stop grace period), never left running next to a new one.
+	if err := syscall.Kill(frozen, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	thawed = false
+	c.Stop()
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Minute, "the restarted agent finding the QEMU frozen again", func() bool {
+		return strings.Contains(c.Log(), "QEMU does not answer; retrying")
+	})
 	c.MustKumo(t, kc, "stop", "ice")
-	waitVM(t, cl, ns, "ice", "Stopped", 2*time.Minute, func(vm *apps.VMInstance) bool { return vm.Status.Phase == apps.VMStopped })
+	vm = waitVM(t, cl, ns, "ice", "Stopped although its QEMU is frozen", 3*time.Minute, func(vm *apps.VMInstance) bool {
+		return vm.Status.Phase == apps.VMStopped && vm.Status.Node == ""
+	})
+	if e := vm.Status.LastExit; e == nil || e.Incarnation != 1 || e.Reason != apps.ExitStopped || !strings.Contains(e.Message, "did not answer and was killed") {
+		t.Errorf("lastExit of the frozen VM stopped: %+v", e)
+	}
+	eventually(t, time.Minute, "the frozen QEMU gone", func() bool { return len(qemuPIDsUnder(c.Dir)) == 0 })
+	thawed = true
 }

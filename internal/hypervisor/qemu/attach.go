@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -114,4 +115,45 @@ func (v *VM) watchExit(startTime uint64, stop <-chan struct{}) {
 			return
 		}
 	}
+}
+
+// KillRunDir sends SIGKILL to the QEMU serving runDir without going through its monitor: the way
+// to end a QEMU that does not answer (ErrUnresponsive). The pid file's process is verified like
+// Attach does and signalled through a pidfd. It returns an error wrapping ErrNotRunning when the
+// pid file names no live QEMU of runDir; it does not wait (see Alive).
+func KillRunDir(runDir string) error {
+	abs, err := filepath.Abs(runDir)
+	if err != nil {
+		return fmt.Errorf("kill qemu in %s: %w", runDir, err)
+	}
+	paths := Config{RunDir: abs}
+	pid, err := readPIDFile(paths.PIDFile())
+	if err != nil {
+		return fmt.Errorf("kill qemu in %s: pid file: %v: %w", abs, err, ErrNotRunning)
+	}
+	info, err := readProc(pid)
+	if errors.Is(err, errNoProcess) || (err == nil && info.state == 'Z') {
+		return fmt.Errorf("kill qemu in %s: pid %d has exited: %w", abs, pid, ErrNotRunning)
+	}
+	if err != nil {
+		return fmt.Errorf("kill qemu in %s: %w", abs, err)
+	}
+	if !isQEMUFor(info.cmdline, paths.QMPSocket()) {
+		return fmt.Errorf("kill qemu in %s: pid %d is not its qemu: %w", abs, pid, ErrNotRunning)
+	}
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		return fmt.Errorf("kill qemu in %s: %w", abs, err)
+	}
+	defer proc.Release()
+	if processGone(pid, info.startTime) { // the PID changed hands before the pidfd was opened
+		return fmt.Errorf("kill qemu in %s: pid %d has exited: %w", abs, pid, ErrNotRunning)
+	}
+	if err := proc.Signal(syscall.SIGKILL); err != nil {
+		if errors.Is(err, os.ErrProcessDone) {
+			return fmt.Errorf("kill qemu in %s: pid %d has exited: %w", abs, pid, ErrNotRunning)
+		}
+		return fmt.Errorf("kill qemu in %s (pid %d): %w", abs, pid, err)
+	}
+	return nil
 }
