@@ -93,3 +93,29 @@ func TestAFrozenQEMUIsNeverTakenForDead(t *testing.T) {
 		t.Fatalf("Attach after the QEMU was killed = %v, want ErrNotRunning", err)
 	}
 }
+
+// TestKillRunDirEndsAFrozenQEMU: a QEMU that answers nothing is ended without its monitor; its lock
+// is free afterwards. A run directory without a live QEMU is "not running".
+func TestKillRunDirEndsAFrozenQEMU(t *testing.T) {
+	requireQEMU(t)
+	dir := shortTempDir(t)
+	cfg := tinyConfig("vm-kill", filepath.Join(dir, "run"), markerDisk(t, dir))
+	v, _ := startTestVM(t, cfg)
+	if err := syscall.Kill(v.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	if err := KillRunDir(cfg.RunDir); err != nil {
+		t.Fatalf("KillRunDir: %v", err)
+	}
+	select {
+	case <-v.Exited():
+	case <-time.After(killTimeout):
+		t.Fatal("QEMU still present after KillRunDir")
+	}
+	if alive, err := Alive(cfg.RunDir); err != nil || alive {
+		t.Fatalf("Alive after KillRunDir = %v, %v", alive, err)
+	}
+	if err := KillRunDir(cfg.RunDir); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("KillRunDir without a QEMU = %v, want ErrNotRunning", err)
+	}
+}
