@@ -282,6 +282,9 @@ func (a *Agent) start(ctx context.Context, vm *apps.VMInstance) error {
 			// Start refused because a QEMU appeared meanwhile (or the lock cannot be read): leave it.
 			return fmt.Errorf("start VM %s: %w (QEMU lock of %s held or unreadable: %v)", vmKey, err, runDir, aerr)
 		}
+		if rt.dir != "" {
+			a.keepLogs(rt) // QEMU's complaint, for later reading
+		}
 		os.RemoveAll(runDir)
 		slog.Warn("VM start failed", "vm", vmKey, "incarnation", vm.Status.Incarnation, "err", err)
 		return a.reportExit(ctx, vm, apps.ExitFailed, "start failed: "+err.Error())
