@@ -40,6 +40,8 @@ const (
 	resyncPeriod = 5 * time.Second
 	// stopGrace is how long a guest gets to power off on ACPI before QEMU is quit.
 	stopGrace = 30 * time.Second
+	// syncWorkers is how many VMs the agent moves at once.
+	syncWorkers = 4
 )
 
 // Options configure an agent.
@@ -183,7 +185,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), a.vms.HasSynced, a.types.HasSynced, a.profiles.HasSynced, a.images.HasSynced) {
 		return ctx.Err()
 	}
-	a.reattach(ctx)
+	a.reattach()
 	go a.resync(ctx)
 	imagesChanged := make(chan struct{}, 1)
 	poke := func(interface{}) {
@@ -206,21 +208,36 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	go wait.UntilWithContext(ctx, a.collectGarbage, gcPeriod)
 	slog.Info("agent ready", "node", a.opts.Node, "datacenter", a.opts.Datacenter, "accel", a.accel, "qemu", a.qemuV)
+	go wait.UntilWithContext(ctx, a.pruneLogs, logPrunePeriod)
 	go func() { <-ctx.Done(); a.queue.ShutDown() }()
-	for {
-		key, quit := a.queue.Get()
-		if quit {
-			a.detachAll()
-			return nil
-		}
-		if err := a.sync(ctx, key); err != nil {
-			slog.Warn("sync VM", "vm", key, "err", err)
-			a.queue.AddRateLimited(key)
-		} else {
-			a.queue.Forget(key)
-		}
-		a.queue.Done(key)
+	// Several workers: a VM whose step is slow (a frozen QEMU, a long import) never holds the
+	// others. The queue hands a key to one worker at a time, so each VM's steps stay ordered.
+	var workers sync.WaitGroup
+	for range syncWorkers {
+		workers.Go(func() {
+			for a.processNext(ctx) {
+			}
+		})
 	}
+	workers.Wait()
+	a.detachAll()
+	return nil
+}
+
+// processNext syncs the next queued VM; false when the queue shut down.
+func (a *Agent) processNext(ctx context.Context) bool {
+	key, quit := a.queue.Get()
+	if quit {
+		return false
+	}
+	defer a.queue.Done(key)
+	if err := a.sync(ctx, key); err != nil {
+		slog.Warn("sync VM", "vm", key, "err", err)
+		a.queue.AddRateLimited(key)
+	} else {
+		a.queue.Forget(key)
+	}
+	return true
 }
 
 // detect finds the accelerator and QEMU's version.

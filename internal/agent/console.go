@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -130,15 +129,6 @@ func (c *console) attach() (<-chan []byte, func()) {
 
 // Write sends input to the guest.
 func (c *console) Write(p []byte) (int, error) { return c.conn.Write(p) }
-
-// readLog returns the kept serial output.
-func readLog(path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	return data, err
-}
 
 func (c *console) close() {
 	c.conn.Close()

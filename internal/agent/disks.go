@@ -17,7 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 
-	"kumo.dev/kumo/internal/hypervisor/qemu"
 	"kumo.dev/kumo/internal/storage"
 	"kumo.dev/kumo/internal/storage/importer"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
@@ -123,72 +122,6 @@ func (a *Agent) writeDiskKey(ctx context.Context, vm *apps.VMInstance, runDir st
 		return storage.Key{}, err
 	}
 	return storage.Key{File: path}, nil
-}
-
-// growDisks resizes the disks of a running VM whose spec.storage grew, online with QMP
-// block_resize (the guest sees the new size at once).
-func (a *Agent) growDisks(ctx context.Context, vm *apps.VMInstance, rt *runtimeVM) {
-	for i, ref := range vm.Spec.Disks {
-		d := &apps.VMDisk{}
-		if err := a.c.Apps.Get().Namespace(vm.Namespace).Resource("vmdisks").Name(ref.Name).Do(ctx).Into(d); err != nil {
-			continue
-		}
-		if d.Spec.Optical || d.Status.Size == nil || d.Spec.Storage == nil || d.Spec.Storage.Cmp(*d.Status.Size) <= 0 {
-			continue
-		}
-		want := d.Spec.Storage.Value()
-		node := fmt.Sprintf("drive-disk%d", i)
-		if err := blockResize(ctx, rt.vm.QMP(), node, want); err != nil {
-			slog.Warn("online resize", "disk", d.Namespace+"/"+d.Name, "err", err)
-			a.event(d, corev1.EventTypeWarning, "ResizeFailed", err.Error())
-			a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
-				meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Resized", Status: metav1.ConditionFalse, Reason: "ResizeFailed", Message: err.Error(), ObservedGeneration: cur.Generation})
-			})
-			continue
-		}
-		slog.Info("disk grown online", "disk", d.Namespace+"/"+d.Name, "size", d.Spec.Storage.String())
-		a.event(d, corev1.EventTypeNormal, "Resized", fmt.Sprintf("grown online to %s while VM %s runs", d.Spec.Storage.String(), vm.Name))
-		a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
-			cur.Status.Size = resource.NewQuantity(want, resource.BinarySI)
-			meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Resized", Status: metav1.ConditionTrue, Reason: "GrownOnline",
-				Message: fmt.Sprintf("grown to %s while VM %s runs", d.Spec.Storage.String(), vm.Name), ObservedGeneration: cur.Generation})
-		})
-	}
-}
-
-// blockResize grows a block node of a running VM to want bytes as the guest sees them. Some
-// block layers (Ceph 16.2's LUKS2) take the requested size as the raw size, header included, so
-// the size the node reports afterwards is checked and the shortfall added once.
-func blockResize(ctx context.Context, mon *qemu.Monitor, node string, want int64) error {
-	size := want
-	for attempt := 0; attempt < 2; attempt++ {
-		if err := mon.Execute(ctx, "block_resize", map[string]any{"node-name": node, "size": size}, nil); err != nil {
-			return err
-		}
-		var nodes []struct {
-			NodeName string `json:"node-name"`
-			Image    struct {
-				VirtualSize int64 `json:"virtual-size"`
-			} `json:"image"`
-		}
-		if err := mon.Execute(ctx, "query-named-block-nodes", map[string]any{"flat": true}, &nodes); err != nil {
-			return err
-		}
-		got := int64(-1)
-		for _, n := range nodes {
-			if n.NodeName == node {
-				got = n.Image.VirtualSize
-			}
-		}
-		if got < 0 {
-			return fmt.Errorf("block node %s not found after resizing", node)
-		}
-		if got >= want {
-			return nil
-		}
-		size += want - got
-	}
-	return fmt.Errorf("block node %s stays smaller than %d bytes after resizing", node, want)
 }
 
 // event records an event on a disk (when the agent runs; tests may drive it without).

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -144,21 +145,7 @@ func (a *Agent) lookupStream(w http.ResponseWriter, r *http.Request) *runtimeVM 
 
 func (a *Agent) serveConsole(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("showLog") == "true" {
-		key := r.PathValue("ns") + "/" + r.PathValue("name")
-		a.mu.Lock()
-		rt := a.running[key]
-		a.mu.Unlock()
-		if rt == nil {
-			http.Error(w, fmt.Sprintf("VM %s has no incarnation on node %s", key, a.opts.Node), http.StatusNotFound)
-			return
-		}
-		data, err := readLog(rt.serialLog())
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write(data)
+		a.serveSerialLog(w, r)
 		return
 	}
 	rt := a.lookupStream(w, r)
@@ -194,6 +181,46 @@ func (a *Agent) serveConsole(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// serveSerialLog answers with the serial log of the incarnation asked for (query incarnation and
+// uid, both optional): the running incarnation's, or the log kept after it ended.
+func (a *Agent) serveSerialLog(w http.ResponseWriter, r *http.Request) {
+	key := r.PathValue("ns") + "/" + r.PathValue("name")
+	uid := r.URL.Query().Get("uid")
+	var inc int64
+	if s := r.URL.Query().Get("incarnation"); s != "" {
+		var err error
+		if inc, err = strconv.ParseInt(s, 10, 64); err != nil {
+			http.Error(w, fmt.Sprintf("query incarnation %q: %v", s, err), http.StatusBadRequest)
+			return
+		}
+	}
+	a.mu.Lock()
+	rt := a.running[key]
+	a.mu.Unlock()
+	var data []byte
+	var err error = os.ErrNotExist
+	if rt != nil && (inc == 0 || rt.incarnation == inc) && (uid == "" || rt.uid == uid) {
+		data, err = os.ReadFile(rt.serialLog())
+	}
+	if errors.Is(err, os.ErrNotExist) { // ended (perhaps just now): its log is kept
+		if path, ok := a.keptSerialLog(key, uid, inc); ok {
+			data, err = os.ReadFile(path)
+		} else if rt != nil {
+			err = nil // running, nothing printed yet
+		}
+	}
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		http.Error(w, fmt.Sprintf("node %s keeps no serial log of VM %s incarnation %d", a.opts.Node, key, inc), http.StatusNotFound)
+		return
+	case err != nil:
+		http.Error(w, fmt.Sprintf("read the serial log of VM %s: %v", key, err), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write(data)
 }
 
 func (a *Agent) serveVNC(w http.ResponseWriter, r *http.Request) {

@@ -2,11 +2,13 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -29,6 +31,23 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 	a.mu.Lock()
 	rt := a.running[key]
 	a.mu.Unlock()
+
+	if rt != nil && rt.vm == nil {
+		// The agent has not reached this incarnation's QEMU: alive or unknown, never dead.
+		ok, err := a.attach(ctx, rt)
+		if !ok {
+			if vm == nil || vm.Status.Node != a.opts.Node || vm.Status.Incarnation != rt.incarnation || string(vm.UID) != rt.uid {
+				vm = nil // the VM is gone, or this incarnation is not its current one
+			}
+			if vm != nil && vm.DeletionTimestamp == nil && vm.WantsRunning() && vm.Status.RestartIncarnation != rt.incarnation {
+				return a.reportUnresponsive(ctx, vm, err)
+			}
+			return a.killUnresponsive(ctx, rt, vm, err)
+		}
+		a.mu.Lock()
+		rt = a.running[key]
+		a.mu.Unlock()
+	}
 
 	if vm == nil || vm.Status.Node != a.opts.Node || vm.DeletionTimestamp != nil {
 		if rt != nil {
@@ -76,13 +95,24 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 	select {
 	case <-rt.vm.Exited():
 		tail := logTail(rt.cfg.LogFile())
-		a.forget(rt)
+		if err := a.forget(rt); err != nil {
+			return err
+		}
 		return a.reportExit(ctx, vm, apps.ExitFailed, "QEMU exited unexpectedly"+tail)
 	default:
 	}
-	status, err := rt.vm.Status(ctx)
+	qctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	status, err := rt.vm.Status(qctx)
+	cancel()
 	if err != nil {
-		return fmt.Errorf("query VM %s: %w", key, err)
+		select {
+		case <-rt.vm.Exited():
+			a.queue.Add(key)
+			return nil
+		default:
+		}
+		a.queue.AddAfter(key, attachRetryMax)
+		return a.reportUnresponsive(ctx, vm, err)
 	}
 	switch status {
 	case "shutdown":
@@ -90,16 +120,18 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 		if err := rt.vm.Quit(ctx); err != nil {
 			_ = rt.vm.Kill()
 		}
-		<-rt.vm.Exited()
-		a.forget(rt)
+		if err := a.forgetExited(rt); err != nil {
+			return err
+		}
 		return a.reportExit(ctx, vm, apps.ExitSucceeded, "the guest shut down")
 	case "guest-panicked", "internal-error":
 		_ = rt.vm.Kill()
-		<-rt.vm.Exited()
-		a.forget(rt)
+		if err := a.forgetExited(rt); err != nil {
+			return err
+		}
 		return a.reportExit(ctx, vm, apps.ExitFailed, "the guest crashed (QEMU status "+status+")")
 	case "running":
-		if vm.Status.Phase != apps.VMRunning {
+		if vm.Status.Phase != apps.VMRunning || unresponsive(vm) {
 			return a.setPhase(ctx, vm, apps.VMRunning, metav1.ConditionTrue, "Running", fmt.Sprintf("incarnation %d runs on node %s (QEMU pid %d)", inc, a.opts.Node, rt.vm.PID()))
 		}
 		a.growDisks(ctx, vm, rt)
@@ -119,11 +151,89 @@ func (a *Agent) finishStop(ctx context.Context, rt *runtimeVM, vm *apps.VMInstan
 			return nil // queued again when QEMU is gone
 		}
 	}
-	a.forget(rt)
+	if err := a.forget(rt); err != nil {
+		return err
+	}
 	if vm == nil {
 		return nil
 	}
 	return a.reportExit(ctx, vm, apps.ExitStopped, msg)
+}
+
+// statusTimeout bounds the query of a running QEMU's state in a sync.
+const statusTimeout = 3 * time.Second
+
+// exitTimeout bounds the wait for a QEMU to vanish after quit or SIGKILL.
+const exitTimeout = 15 * time.Second
+
+// forgetExited waits for the incarnation's QEMU to be gone, then forgets the incarnation.
+func (a *Agent) forgetExited(rt *runtimeVM) error {
+	select {
+	case <-rt.vm.Exited():
+		return a.forget(rt)
+	case <-time.After(exitTimeout):
+		return fmt.Errorf("QEMU of VM %s (pid %d) still present %s after quit/kill", rt.key, rt.vm.PID(), exitTimeout)
+	}
+}
+
+// killUnresponsive ends an incarnation that is to stop (stop, restart, deletion, a newer
+// incarnation) while its QEMU does not answer: after stopGrace without an answer, the QEMU is
+// killed, and once its lock is free the incarnation ends. vm is the VM when this incarnation is
+// still its current one.
+func (a *Agent) killUnresponsive(ctx context.Context, rt *runtimeVM, vm *apps.VMInstance, cause error) error {
+	if silent := time.Since(rt.unresponsiveSince); silent < stopGrace {
+		if vm != nil {
+			return a.reportUnresponsive(ctx, vm, cause)
+		}
+		return nil
+	}
+	err := qemu.KillRunDir(rt.dir)
+	if err != nil && !errors.Is(err, qemu.ErrNotRunning) {
+		return fmt.Errorf("stop VM %s: %w", rt.key, err)
+	}
+	slog.Warn("killed a QEMU that did not answer", "vm", rt.key, "incarnation", rt.incarnation, "silent_for", stopGrace, "cause", cause)
+	deadline := time.Now().Add(exitTimeout)
+	for {
+		alive, err := qemu.Alive(rt.dir)
+		if err == nil && !alive {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("stop VM %s: its QEMU still holds %s %s after SIGKILL (%v)", rt.key, rt.dir, exitTimeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := a.forget(rt); err != nil {
+		return err
+	}
+	if vm == nil {
+		return nil
+	}
+	msg := "stopped by Kumo (its QEMU did not answer and was killed)"
+	if vm.Status.RestartIncarnation == rt.incarnation {
+		msg = "restarted (its QEMU did not answer and was killed)"
+	}
+	return a.reportExit(ctx, vm, apps.ExitStopped, msg)
+}
+
+// reasonUnresponsive marks a VM whose QEMU is alive (or may be) but does not answer.
+const reasonUnresponsive = "QEMUUnresponsive"
+
+func unresponsive(vm *apps.VMInstance) bool {
+	c := meta.FindStatusCondition(vm.Status.Conditions, apps.ConditionReady)
+	return c != nil && c.Reason == reasonUnresponsive
+}
+
+// reportUnresponsive reports the VM's state as unknown (Ready=Unknown): its QEMU does not answer,
+// so it is neither running nor gone as far as the agent can tell.
+func (a *Agent) reportUnresponsive(ctx context.Context, vm *apps.VMInstance, cause error) error {
+	if unresponsive(vm) {
+		return nil
+	}
+	return a.updateStatus(ctx, vm, func(cur *apps.VMInstance) {
+		meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: apps.ConditionReady, Status: metav1.ConditionUnknown,
+			Reason: reasonUnresponsive, Message: fmt.Sprintf("the QEMU of incarnation %d on node %s does not answer: %v", cur.Status.Incarnation, a.opts.Node, cause), ObservedGeneration: cur.Generation})
+	})
 }
 
 // start launches the VM's current incarnation.
@@ -133,6 +243,14 @@ func (a *Agent) start(ctx context.Context, vm *apps.VMInstance) error {
 		return err
 	}
 	runDir := a.runDir(string(vm.UID))
+	// Prove that no QEMU of this VM is alive on the node (one the agent lost track of) before
+	// writing anything into its run directory.
+	if alive, err := qemu.Alive(runDir); alive || err != nil {
+		if err == nil {
+			err = fmt.Errorf("a QEMU still holds %s", runDir)
+		}
+		return fmt.Errorf("start VM %s: %w", vmKey, err)
+	}
 	err := os.MkdirAll(runDir, 0o700)
 	var key storage.Key
 	if err == nil {
@@ -160,18 +278,21 @@ func (a *Agent) start(ctx context.Context, vm *apps.VMInstance) error {
 		rt.vm, err = qemu.Start(ctx, cfg)
 	}
 	if err != nil {
+		if alive, aerr := qemu.Alive(runDir); alive || aerr != nil {
+			// Start refused because a QEMU appeared meanwhile (or the lock cannot be read): leave it.
+			return fmt.Errorf("start VM %s: %w (QEMU lock of %s held or unreadable: %v)", vmKey, err, runDir, aerr)
+		}
+		if rt.dir != "" {
+			a.keepLogs(rt) // QEMU's complaint, for later reading
+		}
 		os.RemoveAll(runDir)
 		slog.Warn("VM start failed", "vm", vmKey, "incarnation", vm.Status.Incarnation, "err", err)
 		return a.reportExit(ctx, vm, apps.ExitFailed, "start failed: "+err.Error())
 	}
-	if con, err := openConsole(cfg.SerialSocket(), rt.serialLog()); err == nil {
-		rt.con = con
-	} else {
-		slog.Warn("serial console", "vm", vmKey, "err", err)
-	}
 	a.mu.Lock()
 	a.running[vmKey] = rt
 	a.mu.Unlock()
+	a.connectConsole(rt)
 	a.watch(rt)
 	slog.Info("VM started", "vm", vmKey, "incarnation", rt.incarnation, "pid", rt.vm.PID())
 	return a.setPhase(ctx, vm, apps.VMRunning, metav1.ConditionTrue, "Running", fmt.Sprintf("incarnation %d runs on node %s (QEMU pid %d)", rt.incarnation, a.opts.Node, rt.vm.PID()))
@@ -221,7 +342,7 @@ func (a *Agent) setPhase(ctx context.Context, vm *apps.VMInstance, phase apps.VM
 func (a *Agent) reportExit(ctx context.Context, vm *apps.VMInstance, reason apps.ExitReason, msg string) error {
 	slog.Info("incarnation ended", "vm", vm.Namespace+"/"+vm.Name, "incarnation", vm.Status.Incarnation, "reason", reason, "message", msg)
 	return a.updateStatus(ctx, vm, func(cur *apps.VMInstance) {
-		cur.Status.LastExit = &apps.IncarnationExit{Incarnation: cur.Status.Incarnation, Reason: reason, Message: msg, Time: metav1.Now()}
+		cur.Status.LastExit = &apps.IncarnationExit{Incarnation: cur.Status.Incarnation, Node: a.opts.Node, Reason: reason, Message: msg, Time: metav1.Now()}
 		cur.Status.Phase = apps.VMStopped
 		condReason := string(reason)
 		if reason == apps.ExitFailed {
@@ -258,7 +379,7 @@ func (a *Agent) qemuConfig(ctx context.Context, vm *apps.VMInstance, runDir stri
 		if err != nil {
 			return qemu.Config{}, err
 		}
-		disk := qemu.Disk{ID: fmt.Sprintf("disk%d", i), Path: d.vol.Path, Driver: d.vol.Driver, Format: d.vol.Format,
+		disk := qemu.Disk{ID: fmt.Sprintf("disk%d", i), Name: ref.Name, Path: d.vol.Path, Driver: d.vol.Driver, Format: d.vol.Format,
 			Bus: profile.DiskBus, CDROM: d.optical, ReadOnly: d.optical, BootIndex: i + 1, KeyFile: d.vol.KeyFile}
 		if r := d.vol.RBD; r != nil {
 			disk.Path = ""

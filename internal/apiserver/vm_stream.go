@@ -48,15 +48,20 @@ func (s *vmStream) Connect(ctx context.Context, name string, options runtime.Obj
 		return nil, err
 	}
 	vm := got.(*apps.VMInstance)
-	if vm.Status.Node == "" {
+	nodeName, incarnation := vm.Status.Node, vm.Status.Incarnation
+	if nodeName == "" && opts.ShowLog && vm.Status.LastExit != nil && vm.Status.LastExit.Node != "" {
+		// A stopped VM: the node its last incarnation ran on keeps that incarnation's log.
+		nodeName, incarnation = vm.Status.LastExit.Node, vm.Status.LastExit.Incarnation
+	}
+	if nodeName == "" {
 		return nil, apierrors.NewConflict(apps.Resource("vminstances"), name, fmt.Errorf("VM is not running on any node (phase %s)", vm.Status.Phase))
 	}
 	if s.kind == "vnc" && vm.Status.Phase != apps.VMRunning {
 		return nil, apierrors.NewConflict(apps.Resource("vminstances"), name, fmt.Errorf("VM is not running (phase %s)", vm.Status.Phase))
 	}
-	nodeObj, err := s.nodes.Get(genericapirequest.WithNamespace(ctx, ""), vm.Status.Node, &metav1.GetOptions{})
+	nodeObj, err := s.nodes.Get(genericapirequest.WithNamespace(ctx, ""), nodeName, &metav1.GetOptions{})
 	if err != nil {
-		return nil, apierrors.NewServiceUnavailable(fmt.Sprintf("node %s of VM %s: %v", vm.Status.Node, name, err))
+		return nil, apierrors.NewServiceUnavailable(fmt.Sprintf("node %s of VM %s: %v", nodeName, name, err))
 	}
 	node := nodeObj.(*kumo.Node)
 	if node.Status.AgentEndpoint == "" || node.Status.AgentCertificate == "" {
@@ -71,7 +76,7 @@ func (s *vmStream) Connect(ctx context.Context, name string, options runtime.Obj
 		return nil, apierrors.NewInternalError(fmt.Errorf("node %s agent endpoint: %w", node.Name, err))
 	}
 	loc.Path = fmt.Sprintf("/v1/vms/%s/%s/%s", vm.Namespace, vm.Name, s.kind)
-	q := url.Values{"incarnation": {strconv.FormatInt(vm.Status.Incarnation, 10)}}
+	q := url.Values{"incarnation": {strconv.FormatInt(incarnation, 10)}, "uid": {string(vm.UID)}}
 	if opts.ShowLog {
 		q.Set("showLog", "true")
 	}

@@ -121,7 +121,7 @@ func (c *Config) diskArgs(a *argv) {
 
 	sataPort, scsiID := 0, 0
 	for _, d := range c.Disks {
-		file, drive := "file-"+d.ID, "drive-"+d.ID
+		file, drive := "file-"+d.ID, DiskNode(d.ID)
 		secret := "sec-" + d.ID
 		if d.KeyFile != "" {
 			a.add("-object", "secret,id="+secret+",file="+escapeOpt(d.KeyFile))

@@ -65,7 +65,11 @@ type Config struct {
 
 // Disk is one block device of the VM.
 type Disk struct {
-	ID        string // unique within the VM, [a-z0-9-]
+	ID string // unique within the VM, [a-z0-9-]
+	// Name is the caller's name of the volume (e.g. the VMDisk), kept with the configuration so
+	// that a running VM's disks are found by name, never by their position in a list that may
+	// have changed since the start. Not passed to QEMU.
+	Name      string
 	Path      string // file path of the image
 	Driver    string // "file" (default); "rbd" later
 	Format    string // "qcow2" or "raw"; CD-ROMs default to "raw"

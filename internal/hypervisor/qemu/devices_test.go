@@ -112,7 +112,7 @@ func TestStartUEFIWithEveryDeviceKind(t *testing.T) {
 			ReadOnly bool   `json:"ro"`
 		} `json:"inserted"`
 	}
-	if err := v.QMP().Execute(ctx, "query-block", nil, &blocks); err != nil {
+	if err := v.mon.Execute(ctx, "query-block", nil, &blocks); err != nil {
 		t.Fatal(err)
 	}
 	got := map[string]bool{} // node name → read-only
@@ -133,7 +133,7 @@ func TestStartUEFIWithEveryDeviceKind(t *testing.T) {
 		Name string `json:"name"`
 		Type string `json:"type"`
 	}
-	if err := v.QMP().Execute(ctx, "qom-list", map[string]string{"path": "/machine/peripheral"}, &peripherals); err != nil {
+	if err := v.mon.Execute(ctx, "qom-list", map[string]string{"path": "/machine/peripheral"}, &peripherals); err != nil {
 		t.Fatal(err)
 	}
 	var devices []string

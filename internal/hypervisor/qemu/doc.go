@@ -15,6 +15,16 @@
 //     its sockets and pid file are removed, and the error ends with the tail of QEMU's log.
 //   - Guest state is QMP state. -no-shutdown keeps QEMU alive when the guest powers off (status
 //     "shutdown"); the pvpanic device turns a guest panic into status "guest-panicked".
+//   - One QEMU per RunDir, proven by a lock. Start takes an flock on RunDir/qemu.lock and hands
+//     the descriptor to QEMU, which holds it for its whole life (the kernel drops it however QEMU
+//     ends). Start refuses while the lock is held; Alive reports it; Attach never answers
+//     ErrNotRunning while it is held: a QEMU that is frozen (SIGSTOP) or whose pid file is gone
+//     is ErrUnresponsive, for the caller to retry, never to replace.
+//   - Every QMP command has a deadline: the caller's context, else DefaultCommandTimeout (10 s).
+//     Callers queued behind a command in flight give up when their own context ends.
+//   - Every QMP command the agent issues is a typed method here (Status, Powerdown, Quit,
+//     GrowDisk, BlockResize, BlockNodeSizes); disks are addressed by the Disk.ID recorded in the
+//     Config the QEMU was started with (Config.DiskByName finds it from the caller's name).
 //   - No mistaken identity. Attach accepts the pid file's PID only if /proc shows QEMU serving this
 //     RunDir's QMP socket; signals go through pidfds. QEMU serves one QMP client at a time, so the
 //     previous connection must be closed (or its process dead) before Attach.

@@ -63,9 +63,6 @@ func (v *VM) Exited() <-chan struct{} { return v.exited }
 // Events delivers the monitor's QMP events (SHUTDOWN, RESET, STOP, RESUME, GUEST_PANICKED, ...).
 func (v *VM) Events() <-chan Event { return v.mon.Events() }
 
-// QMP is the VM's monitor, for commands this package does not wrap.
-func (v *VM) QMP() *Monitor { return v.mon }
-
 // Close closes the QMP connection and leaves QEMU running.
 func (v *VM) Close() error {
 	if err := v.mon.Close(); err != nil {
@@ -83,11 +80,14 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := prepareRunDir(&cfg); err != nil {
+	lock, err := prepareRunDir(&cfg)
+	if err != nil {
 		return nil, fmt.Errorf("start VM %s: %w", cfg.Name, err)
 	}
 	began := time.Now()
-	v, logStart, exitStatus, err := launch(&cfg, args)
+	v, logStart, exitStatus, err := launch(&cfg, args, lock)
+	// QEMU holds its own descriptor of the lock from now on (or failed to start).
+	lock.Close()
 	if err != nil {
 		return nil, fmt.Errorf("start VM %s: %w", cfg.Name, err)
 	}
@@ -115,29 +115,43 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	return v, nil
 }
 
-// prepareRunDir creates RunDir (0700), refuses a RunDir whose QEMU still runs, removes what a dead
-// incarnation left behind and provides the UEFI variable store.
-func prepareRunDir(cfg *Config) error {
+// prepareRunDir creates RunDir (0700), takes its lock (refusing a RunDir whose QEMU still runs),
+// removes what a dead incarnation left behind and provides the UEFI variable store. The caller
+// passes the returned lock to QEMU and closes its own copy.
+func prepareRunDir(cfg *Config) (*os.File, error) {
 	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
-		return fmt.Errorf("create run dir: %w", err)
+		return nil, fmt.Errorf("create run dir: %w", err)
 	}
 	if err := os.Chmod(cfg.RunDir, 0o700); err != nil {
-		return fmt.Errorf("restrict run dir: %w", err)
+		return nil, fmt.Errorf("restrict run dir: %w", err)
 	}
+	lock, err := takeRunDirLock(cfg.RunDir)
+	if errors.Is(err, errLockHeld) {
+		return nil, fmt.Errorf("qemu already running in %s: %w", cfg.RunDir, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// A QEMU started before run directories had locks.
 	if pid, ok := liveQEMU(cfg.RunDir); ok {
-		return fmt.Errorf("qemu already running in %s (pid %d)", cfg.RunDir, pid)
+		lock.Close()
+		return nil, fmt.Errorf("qemu already running in %s (pid %d)", cfg.RunDir, pid)
 	}
 	removeRuntimeFiles(cfg)
 	if cfg.Firmware == FirmwareUEFI {
-		return prepareUEFIVars(cfg)
+		if err := prepareUEFIVars(cfg); err != nil {
+			lock.Close()
+			return nil, err
+		}
 	}
-	return nil
+	return lock, nil
 }
 
 // launch starts the QEMU process and a goroutine that reaps it for as long as this process lives.
-// It returns the log offset where this incarnation's output begins and a channel that receives the
-// exit status before Exited closes.
-func launch(cfg *Config, args []string) (*VM, int64, <-chan string, error) {
+// QEMU inherits lock (as fd 3, which it never closes) and so holds the run directory's lock for its
+// whole life. It returns the log offset where this incarnation's output begins and a channel that
+// receives the exit status before Exited closes.
+func launch(cfg *Config, args []string, lock *os.File) (*VM, int64, <-chan string, error) {
 	logFile, err := os.OpenFile(cfg.LogFile(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, 0, nil, fmt.Errorf("open log: %w", err)
@@ -150,6 +164,7 @@ func launch(cfg *Config, args []string) (*VM, int64, <-chan string, error) {
 	cmd.Dir = cfg.RunDir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
+	cmd.ExtraFiles = []*os.File{lock}
 	// Own session: no controlling terminal, no signals to the caller's process group reach QEMU, so
 	// the caller's death leaves it running. No Pdeathsig for the same reason.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

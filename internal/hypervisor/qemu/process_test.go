@@ -70,14 +70,14 @@ func TestEventsDeliverStopAndResume(t *testing.T) {
 	v, _ := startTestVM(t, tinyConfig("vm-events", filepath.Join(dir, "run"), markerDisk(t, dir)))
 	ctx := context.Background()
 
-	if err := v.QMP().Execute(ctx, "stop", nil, nil); err != nil {
+	if err := v.mon.Execute(ctx, "stop", nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitEvent(t, v.Events(), "STOP", 5*time.Second)
 	if st, err := v.Status(ctx); err != nil || st != StatusPaused {
 		t.Fatalf("Status after stop = %q, %v; want paused", st, err)
 	}
-	if err := v.QMP().Execute(ctx, "cont", nil, nil); err != nil {
+	if err := v.mon.Execute(ctx, "cont", nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitEvent(t, v.Events(), "RESUME", 5*time.Second)
@@ -86,7 +86,7 @@ func TestEventsDeliverStopAndResume(t *testing.T) {
 	}
 
 	var qe *QMPError
-	if err := v.QMP().Execute(ctx, "no-such-command", nil, nil); !errors.As(err, &qe) || qe.Class != "CommandNotFound" {
+	if err := v.mon.Execute(ctx, "no-such-command", nil, nil); !errors.As(err, &qe) || qe.Class != "CommandNotFound" {
 		t.Fatalf("unknown command: %v, want *QMPError CommandNotFound", err)
 	}
 }

@@ -14,6 +14,13 @@ import (
 // eventBuffer is how many QMP events wait for a reader before new ones are dropped (and logged).
 const eventBuffer = 64
 
+// DefaultCommandTimeout bounds a QMP command whose context carries no deadline of its own: a
+// frozen QEMU (SIGSTOP, a stuck main loop) must never hold a caller forever.
+const DefaultCommandTimeout = 10 * time.Second
+
+// commandTimeout is DefaultCommandTimeout; tests shorten it.
+var commandTimeout = DefaultCommandTimeout
+
 // ErrMonitorClosed is returned by Execute once the QMP connection is gone.
 var ErrMonitorClosed = errors.New("qmp monitor closed")
 
@@ -39,8 +46,10 @@ type Monitor struct {
 	socket string
 	log    *slog.Logger
 
-	cmdMu  sync.Mutex // serialises Execute: one command in flight
-	nextID uint64
+	// cmdLock serialises Execute (one command in flight). It is a channel rather than a mutex so
+	// that a caller waiting behind a command to a frozen QEMU gives up when its context ends.
+	cmdLock chan struct{}
+	nextID  uint64
 
 	mu      sync.Mutex
 	pending map[string]chan qmpMessage
@@ -88,6 +97,7 @@ func DialMonitor(ctx context.Context, socket string) (*Monitor, error) {
 		conn:    conn,
 		socket:  socket,
 		log:     slog.Default().With("qmp", socket),
+		cmdLock: make(chan struct{}, 1),
 		pending: map[string]chan qmpMessage{},
 		events:  make(chan Event, eventBuffer),
 		done:    make(chan struct{}),
@@ -124,10 +134,23 @@ func DialMonitor(ctx context.Context, socket string) (*Monitor, error) {
 }
 
 // Execute runs one QMP command. args (a struct or map) becomes "arguments"; the reply's "return"
-// is decoded into result when it is not nil. QEMU's error replies come back as *QMPError.
+// is decoded into result when it is not nil. QEMU's error replies come back as *QMPError. The
+// command, including the wait for an earlier command still in flight, ends with ctx, and within
+// DefaultCommandTimeout when ctx has no deadline.
 func (m *Monitor) Execute(ctx context.Context, command string, args any, result any) error {
-	m.cmdMu.Lock()
-	defer m.cmdMu.Unlock()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, commandTimeout)
+		defer cancel()
+	}
+	select {
+	case m.cmdLock <- struct{}{}:
+		defer func() { <-m.cmdLock }()
+	case <-ctx.Done():
+		return fmt.Errorf("qmp %s: waiting for the command in flight on %s: %w", command, m.socket, ctx.Err())
+	case <-m.done:
+		return fmt.Errorf("qmp %s: %w", command, m.closeErr())
+	}
 
 	m.mu.Lock()
 	if m.closed {
@@ -150,10 +173,9 @@ func (m *Monitor) Execute(ctx context.Context, command string, args any, result 
 	if err != nil {
 		return fmt.Errorf("qmp %s: encode arguments: %w", command, err)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		m.conn.SetWriteDeadline(dl)
-		defer m.conn.SetWriteDeadline(time.Time{})
-	}
+	dl, _ := ctx.Deadline()
+	m.conn.SetWriteDeadline(dl)
+	defer m.conn.SetWriteDeadline(time.Time{})
 	if _, err := m.conn.Write(append(b, '\n')); err != nil {
 		return fmt.Errorf("qmp %s: send: %w", command, err)
 	}

@@ -228,3 +228,45 @@ func TestDialMonitorGivesUpWithoutGreeting(t *testing.T) {
 		})
 	}
 }
+
+// TestMonitorCallsToASilentQEMUEndAndDoNotBlockWaiters: a QEMU that never answers (SIGSTOP, a stuck
+// main loop) must neither hold a command without a deadline forever nor hold the callers queued
+// behind it past their own contexts.
+func TestMonitorCallsToASilentQEMUEndAndDoNotBlockWaiters(t *testing.T) {
+	arrived := make(chan string, 4)
+	f := newFakeQMP(t, func(w *bufio.Writer, cmd fakeCommand) { arrived <- cmd.Execute }) // never answers
+	m := dialFake(t, f)
+
+	defer func(d time.Duration) { commandTimeout = d }(commandTimeout)
+	commandTimeout = 300 * time.Millisecond
+	if err := m.Execute(context.Background(), "query-status", nil, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("command without a deadline to a silent QEMU = %v, want the default deadline", err)
+	}
+	<-arrived
+
+	// A first caller waits for its reply; a second one queues behind it and gives up with its ctx.
+	firstCtx, cancelFirst := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelFirst()
+	first := make(chan error, 1)
+	go func() { first <- m.Execute(firstCtx, "query-status", nil, nil) }()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first command never reached the monitor")
+	}
+	secondCtx, cancelSecond := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancelSecond()
+	err := m.Execute(secondCtx, "query-status", nil, nil)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("queued command = %v, want its context's deadline", err)
+	}
+	select {
+	case err := <-first:
+		t.Fatalf("the first command ended (%v) before the queued one gave up: the lock ignored the queued caller's context", err)
+	default:
+	}
+	cancelFirst()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Fatalf("first command = %v, want canceled", err)
+	}
+}

@@ -17493,6 +17493,13 @@ func schema_pkg_apis_apps_v1alpha1_IncarnationExit(ref common.ReferenceCallback)
 							Format:  "int64",
 						},
 					},
+					"node": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Node is where the incarnation ran; it keeps the incarnation's logs (serial console, QEMU) for a while after it ended.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
 					"reason": {
 						SchemaProps: spec.SchemaProps{
 							Default: "",

@@ -177,10 +177,14 @@ const (
 
 // IncarnationExit records the end of one incarnation.
 type IncarnationExit struct {
-	Incarnation int64       `json:"incarnation"`
-	Reason      ExitReason  `json:"reason"`
-	Message     string      `json:"message,omitempty"`
-	Time        metav1.Time `json:"time"`
+	Incarnation int64 `json:"incarnation"`
+	// Node is where the incarnation ran; it keeps the incarnation's logs (serial console,
+	// QEMU) for a while after it ended.
+	// +optional
+	Node    string      `json:"node,omitempty"`
+	Reason  ExitReason  `json:"reason"`
+	Message string      `json:"message,omitempty"`
+	Time    metav1.Time `json:"time"`
 }
 
 // RunAction is a start or a stop request.
