@@ -20,13 +20,13 @@ import (
 	"kumo.dev/kumo/pkg/client"
 )
 
-// fakeAPI records the status writes the controller sends.
-type fakeAPI struct {
+// statusRecorder records the status writes the controller sends.
+type statusRecorder struct {
 	mu     sync.Mutex
 	writes []*apps.VMInstance
 }
 
-func (f *fakeAPI) client(t *testing.T) *client.Client {
+func (f *statusRecorder) client(t *testing.T) *client.Client {
 	rc := &fake.RESTClient{
 		NegotiatedSerializer: client.Codecs.WithoutConversion(),
 		GroupVersion:         apps.SchemeGroupVersion,
@@ -48,7 +48,7 @@ func (f *fakeAPI) client(t *testing.T) *client.Client {
 	return &client.Client{Apps: rc}
 }
 
-func (f *fakeAPI) last() *apps.VMInstance {
+func (f *statusRecorder) last() *apps.VMInstance {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.writes) == 0 {
@@ -71,7 +71,7 @@ func exited(reason apps.ExitReason, inc int64, bound, end time.Time) *apps.VMIns
 // reconcileAt runs one reconcile of vm with the clock at now and returns the status written, or nil.
 func reconcileAt(t *testing.T, vm *apps.VMInstance, now time.Time) *apps.VMInstance {
 	t.Helper()
-	api := &fakeAPI{}
+	api := &statusRecorder{}
 	inf := cache.NewSharedIndexInformer(&cache.ListWatch{}, &apps.VMInstance{}, 0, cache.Indexers{})
 	if err := inf.GetStore().Add(vm); err != nil {
 		t.Fatal(err)
