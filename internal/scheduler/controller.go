@@ -48,6 +48,8 @@ type Controller struct {
 
 	mu      sync.Mutex
 	assumed map[string]assumption
+	// assumedDisks are disk placements (disk key → node) not yet seen in the watch.
+	assumedDisks map[string]string
 }
 
 type assumption struct {
@@ -58,7 +60,7 @@ type assumption struct {
 
 // NewController builds the scheduler on shared informers.
 func NewController(c *client.Client, inf Informers) *Controller {
-	ctl := &Controller{c: c, inf: inf, assumed: map[string]assumption{},
+	ctl := &Controller{c: c, inf: inf, assumed: map[string]assumption{}, assumedDisks: map[string]string{},
 		queue:     workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
 		diskQueue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())}
 	enqueue := func(obj interface{}) {
@@ -263,6 +265,24 @@ func (ctl *Controller) nodes() []Node {
 	}
 	ctl.mu.Lock()
 	defer ctl.mu.Unlock()
+	for _, obj := range ctl.inf.Disks.GetStore().List() {
+		d := obj.(*apps.VMDisk)
+		key, _ := cache.MetaNamespaceKeyFunc(d)
+		node := d.Status.Node
+		if node != "" || d.Status.Phase == apps.DiskReady || d.Status.Phase == apps.DiskFailed {
+			delete(ctl.assumedDisks, key) // the watch caught up (or the disk moved on)
+		} else {
+			node = ctl.assumedDisks[key]
+		}
+		if n := byName[node]; n != nil && d.Spec.StorageClass == apps.StorageLocal {
+			n.Disks++
+		}
+	}
+	for key := range ctl.assumedDisks {
+		if _, ok, _ := ctl.inf.Disks.GetStore().GetByKey(key); !ok {
+			delete(ctl.assumedDisks, key)
+		}
+	}
 	for key, a := range ctl.assumed {
 		obj, ok, _ := ctl.inf.VMs.GetStore().GetByKey(key)
 		if !ok || obj.(*apps.VMInstance).Status.Incarnation >= a.incarnation {

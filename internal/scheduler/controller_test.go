@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -386,5 +387,26 @@ func drain(r record.EventRecorder) string {
 		case <-time.After(10 * time.Millisecond):
 			return strings.Join(out, "\n")
 		}
+	}
+}
+
+func TestLocalDisksSpreadLikeTheirVMsEvenBeforeTheWatchShowsThem(t *testing.T) {
+	f := newFixture(t)
+	for i, dc := range []string{"dc1", "dc2", "dc3"} {
+		f.node(fmt.Sprintf("n%d", i+1), dc, true, []string{"local"})
+	}
+	f.vm("busy", "n1") // n1 runs a VM already
+	seen := map[string]bool{}
+	for _, name := range []string{"a", "b"} {
+		f.disk(name, apps.StorageLocal, apps.DiskPending, "")
+		f.place(t, name) // the fake API does not feed the watch: placements are assumed
+		w := f.api.diskWrites(t, name)
+		if len(w) != 1 {
+			t.Fatalf("disk %s: %+v", name, w)
+		}
+		seen[w[0].Status.Node] = true
+	}
+	if !seen["n2"] || !seen["n3"] {
+		t.Errorf("two local disks should go to the two idle nodes n2 and n3, got %v", seen)
 	}
 }

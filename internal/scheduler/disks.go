@@ -135,6 +135,9 @@ func (ctl *Controller) bindDisk(ctx context.Context, d *apps.VMDisk, n Node) err
 	if err != nil {
 		return fmt.Errorf("place disk %s/%s on node %s: %w", d.Namespace, d.Name, n.Name, err)
 	}
+	ctl.mu.Lock()
+	ctl.assumedDisks[d.Namespace+"/"+d.Name] = n.Name
+	ctl.mu.Unlock()
 	ctl.recorder.Event(d, corev1.EventTypeNormal, "Scheduled", "Disk "+msg)
 	slog.Info("disk placed", "disk", d.Namespace+"/"+d.Name, "class", d.Spec.StorageClass, "node", n.Name)
 	return nil

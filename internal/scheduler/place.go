@@ -39,7 +39,9 @@ type Node struct {
 	// Used is the sum of the instance types bound to the node.
 	Used Resources
 	// VMs counts VMs bound to the node.
-	VMs    int
+	VMs int
+	// Disks counts local disks placed on the node (they bring their VMs with them).
+	Disks  int
 	Images map[string]bool
 	// StorageClasses the node can open.
 	StorageClasses map[string]bool
@@ -93,29 +95,31 @@ func (u *Unschedulable) reason() string {
 // that fit it prefers the datacenter with the fewest VMs, then the node with the fewest VMs, then
 // the most free memory, then the name (so the choice is deterministic).
 func Place(req Request, nodes []Node) (Node, error) {
-	return place(req, nodes, fmt.Sprintf("no node has %s free", req.Resources),
+	return place(req, nodes, func(n Node) int { return n.VMs }, fmt.Sprintf("no node has %s free", req.Resources),
 		fmt.Sprintf("its local disks bind it to node %s, which cannot take it", req.Node),
 		fmt.Sprintf("its local disks are on node %s, which is not registered", req.Node))
 }
 
 // PlaceDisk picks the node that prepares a disk (and, for a local disk, holds it for good):
 // a ready, schedulable node serving its storage classes and holding the golden images it is
-// made from; req.Resources is ignored. It ranks nodes like Place, so local disks spread as VMs do.
+// made from; req.Resources is ignored. It ranks nodes like Place, counting the local disks
+// already placed as well as the VMs, so that local disks (and the VMs that follow them) spread.
 func PlaceDisk(req Request, nodes []Node) (Node, error) {
 	req.Resources = Resources{}
-	return place(req, nodes, "no node can prepare the disk",
+	return place(req, nodes, func(n Node) int { return n.VMs + n.Disks }, "no node can prepare the disk",
 		fmt.Sprintf("its source disk lives on node %s, which cannot prepare it", req.Node),
 		fmt.Sprintf("its source disk lives on node %s, which is not registered", req.Node))
 }
 
-// place filters nodes for req and ranks the rest; the messages explain an empty result.
-func place(req Request, nodes []Node, noneFits, pinnedCannot, pinnedMissing string) (Node, error) {
+// place filters nodes for req and ranks the rest by load (lowest first, per datacenter then per
+// node); the messages explain an empty result.
+func place(req Request, nodes []Node, load func(Node) int, noneFits, pinnedCannot, pinnedMissing string) (Node, error) {
 	if len(nodes) == 0 {
 		return Node{}, &Unschedulable{Message: "no node has registered"}
 	}
 	perDC := map[string]int{}
 	for _, n := range nodes {
-		perDC[n.Datacenter] += n.VMs
+		perDC[n.Datacenter] += load(n)
 	}
 	var fit []Node
 	var why []string
@@ -153,8 +157,8 @@ func place(req Request, nodes []Node, noneFits, pinnedCannot, pinnedMissing stri
 		if perDC[a.Datacenter] != perDC[b.Datacenter] {
 			return perDC[a.Datacenter] < perDC[b.Datacenter]
 		}
-		if a.VMs != b.VMs {
-			return a.VMs < b.VMs
+		if la, lb := load(a), load(b); la != lb {
+			return la < lb
 		}
 		if fa, fb := a.Free().Memory, b.Free().Memory; fa != fb {
 			return fa > fb
