@@ -120,6 +120,28 @@ func TestDisksArePreparedBeforeAnyVMNeedsThem(t *testing.T) {
 		t.Errorf("tenant reading vmdisks/alone/diskkey: want 403, got %v", err)
 	}
 
+	// An upload disk waits for its upload, then is prepared at once, still without a VM.
+	up := strings.Replace(httpDisk("uploaded", "x"), "    http:\n      url: x\n", "    upload: {}\n", 1)
+	if r := Run(kc, up, bins.kumo, "apply", "-f", "-"); r.Err != nil {
+		t.Fatal(r)
+	}
+	eventually(t, time.Minute, "disk uploaded to say it waits for its upload", func() bool {
+		d := getDisk(t, cl, ns, "uploaded")
+		for _, cond := range d.Status.Conditions {
+			if cond.Type == "Scheduled" && cond.Reason == "WaitingForUpload" {
+				return d.Status.Node == "" && d.Status.Phase == apps.DiskPending
+			}
+		}
+		return false
+	})
+	if r := c.Kumo(kc, "upload", "vmdisk", "uploaded", "--file", filepath.Join(dir, "tiny.qcow2")); r.Err != nil {
+		t.Fatalf("upload: %s", r)
+	}
+	eventually(t, 2*time.Minute, "the uploaded disk to become Ready with no VM", func() bool {
+		d := getDisk(t, cl, ns, "uploaded")
+		return d.Status.Phase == apps.DiskReady && d.Status.Node == "aio"
+	})
+
 	// A VM created afterwards starts from the ready disk (no import in its start).
 	vm := "apiVersion: apps.cozystack.io/v1alpha1\nkind: VMInstance\nmetadata:\n  name: later\nspec:\n  instanceType: s1.small\n  instanceProfile: debian\n  disks:\n  - alone\n"
 	if r := Run(kc, vm, bins.kumo, "apply", "-f", "-"); r.Err != nil {
