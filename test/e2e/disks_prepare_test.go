@@ -115,9 +115,15 @@ func TestDisksArePreparedBeforeAnyVMNeedsThem(t *testing.T) {
 		ev := c.MustKumo(t, kc, "get", "events")
 		return strings.Contains(ev, "VMDisk/alone") && strings.Contains(ev, "Scheduled") && strings.Contains(ev, "Preparing") && strings.Contains(ev, "disk ready on node aio")
 	})
-	// The tenant never reads the key the node prepared it with.
-	if err := cl.Apps.Get().Namespace(ns).Resource("vmdisks").Name("alone").SubResource("diskkey").Do(ctx).Error(); !apierrors.IsForbidden(err) {
-		t.Errorf("tenant reading vmdisks/alone/diskkey: want 403, got %v", err)
+	// Only the node the disk is placed on reads the key it was prepared with: not the tenant, not
+	// the administrator, not another node.
+	otherKC := filepath.Join(t.TempDir(), "other.kubeconfig")
+	c.MustKumo(t, c.AdminKubeconfig(), "node", "kubeconfig", "other", "-o", otherKC)
+	for who, kcPath := range map[string]string{"tenant": kc, "admin": c.AdminKubeconfig(), "node other": otherKC} {
+		err := c.Client(t, kcPath).Apps.Get().Namespace(ns).Resource("vmdisks").Name("alone").SubResource("diskkey").Do(ctx).Error()
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("%s reading vmdisks/alone/diskkey: want 403, got %v", who, err)
+		}
 	}
 
 	// An upload disk waits for its upload, then is prepared at once, still without a VM.
