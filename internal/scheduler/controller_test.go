@@ -410,3 +410,31 @@ func TestLocalDisksSpreadLikeTheirVMsEvenBeforeTheWatchShowsThem(t *testing.T) {
 		t.Errorf("two local disks should go to the two idle nodes n2 and n3, got %v", seen)
 	}
 }
+
+func TestBindingsNotYetInTheWatchStillCountAgainstTheNode(t *testing.T) {
+	f := newFixture(t)
+	f.node("n1", "dc1", true, []string{"local"})
+	obj, _, _ := f.inf.Nodes.GetStore().GetByKey("n1")
+	n := obj.(*kumo.Node).DeepCopy()
+	n.Status.Allocatable = map[string]resource.Quantity{"cpu": resource.MustParse("2"), "memory": resource.MustParse("32Gi")}
+	f.inf.Nodes.GetStore().Update(n)
+	for _, name := range []string{"a", "b", "c"} {
+		f.vm(name, "")
+		f.schedule(t, name) // the fake API never feeds the watch: a and b stay assumed
+	}
+	for _, name := range []string{"a", "b"} {
+		if vm, _ := f.lastScheduled(t, name); vm == nil || vm.Status.Node != "n1" {
+			t.Errorf("%s: want bound to n1, got %+v", name, vm)
+		}
+	}
+	vm, c := f.lastScheduled(t, "c")
+	if c == nil || vm.Status.Node != "" || !strings.Contains(c.Message, "no node has 1 vCPU / 1Gi free (n1: 0 vCPU / 30Gi free)") {
+		t.Errorf("c: want unschedulable on the full node, got %+v %+v", c, vm)
+	}
+	// The watch catches up (a is bound, incarnation 1): the assumption gives way to the object.
+	a, _ := f.lastScheduled(t, "a")
+	f.inf.VMs.GetStore().Update(a)
+	if free := f.ctl.nodes()[0].Free(); free.CPUs != 0 {
+		t.Errorf("after the watch caught up n1 has %d vCPU free, want 0 (a counted once, b still assumed)", free.CPUs)
+	}
+}
