@@ -225,3 +225,62 @@ func TestDisksArePreparedBeforeAnyVMNeedsThem(t *testing.T) {
 		t.Errorf("disk slow was downloaded %d times, want once", n)
 	}
 }
+
+// On several nodes, local disks created alone spread across datacenters, and the VMs created
+// afterwards run where their disks are.
+func TestLocalDisksSpreadAndTheirVMsFollowThem(t *testing.T) {
+	needCluster(t)
+	needImages(t)
+	dir, err := os.MkdirTemp("", "kumo-2n-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := StartCluster(dir, "server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop(); os.RemoveAll(dir) })
+	for i, dc := range []string{"dc1", "dc2"} {
+		c.StartAgent(t, fmt.Sprintf("n%d", i+1), dc, "--cpus", "2", "--memory", "9Gi", "--reserve-memory", "0")
+	}
+	admin := c.Admin(t)
+	eventually(t, time.Minute, "two nodes", func() bool {
+		l := &kumo.NodeList{}
+		return admin.Kumo.Get().Resource("nodes").Do(context.Background()).Into(l) == nil && len(l.Items) == 2
+	})
+	kc := c.NewTenant(t, "spreaddisks")
+	cl := c.Client(t, kc)
+	ns := kumo.TenantNamespace("spreaddisks")
+	for _, d := range []string{"d1", "d2"} {
+		m := fmt.Sprintf("apiVersion: apps.cozystack.io/v1alpha1\nkind: VMDisk\nmetadata:\n  name: %s\nspec:\n  storage: 1Gi\n  storageClass: local\n", d)
+		if r := Run(kc, m, bins.kumo, "apply", "-f", "-"); r.Err != nil {
+			t.Fatal(r)
+		}
+	}
+	nodes := map[string]string{}
+	eventually(t, 2*time.Minute, "both blank disks Ready", func() bool {
+		for _, d := range []string{"d1", "d2"} {
+			disk := getDisk(t, cl, ns, d)
+			if disk.Status.Phase != apps.DiskReady {
+				return false
+			}
+			nodes[d] = disk.Status.Node
+		}
+		return true
+	})
+	if nodes["d1"] == nodes["d2"] || nodes["d1"] == "" || nodes["d2"] == "" {
+		t.Errorf("two local disks created alone on two idle nodes should spread: %v", nodes)
+	}
+	for _, d := range []string{"d1", "d2"} {
+		m := fmt.Sprintf("apiVersion: apps.cozystack.io/v1alpha1\nkind: VMInstance\nmetadata:\n  name: vm-%s\nspec:\n  instanceType: s1.small\n  disks:\n  - %s\n", d, d)
+		if r := Run(kc, m, bins.kumo, "apply", "-f", "-"); r.Err != nil {
+			t.Fatal(r)
+		}
+	}
+	for _, d := range []string{"d1", "d2"} {
+		vm := waitVM(t, cl, ns, "vm-"+d, "Running", 3*time.Minute, running)
+		if vm.Status.Node != nodes[d] {
+			t.Errorf("VM vm-%s runs on %s, its local disk %s is on %s", d, vm.Status.Node, d, nodes[d])
+		}
+	}
+}
