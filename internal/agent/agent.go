@@ -187,6 +187,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.reattach()
 	go a.resync(ctx)
+	go a.runDiskQueue(ctx)
 	imagesChanged := make(chan struct{}, 1)
 	poke := func(interface{}) {
 		select {

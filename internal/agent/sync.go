@@ -239,7 +239,7 @@ func (a *Agent) reportUnresponsive(ctx context.Context, vm *apps.VMInstance, cau
 // start launches the VM's current incarnation.
 func (a *Agent) start(ctx context.Context, vm *apps.VMInstance) error {
 	vmKey := vm.Namespace + "/" + vm.Name
-	if err := a.setPhase(ctx, vm, apps.VMStarting, metav1.ConditionFalse, "Starting", "preparing disks and starting QEMU"); err != nil {
+	if err := a.setPhase(ctx, vm, apps.VMStarting, metav1.ConditionFalse, "Starting", "opening disks and starting QEMU"); err != nil {
 		return err
 	}
 	runDir := a.runDir(string(vm.UID))
@@ -375,6 +375,10 @@ func (a *Agent) qemuConfig(ctx context.Context, vm *apps.VMInstance, runDir stri
 		RunDir: runDir,
 	}
 	for i, ref := range vm.Spec.Disks {
+		// Disks are prepared by the disk queue before the VM is scheduled; here they are only opened.
+		if err := a.diskReady(ctx, vm.Namespace, ref.Name); err != nil {
+			return qemu.Config{}, err
+		}
 		d, err := a.prepareDisk(ctx, vm.Namespace, ref.Name, key)
 		if err != nil {
 			return qemu.Config{}, err

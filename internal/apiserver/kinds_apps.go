@@ -94,7 +94,7 @@ func vmDiskKind(refs *lookups) *registry.Kind {
 			{Name: "Class", Type: "string", Description: "Storage class", Value: func(o runtime.Object) interface{} { return string(disk(o).Spec.StorageClass) }},
 			{Name: "Progress", Type: "string", Description: "Import progress", Value: func(o runtime.Object) interface{} { return registry.OrNone(disk(o).Status.Progress) }},
 			{Name: "Source", Type: "string", Priority: 1, Description: "Where the content comes from", Value: func(o runtime.Object) interface{} { return sourceSummary(disk(o).Spec.Source) }},
-			{Name: "Node", Type: "string", Priority: 1, Description: "Node holding a local disk", Value: func(o runtime.Object) interface{} { return registry.OrNone(disk(o).Status.Node) }},
+			{Name: "Node", Type: "string", Priority: 1, Description: "Node holding (local) or preparing/writing (replicated) the disk", Value: func(o runtime.Object) interface{} { return registry.OrNone(disk(o).Status.Node) }},
 		},
 	}
 }

@@ -190,7 +190,8 @@ func (s *Server) install() error {
 		"vminstances/vnc":     &vmStream{kind: "vnc", vms: st.vmInstances, nodes: st.nodes, agents: agents},
 		"vminstances/diskkey": &diskKeyREST{vms: st.vmInstances, keys: st.tenantKeys},
 		"vmdisks":             st.vmDisks, "vmdisks/status": st.vmDisks.Status,
-		"vmdisks/upload": diskUploads,
+		"vmdisks/upload":  diskUploads,
+		"vmdisks/diskkey": &vmDiskKeyREST{disks: st.vmDisks, keys: st.tenantKeys},
 	}
 	if err := s.generic.InstallAPIGroup(&appsInfo); err != nil {
 		return fmt.Errorf("install %s: %w", apps.GroupName, err)

@@ -86,8 +86,9 @@ func decideTenant(a authorizer.Attributes, tenant string) (authorizer.Decision, 
 }
 
 // decideNode grants an agent what running its VMs needs and nothing about other nodes' VMs:
-// its own Node; list/watch of the VMs bound to it (the request must select status.node=<node>);
-// reads of disks by name (its VMs name them); status writes, which admission narrows to the
+// its own Node; list/watch of the VMs and disks placed on it (the request must select
+// status.node=<node>); reads of disks by name (its VMs name them) and of the disk key of a disk
+// placed on it (checked by the handler); status writes, which admission narrows to the
 // node's own VMs and disks; and events.
 func decideNode(a authorizer.Attributes, node string) (authorizer.Decision, string) {
 	res, sub, verb := a.GetResource(), a.GetSubresource(), a.GetVerb()
@@ -120,7 +121,11 @@ func decideNode(a authorizer.Attributes, node string) (authorizer.Decision, stri
 			return authorizer.DecisionAllow, ""
 		}
 	case a.GetAPIGroup() == groupApps && res == "vmdisks":
-		if (sub == "" || sub == "upload") && verb == "get" {
+		// The handler of diskkey checks that the disk is placed on this node.
+		if (sub == "" || sub == "upload" || sub == "diskkey") && verb == "get" {
+			return authorizer.DecisionAllow, ""
+		}
+		if sub == "" && (verb == "list" || verb == "watch") && selectsNode(a, node) {
 			return authorizer.DecisionAllow, ""
 		}
 		if sub == "status" && (verb == "update" || verb == "patch") {

@@ -39,13 +39,17 @@ type Informers struct {
 // Controller binds pending VMs to nodes, one at a time so that its own bindings never overcommit
 // a node: bindings not yet visible in the watch are remembered as assumed.
 type Controller struct {
-	c        *client.Client
-	inf      Informers
-	queue    workqueue.TypedRateLimitingInterface[string]
-	recorder record.EventRecorder
+	c     *client.Client
+	inf   Informers
+	queue workqueue.TypedRateLimitingInterface[string]
+	// diskQueue holds VMDisks to place (see disks.go).
+	diskQueue workqueue.TypedRateLimitingInterface[string]
+	recorder  record.EventRecorder
 
 	mu      sync.Mutex
 	assumed map[string]assumption
+	// assumedDisks are disk placements (disk key → node) not yet seen in the watch.
+	assumedDisks map[string]string
 }
 
 type assumption struct {
@@ -56,34 +60,44 @@ type assumption struct {
 
 // NewController builds the scheduler on shared informers.
 func NewController(c *client.Client, inf Informers) *Controller {
-	ctl := &Controller{c: c, inf: inf, assumed: map[string]assumption{},
-		queue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())}
+	ctl := &Controller{c: c, inf: inf, assumed: map[string]assumption{}, assumedDisks: map[string]string{},
+		queue:     workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
+		diskQueue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())}
 	enqueue := func(obj interface{}) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
 			ctl.queue.Add(key)
 		}
 	}
 	inf.VMs.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: enqueue, UpdateFunc: func(_, o interface{}) { enqueue(o) },
+		AddFunc: enqueue,
+		UpdateFunc: func(old, o interface{}) {
+			enqueue(o)
+			if old.(*apps.VMInstance).Status.Node != "" && o.(*apps.VMInstance).Status.Node == "" {
+				ctl.requeuePending() // a released VM may free a disk another VM waits for
+			}
+		},
 		DeleteFunc: func(o interface{}) { ctl.forget(o); ctl.requeuePending() },
 	})
-	requeue := cache.ResourceEventHandlerFuncs{
-		AddFunc: func(interface{}) { ctl.requeuePending() }, UpdateFunc: func(_, _ interface{}) { ctl.requeuePending() },
-		DeleteFunc: func(interface{}) { ctl.requeuePending() },
+	requeue := func() { ctl.requeuePending(); ctl.requeuePendingDisks() }
+	handlers := cache.ResourceEventHandlerFuncs{
+		AddFunc: func(interface{}) { requeue() }, UpdateFunc: func(_, _ interface{}) { requeue() },
+		DeleteFunc: func(interface{}) { requeue() },
 	}
-	inf.Nodes.AddEventHandler(requeue)
-	inf.Disks.AddEventHandler(requeue)
+	inf.Nodes.AddEventHandler(handlers)
+	inf.Disks.AddEventHandler(handlers)
 	return ctl
 }
 
 // Run schedules until ctx ends.
 func (ctl *Controller) Run(ctx context.Context) {
 	defer ctl.queue.ShutDown()
+	defer ctl.diskQueue.ShutDown()
 	ctl.recorder = events.NewRecorder(ctx, ctl.c, "kumo-scheduler")
 	if !cache.WaitForCacheSync(ctx.Done(), ctl.inf.VMs.HasSynced, ctl.inf.Nodes.HasSynced, ctl.inf.Types.HasSynced, ctl.inf.Disks.HasSynced) {
 		return
 	}
-	go wait.Until(ctl.requeuePending, resync, ctx.Done())
+	go wait.Until(func() { ctl.requeuePending(); ctl.requeuePendingDisks() }, resync, ctx.Done())
+	go ctl.runDisks(ctx)
 	for {
 		key, quit := ctl.queue.Get()
 		if quit {
@@ -140,6 +154,9 @@ func (ctl *Controller) schedule(ctx context.Context, key string) error {
 	}
 	req, err := ctl.request(vm)
 	if err == nil {
+		err = ctl.disksFree(key, vm)
+	}
+	if err == nil {
 		var n Node
 		if n, err = Place(req, ctl.nodes()); err == nil {
 			return ctl.bind(ctx, key, vm, n, req.Resources)
@@ -147,7 +164,7 @@ func (ctl *Controller) schedule(ctx context.Context, key string) error {
 	}
 	if u, ok := err.(*Unschedulable); ok {
 		ctl.queue.AddAfter(key, retryUnschedulable)
-		return ctl.markUnschedulable(ctx, vm, u.Message)
+		return ctl.markUnschedulable(ctx, vm, u)
 	}
 	return err
 }
@@ -160,6 +177,9 @@ func (ctl *Controller) request(vm *apps.VMInstance) (Request, error) {
 	}
 	it := obj.(*kumo.InstanceType)
 	req := Request{Resources: Resources{CPUs: int64(it.Spec.CPUs), Memory: it.Spec.Memory.Value()}}
+	// Every disk must exist and none may have failed; then every disk must be ready (disks are
+	// placed and prepared on their own, see disks.go).
+	var disks []*apps.VMDisk
 	for _, ref := range vm.Spec.Disks {
 		obj, ok, _ := ctl.inf.Disks.GetStore().GetByKey(vm.Namespace + "/" + ref.Name)
 		if !ok {
@@ -169,26 +189,34 @@ func (ctl *Controller) request(vm *apps.VMInstance) (Request, error) {
 		if d.Status.Phase == apps.DiskFailed {
 			return Request{}, &Unschedulable{Message: fmt.Sprintf("disk %s failed: %s", d.Name, diskFailure(d))}
 		}
-		if d.Spec.Source.Upload != nil && d.Status.Phase != apps.DiskReady && !meta.IsStatusConditionTrue(d.Status.Conditions, "Uploaded") {
-			return Request{}, &Unschedulable{Message: fmt.Sprintf("disk %s waits for its upload (kumo upload vmdisk %s --file FILE)", d.Name, d.Name)}
+		disks = append(disks, d)
+	}
+	for _, d := range disks {
+		if d.Status.Phase != apps.DiskReady {
+			return Request{}, &Unschedulable{Reason: ReasonWaitingForDisk, Message: fmt.Sprintf("waiting for disk %s (%s)", d.Name, diskState(d))}
 		}
+	}
+	for _, d := range disks {
 		req.StorageClasses = append(req.StorageClasses, string(d.Spec.StorageClass))
 		if d.Spec.StorageClass != apps.StorageLocal {
 			continue
 		}
 		switch {
-		case d.Status.Node != "" && req.Node != "" && req.Node != d.Status.Node:
+		case d.Status.Node == "":
+			return Request{}, &Unschedulable{Message: fmt.Sprintf("local disk %s is ready but names no node", d.Name)}
+		case req.Node != "" && req.Node != d.Status.Node:
 			return Request{}, &Unschedulable{Message: fmt.Sprintf("its local disks live on different nodes (%s on %s, another on %s)", d.Name, d.Status.Node, req.Node)}
-		case d.Status.Node != "":
+		default:
 			req.Node = d.Status.Node
-		case d.Spec.Source.Image != nil:
-			req.Images = append(req.Images, d.Spec.Source.Image.Name)
 		}
 	}
 	return req, nil
 }
 
 func diskFailure(d *apps.VMDisk) string {
+	if c := meta.FindStatusCondition(d.Status.Conditions, "Ready"); c != nil && c.Status == metav1.ConditionFalse && c.Message != "" {
+		return c.Message
+	}
 	for _, c := range d.Status.Conditions {
 		if c.Status == metav1.ConditionFalse && c.Message != "" {
 			return c.Message
@@ -237,6 +265,24 @@ func (ctl *Controller) nodes() []Node {
 	}
 	ctl.mu.Lock()
 	defer ctl.mu.Unlock()
+	for _, obj := range ctl.inf.Disks.GetStore().List() {
+		d := obj.(*apps.VMDisk)
+		key, _ := cache.MetaNamespaceKeyFunc(d)
+		node := d.Status.Node
+		if node != "" || d.Status.Phase == apps.DiskReady || d.Status.Phase == apps.DiskFailed {
+			delete(ctl.assumedDisks, key) // the watch caught up (or the disk moved on)
+		} else {
+			node = ctl.assumedDisks[key]
+		}
+		if n := byName[node]; n != nil && d.Spec.StorageClass == apps.StorageLocal {
+			n.Disks++
+		}
+	}
+	for key := range ctl.assumedDisks {
+		if _, ok, _ := ctl.inf.Disks.GetStore().GetByKey(key); !ok {
+			delete(ctl.assumedDisks, key)
+		}
+	}
 	for key, a := range ctl.assumed {
 		obj, ok, _ := ctl.inf.VMs.GetStore().GetByKey(key)
 		if !ok || obj.(*apps.VMInstance).Status.Incarnation >= a.incarnation {
@@ -259,6 +305,9 @@ func nodeReady(n *kumo.Node, now time.Time) bool {
 }
 
 func (ctl *Controller) bind(ctx context.Context, key string, vm *apps.VMInstance, n Node, res Resources) error {
+	if err := ctl.followVM(ctx, vm, n.Name); err != nil {
+		return err
+	}
 	vm = vm.DeepCopy()
 	inc := vm.Status.Incarnation + 1
 	if vm.Status.Incarnation > 0 {
@@ -282,12 +331,14 @@ func (ctl *Controller) bind(ctx context.Context, key string, vm *apps.VMInstance
 	return nil
 }
 
-func (ctl *Controller) markUnschedulable(ctx context.Context, vm *apps.VMInstance, msg string) error {
-	if c := meta.FindStatusCondition(vm.Status.Conditions, apps.ConditionScheduled); c != nil && c.Status == metav1.ConditionFalse && c.Message == msg {
+func (ctl *Controller) markUnschedulable(ctx context.Context, vm *apps.VMInstance, u *Unschedulable) error {
+	reason := u.reason()
+	prev := meta.FindStatusCondition(vm.Status.Conditions, apps.ConditionScheduled)
+	if prev != nil && prev.Status == metav1.ConditionFalse && prev.Message == u.Message && prev.Reason == reason {
 		return nil
 	}
 	vm = vm.DeepCopy()
-	meta.SetStatusCondition(&vm.Status.Conditions, metav1.Condition{Type: apps.ConditionScheduled, Status: metav1.ConditionFalse, Reason: "Unschedulable", Message: msg, ObservedGeneration: vm.Generation})
+	meta.SetStatusCondition(&vm.Status.Conditions, metav1.Condition{Type: apps.ConditionScheduled, Status: metav1.ConditionFalse, Reason: reason, Message: u.Message, ObservedGeneration: vm.Generation})
 	err := ctl.c.Apps.Put().Namespace(vm.Namespace).Resource("vminstances").Name(vm.Name).SubResource("status").Body(vm).Do(ctx).Error()
 	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 		return nil
@@ -295,6 +346,12 @@ func (ctl *Controller) markUnschedulable(ctx context.Context, vm *apps.VMInstanc
 	if err != nil {
 		return fmt.Errorf("mark VM %s/%s unschedulable: %w", vm.Namespace, vm.Name, err)
 	}
-	ctl.recorder.Event(vm, corev1.EventTypeWarning, "FailedScheduling", msg)
+	switch {
+	case reason == ReasonUnschedulable:
+		ctl.recorder.Event(vm, corev1.EventTypeWarning, "FailedScheduling", u.Message)
+	case prev == nil || prev.Reason != reason:
+		// Waiting is normal; its progress goes to the condition, not to an event per step.
+		ctl.recorder.Event(vm, corev1.EventTypeNormal, reason, u.Message)
+	}
 	return nil
 }

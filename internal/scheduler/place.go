@@ -1,7 +1,9 @@
 // Package scheduler binds each VMInstance that should run to a node: it filters nodes by what the
 // VM needs (free vCPU and memory, which are guaranteed, never overcommitted; the node its local
-// disks live on; the golden images to copy) and scores the rest to spread VMs across datacenters
-// and then across nodes. A binding is a new incarnation of the VM on exactly one node.
+// disks live on; disks that are ready and used by no other bound VM) and scores the rest to spread
+// VMs across datacenters and then across nodes. A binding is a new incarnation of the VM on
+// exactly one node. It also places every new VMDisk on the node that prepares it (for a local
+// disk, the node that holds it and runs its VMs).
 package scheduler
 
 import (
@@ -22,8 +24,10 @@ func (r Resources) String() string {
 	return fmt.Sprintf("%d vCPU / %s", r.CPUs, resource.NewQuantity(r.Memory, resource.BinarySI).String())
 }
 
-// Fits says whether r fits in free.
-func (r Resources) Fits(free Resources) bool { return r.CPUs <= free.CPUs && r.Memory <= free.Memory }
+// Fits says whether r fits in free (nothing always fits).
+func (r Resources) Fits(free Resources) bool {
+	return r == Resources{} || (r.CPUs <= free.CPUs && r.Memory <= free.Memory)
+}
 
 // Node is what placement knows of a node.
 type Node struct {
@@ -35,7 +39,9 @@ type Node struct {
 	// Used is the sum of the instance types bound to the node.
 	Used Resources
 	// VMs counts VMs bound to the node.
-	VMs    int
+	VMs int
+	// Disks counts local disks placed on the node (they bring their VMs with them).
+	Disks  int
 	Images map[string]bool
 	// StorageClasses the node can open.
 	StorageClasses map[string]bool
@@ -57,21 +63,63 @@ type Request struct {
 	StorageClasses []string
 }
 
-// Unschedulable explains why no node fits.
-type Unschedulable struct{ Message string }
+// Reasons of an Unschedulable (the reason of the VM's or disk's Scheduled condition).
+const (
+	// ReasonUnschedulable: nothing will change without a change elsewhere (a node, a spec).
+	ReasonUnschedulable = "Unschedulable"
+	// ReasonWaitingForDisk: a VM waits for its disks to be prepared.
+	ReasonWaitingForDisk = "WaitingForDisk"
+	// ReasonWaitingForUpload: a disk waits for its upload before a node prepares it.
+	ReasonWaitingForUpload = "WaitingForUpload"
+	// ReasonWaitingForSource: a disk waits for the disk it is copied from to be ready.
+	ReasonWaitingForSource = "WaitingForSourceDisk"
+)
+
+// Unschedulable explains why no node fits, or what the object waits for.
+type Unschedulable struct {
+	// Reason is one of the Reason constants; empty means ReasonUnschedulable.
+	Reason  string
+	Message string
+}
 
 func (u *Unschedulable) Error() string { return u.Message }
+
+func (u *Unschedulable) reason() string {
+	if u.Reason == "" {
+		return ReasonUnschedulable
+	}
+	return u.Reason
+}
 
 // Place picks the node for req, or returns *Unschedulable saying why none fits. Among the nodes
 // that fit it prefers the datacenter with the fewest VMs, then the node with the fewest VMs, then
 // the most free memory, then the name (so the choice is deterministic).
 func Place(req Request, nodes []Node) (Node, error) {
+	return place(req, nodes, func(n Node) int { return n.VMs }, fmt.Sprintf("no node has %s free", req.Resources),
+		fmt.Sprintf("its local disks bind it to node %s, which cannot take it", req.Node),
+		fmt.Sprintf("its local disks are on node %s, which is not registered", req.Node))
+}
+
+// PlaceDisk picks the node that prepares a disk (and, for a local disk, holds it for good):
+// a ready, schedulable node serving its storage classes and holding the golden images it is
+// made from; req.Resources is ignored. It ranks nodes like Place, counting the local disks
+// already placed as well as the VMs, so that local disks (and the VMs that follow them) spread.
+func PlaceDisk(req Request, nodes []Node) (Node, error) {
+	req.Resources = Resources{}
+	return place(req, nodes, func(n Node) int { return n.VMs + n.Disks }, "no node can prepare the disk",
+		fmt.Sprintf("its source disk lives on node %s, which cannot prepare it", req.Node),
+		fmt.Sprintf("its source disk lives on node %s, which is not registered", req.Node))
+}
+
+// place filters nodes for req and ranks the rest by load (lowest first, per datacenter then per
+// node); the messages explain an empty result.
+func place(req Request, nodes []Node, load func(Node) int, noneFits, pinnedCannot, pinnedMissing string) (Node, error) {
 	if len(nodes) == 0 {
 		return Node{}, &Unschedulable{Message: "no node has registered"}
 	}
 	perDC := map[string]int{}
 	for _, n := range nodes {
-		perDC[n.Datacenter] += n.VMs
+		perDC[n.Datacenter] += load(n)
 	}
 	var fit []Node
 	var why []string
@@ -95,11 +143,11 @@ func Place(req Request, nodes []Node) (Node, error) {
 	}
 	if len(fit) == 0 {
 		if req.Node != "" && len(why) == 0 {
-			return Node{}, &Unschedulable{Message: fmt.Sprintf("its local disks are on node %s, which is not registered", req.Node)}
+			return Node{}, &Unschedulable{Message: pinnedMissing}
 		}
-		prefix := fmt.Sprintf("no node has %s free", req.Resources)
+		prefix := noneFits
 		if req.Node != "" {
-			prefix = fmt.Sprintf("its local disks bind it to node %s, which cannot take it", req.Node)
+			prefix = pinnedCannot
 		}
 		sort.Strings(why)
 		return Node{}, &Unschedulable{Message: prefix + " (" + strings.Join(why, "; ") + ")"}
@@ -109,8 +157,8 @@ func Place(req Request, nodes []Node) (Node, error) {
 		if perDC[a.Datacenter] != perDC[b.Datacenter] {
 			return perDC[a.Datacenter] < perDC[b.Datacenter]
 		}
-		if a.VMs != b.VMs {
-			return a.VMs < b.VMs
+		if la, lb := load(a), load(b); la != lb {
+			return la < lb
 		}
 		if fa, fb := a.Free().Memory, b.Free().Memory; fa != fb {
 			return fa > fb

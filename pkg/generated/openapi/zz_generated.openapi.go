@@ -17835,7 +17835,7 @@ func schema_pkg_apis_apps_v1alpha1_VMDiskStatus(ref common.ReferenceCallback) co
 					},
 					"node": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Node holds a local disk.",
+							Description: "Node is the node the scheduler placed the disk on: for a local disk the node that holds it (its VMs run there), for a replicated disk the node that prepares it and then the node of the VM that writes it.",
 							Type:        []string{"string"},
 							Format:      "",
 						},

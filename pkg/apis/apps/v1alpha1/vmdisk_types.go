@@ -105,7 +105,9 @@ type VMDiskStatus struct {
 	// Size is the disk's actual virtual size.
 	// +optional
 	Size *resource.Quantity `json:"size,omitempty"`
-	// Node holds a local disk.
+	// Node is the node the scheduler placed the disk on: for a local disk the node that holds it
+	// (its VMs run there), for a replicated disk the node that prepares it and then the node of
+	// the VM that writes it.
 	// +optional
 	Node string `json:"node,omitempty"`
 	// +optional
