@@ -66,7 +66,11 @@ type qemuImgInfo struct {
 
 // Inspect reads the image's metadata with qemu-img (never opening backing files, under limits)
 // and refuses what Kumo does not import.
-func Inspect(ctx context.Context, path string) (Info, error) {
+func Inspect(ctx context.Context, path string) (Info, error) { return inspect(ctx, path, "", "") }
+
+// inspect is Inspect that also refuses content whose format is not the one the source's name or
+// Content-Type claims (checked first: it names the mismatch, the likelier story).
+func inspect(ctx context.Context, path, name, contentType string) (Info, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return Info{}, err
@@ -79,6 +83,9 @@ func Inspect(ctx context.Context, path string) (Info, error) {
 	var raw qemuImgInfo
 	if err := json.Unmarshal(out, &raw); err != nil {
 		return Info{}, fmt.Errorf("qemu-img info output: %w", err)
+	}
+	if err := checkClaims(raw.Format, name, contentType); err != nil {
+		return Info{}, err
 	}
 	if err := checkInfo(raw, abs); err != nil {
 		return Info{}, err
@@ -105,6 +112,9 @@ func checkInfo(raw qemuImgInfo, path string) error {
 	}
 	if raw.VirtualSize <= 0 {
 		return refuse("its virtual size is %d bytes", raw.VirtualSize)
+	}
+	if raw.Format == "raw" && raw.VirtualSize%512 != 0 {
+		return refuse("a raw image must be a whole number of 512-byte sectors; this one is %d bytes", raw.VirtualSize)
 	}
 	if raw.VirtualSize > MaxVirtualSize {
 		return refuse("its virtual size of %s is absurd (limit %s)", HumanBytes(raw.VirtualSize), HumanBytes(MaxVirtualSize))
