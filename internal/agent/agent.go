@@ -79,7 +79,7 @@ type Agent struct {
 	// golden is the node's golden images (see images.go).
 	golden *golden.Catalog
 	local  *local.Driver
-	drives    storage.Drivers
+	drives storage.Drivers
 
 	vms, types, profiles, images cache.SharedIndexInformer
 	queue                        workqueue.TypedRateLimitingInterface[string]

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -90,6 +91,16 @@ func inspect(ctx context.Context, path, name, contentType string) (Info, error) 
 	if err := checkInfo(raw, abs); err != nil {
 		return Info{}, err
 	}
+	if raw.Format == "raw" {
+		// qemu-img rounds a raw image's size up to whole sectors; the file tells the truth.
+		st, err := os.Stat(abs)
+		if err != nil {
+			return Info{}, err
+		}
+		if st.Size()%512 != 0 {
+			return Info{}, refuse("a raw image must be a whole number of 512-byte sectors; this one is %d bytes", st.Size())
+		}
+	}
 	if raw.Format != "raw" {
 		if _, err := limitedQemuImg(ctx, "check", "-q", "-f", raw.Format, "file:"+abs); err != nil {
 			return Info{}, refuse("%s image is corrupt or truncated: %s", raw.Format, lastLine(err.Error()))
@@ -112,9 +123,6 @@ func checkInfo(raw qemuImgInfo, path string) error {
 	}
 	if raw.VirtualSize <= 0 {
 		return refuse("its virtual size is %d bytes", raw.VirtualSize)
-	}
-	if raw.Format == "raw" && raw.VirtualSize%512 != 0 {
-		return refuse("a raw image must be a whole number of 512-byte sectors; this one is %d bytes", raw.VirtualSize)
 	}
 	if raw.VirtualSize > MaxVirtualSize {
 		return refuse("its virtual size of %s is absurd (limit %s)", HumanBytes(raw.VirtualSize), HumanBytes(MaxVirtualSize))
