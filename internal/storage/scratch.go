@@ -93,3 +93,4 @@ func SweepScratch(parent, prefix string) (int, error) {
 	}
 	return removed, nil
 }
+

@@ -60,7 +60,9 @@ type testGolden struct {
 	ids map[string]string
 }
 
-func (g *testGolden) path(name string) string { return filepath.Join(g.dir, name+"."+g.ids[name]+".qcow2") }
+func (g *testGolden) path(name string) string {
+	return filepath.Join(g.dir, name+"."+g.ids[name]+".qcow2")
+}
 
 func (g *testGolden) Golden(name string) (storage.GoldenImage, bool) {
 	id, ok := g.ids[name]
