@@ -93,4 +93,3 @@ func SweepScratch(parent, prefix string) (int, error) {
 	}
 	return removed, nil
 }
-
