@@ -178,7 +178,9 @@ func (d *Driver) copyIn(ctx context.Context, req storage.Request, img *storage.R
 		for _, o := range target.Objects {
 			args = append(args, "--object", o)
 		}
-		if out, err := exec.CommandContext(ctx, "qemu-img", args...).CombinedOutput(); err != nil {
+		cctx, cancel := context.WithTimeout(ctx, importer.ConvertTimeout)
+		defer cancel()
+		if out, err := exec.CommandContext(cctx, "qemu-img", args...).CombinedOutput(); err != nil {
 			return 0, fmt.Errorf("clone %s: %v: %s", disk.Spec.Source.Disk.Name, err, strings.TrimSpace(string(out)))
 		}
 	}

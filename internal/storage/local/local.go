@@ -213,7 +213,10 @@ func (d *Driver) fromImage(ctx context.Context, disk *apps.VMDisk, tmp string, k
 // base returns the backing file for disks made from a golden image copied by Kumo: a hard link
 // (a copy across file systems) to the node's copy, named by the content's ID.
 func (d *Driver) base(img storage.GoldenImage) (string, error) {
-	dir := filepath.Join(d.Dir, basesDir)
+	dir, err := filepath.Abs(filepath.Join(d.Dir, basesDir))
+	if err != nil {
+		return "", err
+	}
 	path := filepath.Join(dir, img.Name+"."+img.ID+".qcow2")
 	if _, err := statFile(path); err == nil {
 		return path, nil
@@ -223,7 +226,7 @@ func (d *Driver) base(img storage.GoldenImage) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	err := os.Link(img.Path, path)
+	err = os.Link(img.Path, path)
 	if errors.Is(err, syscall.EXDEV) {
 		err = copyNew(img.Path, path)
 	}
@@ -251,7 +254,10 @@ func copyNew(src, dst string) error {
 func (d *Driver) PruneBases(context.Context) error {
 	d.basesMu.Lock()
 	defer d.basesMu.Unlock()
-	dir := filepath.Join(d.Dir, basesDir)
+	dir, err := filepath.Abs(filepath.Join(d.Dir, basesDir))
+	if err != nil {
+		return err
+	}
 	bases, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -528,6 +534,8 @@ func (d *Driver) List(context.Context) (map[string][]string, error) {
 }
 
 func virtualSize(ctx context.Context, path string) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, importer.MetadataTimeout)
+	defer cancel()
 	out, err := exec.CommandContext(ctx, "qemu-img", "info", "--output=json", "-U", path).Output()
 	if err != nil {
 		return 0, fmt.Errorf("qemu-img info %s: %w", path, err)
@@ -541,7 +549,15 @@ func virtualSize(ctx context.Context, path string) (int64, error) {
 	return info.VirtualSize, nil
 }
 
+// run runs a qemu-img command under its deadline: importer.ConvertTimeout for a conversion
+// (a copy of the data), importer.MetadataTimeout for anything else.
 func run(ctx context.Context, name string, args ...string) error {
+	timeout := importer.MetadataTimeout
+	if args[0] == "convert" {
+		timeout = importer.ConvertTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	if out, err := exec.CommandContext(ctx, name, args...).CombinedOutput(); err != nil {
 		return fmt.Errorf("%s %s: %v: %s", name, args[0], err, strings.TrimSpace(string(out)))
 	}
