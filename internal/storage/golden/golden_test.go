@@ -21,7 +21,9 @@ func write(t *testing.T, path, content string) {
 }
 
 func fill(content string) func(context.Context, *storage.Scratch, string) error {
-	return func(_ context.Context, _ *storage.Scratch, dst string) error { return os.WriteFile(dst, []byte(content), 0o644) }
+	return func(_ context.Context, _ *storage.Scratch, dst string) error {
+		return os.WriteFile(dst, []byte(content), 0o644)
+	}
 }
 
 func TestAnObjectShadowsTheOperatorsFileAndStaleCopiesGo(t *testing.T) {
