@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"kumo.dev/kumo/internal/storage"
 	"kumo.dev/kumo/internal/storage/importer"
@@ -170,7 +171,13 @@ func (d *Driver) PruneBases(ctx context.Context) error {
 	for ns, images := range all {
 		hasDisks := len(images) > countBases(images)
 		for _, image := range images {
-			if !isBase(image) || strings.Contains(image, ".tmp") {
+			if isBase(image) && strings.Contains(image, ".tmp") {
+				if err := d.removeOrphanBase(ctx, d.Pool+"/"+ns+"/"+image); err != nil {
+					return err
+				}
+				continue
+			}
+			if !isBase(image) {
 				continue
 			}
 			stale := !hasDisks
@@ -184,6 +191,9 @@ func (d *Driver) PruneBases(ctx context.Context) error {
 			}
 			base := d.Pool + "/" + ns + "/" + image
 			out, err := d.rbd(ctx, "children", "--format", "json", base+"@"+baseSnap)
+			if isAbsent(err) {
+				out, err = "[]", nil // no snapshot (a removal cut short): nothing is cloned from it
+			}
 			if err != nil {
 				return err
 			}
@@ -200,6 +210,43 @@ func (d *Driver) PruneBases(ctx context.Context) error {
 			slog.Info("removed an unused tenant base image", "base", base)
 		}
 	}
+	return nil
+}
+
+// orphanAge is when a base still under its temporary name is certainly what a crash left: its
+// builder's conversion would have ended (importer.ConvertTimeout) long before.
+const orphanAge = importer.ConvertTimeout + time.Hour
+
+// now is time.Now; tests move the clock.
+var now = time.Now
+
+// removeOrphanBase removes a base left under its temporary name by a build that crashed, once
+// it is older than any build can last.
+func (d *Driver) removeOrphanBase(ctx context.Context, base string) error {
+	out, err := d.rbd(ctx, "info", "--format", "json", base)
+	if isAbsent(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var info struct {
+		Created string `json:"create_timestamp"`
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		return fmt.Errorf("rbd info %s: %w", base, err)
+	}
+	created, err := time.ParseInLocation(time.ANSIC, info.Created, time.Local)
+	if err != nil {
+		return fmt.Errorf("creation time of %s: %w", base, err)
+	}
+	if now().Sub(created) < orphanAge {
+		return nil // possibly being built right now
+	}
+	if err := d.removeBase(ctx, base); err != nil {
+		return err
+	}
+	slog.Info("removed a base a crashed build left", "base", base, "created", created)
 	return nil
 }
 

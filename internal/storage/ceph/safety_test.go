@@ -177,3 +177,43 @@ func TestABaseIsMadeFromTheCurrentContentOfAGoldenImage(t *testing.T) {
 		}
 	}
 }
+
+func TestABaseACrashLeftIsRemovedOnceNoBuildCanStillRun(t *testing.T) {
+	d := driver(t)
+	ctx := context.Background()
+	ns := fmt.Sprintf("tenant-orphan-%d", time.Now().UnixNano())
+	key := keyFile(t, "tenant-orphan-key-0123456789abcdef01")
+	// A disk keeps the namespace's bases from being pruned as unused.
+	dk := disk(ns, "data", "16Mi", apps.VMDiskSource{})
+	if _, err := ensure(d, dk, key); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Delete(ctx, ns, storage.ObjectName(dk)) })
+	orphan := &storage.RBDImage{Pool: d.Pool, Namespace: ns, Image: blankBase + "-deadbeef.tmp0123abcd"}
+	if _, err := d.rbd(ctx, "create", "--size", "4M", spec(orphan)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.rbd(ctx, "snap", "create", "--no-progress", spec(orphan)+"@"+baseSnap); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.rbd(ctx, "snap", "protect", spec(orphan)+"@"+baseSnap); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.PruneBases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.rawSize(ctx, spec(orphan)); err != nil {
+		t.Errorf("a base under construction was removed: %v", err)
+	}
+	now = func() time.Time { return time.Now().Add(orphanAge + time.Minute) }
+	defer func() { now = time.Now }()
+	if err := d.PruneBases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.rawSize(ctx, spec(orphan)); !isAbsent(err) {
+		t.Errorf("a base a crash left is still there: %v", err)
+	}
+	if _, err := d.Open(ctx, dk, key); err != nil {
+		t.Errorf("the disk: %v", err)
+	}
+}
