@@ -48,10 +48,8 @@ func (a *Agent) prepareDisk(ctx context.Context, namespace, name string, key sto
 		if d.Status.Phase != apps.DiskReady {
 			a.event(d, corev1.EventTypeNormal, "Preparing", fmt.Sprintf("preparing the %s disk on node %s from %s", d.Spec.StorageClass, a.opts.Node, describeSource(d)))
 		}
-		var source *apps.VMDisk
-		if source, err = sourceDisk(ctx, a.getDisk, d); err == nil {
-			vol, err = storage.Ensure(ctx, drv, storage.Request{Disk: d, Source: source, Key: key, Progress: a.importProgress(ctx, d)})
-		}
+		vol, err = storage.Ensure(ctx, drv, storage.Request{Disk: d, Key: key, Progress: a.importProgress(ctx, d),
+			ResolveSource: func(ctx context.Context) (*apps.VMDisk, error) { return sourceDisk(ctx, a.getDisk, d) }})
 	}
 	if err != nil {
 		reason := "PrepareFailed"

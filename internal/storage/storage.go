@@ -65,7 +65,10 @@ type Request struct {
 	// Source is the VMDisk that Disk.Spec.Source.Disk names, resolved by the caller (same
 	// namespace, Ready); drivers locate its data by its UID, never by its name.
 	Source *apps.VMDisk
-	Key    Key
+	// ResolveSource, when set and Source is nil, resolves Source for Ensure, only when the disk
+	// must be created: a clone that exists no longer depends on its source.
+	ResolveSource func(ctx context.Context) (*apps.VMDisk, error)
+	Key           Key
 	// Progress receives an import's progress (may be nil).
 	Progress Progress
 }
@@ -93,6 +96,11 @@ func Ensure(ctx context.Context, drv Driver, req Request) (Volume, error) {
 	vol, err := drv.Open(ctx, req.Disk, req.Key)
 	if err == nil || !errors.Is(err, ErrNotFound) {
 		return vol, err
+	}
+	if req.Source == nil && req.ResolveSource != nil && req.Disk.Spec.Source.Disk != nil {
+		if req.Source, err = req.ResolveSource(ctx); err != nil {
+			return Volume{}, err
+		}
 	}
 	vol, err = drv.Create(ctx, req)
 	if errors.Is(err, ErrExists) {
