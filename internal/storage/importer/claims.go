@@ -19,24 +19,22 @@ var extensionFormats = map[string]string{
 	".vdi":   "vdi",
 }
 
-// What a Content-Type says. Generic types (application/octet-stream) and compression types claim
-// nothing.
+// What a Content-Type says. Servers derive it from the file name, so only types of unambiguous
+// extensions claim a format: application/x-raw-disk-image, which the shared MIME database (and
+// Go's file server) gives every .img, claims nothing, since many .img files are qcow2 (Ubuntu's
+// cloud images). Generic types (application/octet-stream) and compression types claim nothing.
 var contentTypeFormats = map[string]string{
-	"application/x-qemu-disk":        "qcow2",
-	"application/x-qcow2":            "qcow2",
-	"application/x-raw-disk-image":   "raw",
-	"application/x-iso9660-image":    "raw",
-	"application/x-vmdk":             "vmdk",
-	"application/x-virtualbox-vmdk":  "vmdk",
-	"application/x-virtualbox-vdi":   "vdi",
-	"application/x-vdi":              "vdi",
-	"application/x-virtualbox-vhdx":  "vhdx",
-	"application/x-vhdx":             "vhdx",
-	"application/ovf":                "vmdk",
-	"application/x-virtualbox-ova":   "vmdk",
-	"application/vnd.ms-virtualdisk": "vhdx",
-	"application/x-ms-vhdx":          "vhdx",
-	"application/vnd.qemu.qcow2":     "qcow2",
+	"application/x-qemu-disk":       "qcow2",
+	"application/x-cd-image":        "raw",
+	"application/x-iso9660-image":   "raw",
+	"application/x-vmdk-disk":       "vmdk",
+	"application/x-vdi-disk":        "vdi",
+	"application/x-vhdx-disk":       "vhdx",
+	"application/x-virtualbox-vmdk": "vmdk",
+	"application/x-virtualbox-vdi":  "vdi",
+	"application/x-virtualbox-vhdx": "vhdx",
+	"application/x-virtualbox-ova":  "vmdk",
+	"application/ovf":               "vmdk", // an OVA; Kumo imports its VMDK disk
 }
 
 // urlName is the last element of a URL's path ("" when it has none).

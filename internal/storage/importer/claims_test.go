@@ -29,6 +29,7 @@ func TestContentMustBeWhatItsNameOrContentTypeSays(t *testing.T) {
 	zw.Close()
 	os.WriteFile(filepath.Join(dir, "good.qcow2.gz"), gz.Bytes(), 0o600)
 	os.WriteFile(filepath.Join(dir, "mislabelled.raw"), qcow, 0o600)
+	os.WriteFile(filepath.Join(dir, "cloud.img"), qcow, 0o600) // served as application/x-raw-disk-image
 	run(t, "genisoimage", "-quiet", "-V", "KUMOCD", "-o", filepath.Join(dir, "cd.iso"), "/etc/hostname")
 	files := http.FileServer(http.Dir(dir))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -50,6 +51,7 @@ func TestContentMustBeWhatItsNameOrContentTypeSays(t *testing.T) {
 		{"/garbage.img", "whole number of 512-byte sectors", ""}, // .img claims nothing; the size still tells
 		{"/good.qcow2", "", "qcow2"},
 		{"/good.qcow2.gz", "", "qcow2"},
+		{"/cloud.img", "", "qcow2"}, // .img names raw and qcow2 images alike
 		{"/cd.iso", "", "raw"},
 		{"/whole.bin", "", "raw"},
 	} {
