@@ -111,10 +111,7 @@ func (d *Driver) Create(ctx context.Context, req storage.Request) (storage.Volum
 				err = fmt.Errorf("%w (and removing the half-made image failed: %v)", err, rmErr)
 			}
 		}
-		if isExists(err) {
-			return storage.Volume{}, fmt.Errorf("RBD image %s: %w", spec(img), storage.ErrExists)
-		}
-		return storage.Volume{}, err
+		return storage.Volume{}, err // wraps storage.ErrExists when the clone found the image there
 	}
 	return vol, nil
 }

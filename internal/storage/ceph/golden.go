@@ -57,7 +57,7 @@ func (d *Driver) cloneBase(ctx context.Context, disk *apps.VMDisk, img *storage.
 	}
 	if _, err := d.rbd(ctx, "clone", "--rbd-default-clone-format", "2", base+"@"+baseSnap, spec(img)); err != nil {
 		if isExists(err) {
-			return fmt.Errorf("clone %s: %w", base, err)
+			return fmt.Errorf("RBD image %s: %w", spec(img), storage.ErrExists)
 		}
 		return fmt.Errorf("clone %s (a cluster needs `ceph osd set-require-min-compat-client mimic` for clones across namespaces): %w", base, err)
 	}

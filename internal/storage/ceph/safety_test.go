@@ -32,14 +32,13 @@ func exportSum(t *testing.T, d *Driver, image string) [32]byte {
 	return sha256.Sum256(data)
 }
 
-// fakeRBD makes `rbd info` run script (sh) instead, until the test ends; other commands run.
-func fakeRBD(t *testing.T, script string) {
+// fakeRBD makes `rbd info IMAGE` run script (sh) instead, until the test ends; other commands
+// run.
+func fakeRBD(t *testing.T, image, script string) {
 	orig := rbdCommand
 	rbdCommand = func(ctx context.Context, name string, args ...string) *exec.Cmd {
-		for _, a := range args {
-			if a == "info" {
-				return exec.CommandContext(ctx, "sh", "-c", script)
-			}
+		if len(args) > 0 && args[len(args)-1] == image && strings.Contains(strings.Join(args, " "), " info ") {
+			return exec.CommandContext(ctx, "sh", "-c", script)
 		}
 		return orig(ctx, name, args...)
 	}
@@ -67,7 +66,7 @@ func TestAFailingRBDInfoNeverRemovesAnExistingImage(t *testing.T) {
 		"exit 1",
 		"kill -9 $$",
 	} {
-		fakeRBD(t, script)
+		fakeRBD(t, spec(vol.RBD), script)
 		if _, err := ensure(d, dk, key); err == nil || errors.Is(err, storage.ErrNotFound) {
 			t.Errorf("Ensure with `rbd info` failing (%s): %v", script, err)
 		}
@@ -75,7 +74,7 @@ func TestAFailingRBDInfoNeverRemovesAnExistingImage(t *testing.T) {
 			t.Errorf("Create with `rbd info` failing (%s): %v", script, err)
 		}
 	}
-	fakeRBD(t, "sleep 60")
+	fakeRBD(t, spec(vol.RBD), "sleep 60")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	if _, err := storage.Ensure(ctx, d, storage.Request{Disk: dk, Key: key}); err == nil || errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("Ensure with `rbd info` timing out: %v", err)
@@ -83,7 +82,7 @@ func TestAFailingRBDInfoNeverRemovesAnExistingImage(t *testing.T) {
 	cancel()
 	// `rbd info` wrongly saying "absent" (exit 2): the clone finds the image there (EEXIST) and
 	// nothing is removed — before, the rollback removed the existing image.
-	fakeRBD(t, "echo 'rbd: error opening image: (2) No such file or directory' >&2; exit 2")
+	fakeRBD(t, spec(vol.RBD), "echo 'rbd: error opening image: (2) No such file or directory' >&2; exit 2")
 	if _, err := d.Create(context.Background(), storage.Request{Disk: dk, Key: key}); !errors.Is(err, storage.ErrExists) {
 		t.Errorf("Create over an existing image: %v, want ErrExists", err)
 	}
