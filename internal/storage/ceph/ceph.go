@@ -310,8 +310,13 @@ func (d *Driver) Delete(ctx context.Context, namespace, object string) error {
 }
 
 // List implements storage.Driver: the disk images of every tenant namespace of the pool (not
-// the golden bases).
+// the golden bases). It also removes the node's downloads a crash cut short.
 func (d *Driver) List(ctx context.Context) (map[string][]string, error) {
+	if n, err := storage.SweepScratch(d.ScratchDir, scratchPrefix); err != nil {
+		slog.Warn("remove what crashed downloads left", "dir", d.ScratchDir, "err", err)
+	} else if n > 0 {
+		slog.Info("removed what crashed downloads left", "dir", d.ScratchDir, "count", n)
+	}
 	all, err := d.images(ctx)
 	if err != nil {
 		return nil, err

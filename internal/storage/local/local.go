@@ -525,12 +525,27 @@ func (d *Driver) List(context.Context) (map[string][]string, error) {
 		}
 		files, _ := os.ReadDir(filepath.Join(d.Dir, ns.Name()))
 		for _, f := range files {
+			if isLegacyTemp(f.Name()) && !f.IsDir() {
+				// Temporary files of earlier versions, which made disks in place: none is in
+				// use by this version, so any left is what a crash left.
+				if err := os.Remove(filepath.Join(d.Dir, ns.Name(), f.Name())); err == nil {
+					slog.Info("removed what a crashed disk creation left", "namespace", ns.Name(), "file", f.Name())
+				}
+				continue
+			}
 			if obj, ok := strings.CutSuffix(f.Name(), ".qcow2"); ok && !strings.HasPrefix(obj, ".") {
 				out[ns.Name()] = append(out[ns.Name()], obj)
 			}
 		}
 	}
 	return out, err
+}
+
+// isLegacyTemp: a temporary file name of earlier versions (<object>.qcow2.creating[.download],
+// .template-*.creating).
+func isLegacyTemp(name string) bool {
+	return strings.HasSuffix(name, ".qcow2.creating") || strings.HasSuffix(name, ".qcow2.creating.download") ||
+		(strings.HasPrefix(name, templatePrefix) && strings.HasSuffix(name, ".creating"))
 }
 
 func virtualSize(ctx context.Context, path string) (int64, error) {

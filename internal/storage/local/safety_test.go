@@ -104,11 +104,21 @@ func TestWhatACrashLeftIsRemovedButNotWhatIsBeingMade(t *testing.T) {
 	}
 	defer running.Close()
 	os.WriteFile(running.Path("disk.qcow2"), []byte("busy"), 0o600)
+	// Earlier versions' temporary files, made in place.
+	legacy := []string{"a.1234abcd.qcow2.creating", "a.1234abcd.qcow2.creating.download", ".template-123.creating"}
+	for _, f := range legacy {
+		os.WriteFile(filepath.Join(ns, f), []byte("half"), 0o600)
+	}
 	if _, err := d.List(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(crashed); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a crashed creation's scratch is still there: %v", err)
+	}
+	for _, f := range legacy {
+		if _, err := os.Stat(filepath.Join(ns, f)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("an earlier version's temporary file %s is still there: %v", f, err)
+		}
 	}
 	if _, err := os.Stat(running.Path("disk.qcow2")); err != nil {
 		t.Errorf("a running creation's scratch was removed: %v", err)
