@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -39,6 +40,11 @@ const (
 )
 
 func isBase(image string) bool { return strings.HasPrefix(image, basePrefix) }
+
+// tempBase matches the temporary name a base is built under (see ensureBase).
+var tempBase = regexp.MustCompile(`\.tmp[0-9a-f]{8}$`)
+
+func isTempBase(image string) bool { return tempBase.MatchString(image) }
 
 // cloneBase makes img a clone of the tenant's base of a golden image ("": the blank base)
 // holding size bytes under its LUKS header. made is set once the clone exists: from then on the
@@ -171,7 +177,7 @@ func (d *Driver) PruneBases(ctx context.Context) error {
 	for ns, images := range all {
 		hasDisks := len(images) > countBases(images)
 		for _, image := range images {
-			if isBase(image) && strings.Contains(image, ".tmp") {
+			if isBase(image) && isTempBase(image) {
 				if err := d.removeOrphanBase(ctx, d.Pool+"/"+ns+"/"+image); err != nil {
 					return err
 				}
