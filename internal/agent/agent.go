@@ -26,6 +26,7 @@ import (
 	"kumo.dev/kumo/internal/hypervisor/qemu"
 	"kumo.dev/kumo/internal/storage"
 	"kumo.dev/kumo/internal/storage/ceph"
+	"kumo.dev/kumo/internal/storage/golden"
 	"kumo.dev/kumo/internal/storage/importer"
 	"kumo.dev/kumo/internal/storage/local"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
@@ -77,11 +78,10 @@ type Agent struct {
 	qemuV string
 	// recorder records events on disks (import steps, failures, resizes); set by Run.
 	recorder record.EventRecorder
-	// fileIDs caches the content IDs of golden image files (see goldenID).
-	fileIDsMu sync.Mutex
-	fileIDs   map[string]fileID
-	local     *local.Driver
-	drives    storage.Drivers
+	// golden is the node's golden images (see images.go).
+	golden *golden.Catalog
+	local  *local.Driver
+	drives storage.Drivers
 
 	vms, types, profiles, images cache.SharedIndexInformer
 	queue                        workqueue.TypedRateLimitingInterface[string]
@@ -130,7 +130,8 @@ func New(opts Options) (*Agent, error) {
 	if len(caPEM) == 0 {
 		return nil, fmt.Errorf("node credentials carry no cluster CA: the agent could not authenticate the API server's streams")
 	}
-	loc := &local.Driver{Dir: filepath.Join(opts.DataDir, "disks"), ImagesDir: opts.ImagesDir}
+	cat := &golden.Catalog{Dir: filepath.Join(opts.DataDir, "golden"), ImagesDir: opts.ImagesDir}
+	loc := &local.Driver{Dir: filepath.Join(opts.DataDir, "disks"), Golden: cat}
 	uploads := func(ctx context.Context, ns, name, dst string, progress func(done, total int64)) error {
 		return importer.Stream(func(ctx context.Context) (io.ReadCloser, int64, error) {
 			rc, err := c.Apps.Get().Namespace(ns).Resource("vmdisks").Name(name).SubResource("upload").Stream(ctx)
@@ -139,19 +140,20 @@ func New(opts Options) (*Agent, error) {
 	}
 	loc.Uploads = uploads
 	a := &Agent{
-		opts: opts, c: c, caPEM: caPEM, local: loc,
+		opts: opts, c: c, caPEM: caPEM, local: loc, golden: cat,
 		drives:  storage.Drivers{apps.StorageLocal: loc},
 		running: map[string]*runtimeVM{},
 		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
 	}
 	if opts.CephConf != "" {
 		a.drives[apps.StorageReplicated] = &ceph.Driver{Conf: opts.CephConf, User: opts.CephUser, Pool: opts.CephPool,
-			ImagesDir: opts.ImagesDir, ScratchDir: filepath.Join(opts.DataDir, "scratch"), Uploads: uploads, GoldenID: a.goldenID}
+			Golden: cat, ScratchDir: filepath.Join(opts.DataDir, "scratch"), Uploads: uploads}
 	}
 	a.vms = client.NewInformer(c.Apps, "vminstances", &apps.VMInstance{}, "status.node="+opts.Node, 0)
 	a.types = client.NewInformer(c.Kumo, "instancetypes", &kumo.InstanceType{}, "", 0)
 	a.profiles = client.NewInformer(c.Kumo, "instanceprofiles", &kumo.InstanceProfile{}, "", 0)
 	a.images = client.NewInformer(c.Kumo, "goldenimages", &kumo.GoldenImage{}, "", 0)
+	cat.Objects = a.goldenObjects
 	return a, nil
 }
 
@@ -195,7 +197,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		default:
 		}
 	}
-	a.images.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, o interface{}) { poke(o) }})
+	a.images.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, o interface{}) { poke(o) }, DeleteFunc: poke})
 	go func() {
 		for {
 			a.cacheImages(ctx)

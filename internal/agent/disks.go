@@ -47,7 +47,8 @@ func (a *Agent) prepareDisk(ctx context.Context, namespace, name string, key sto
 		if d.Status.Phase != apps.DiskReady {
 			a.event(d, corev1.EventTypeNormal, "Preparing", fmt.Sprintf("preparing the %s disk on node %s from %s", d.Spec.StorageClass, a.opts.Node, describeSource(d)))
 		}
-		vol, err = drv.Ensure(ctx, d, key, a.importProgress(ctx, d))
+		vol, err = storage.Ensure(ctx, drv, storage.Request{Disk: d, Key: key, Progress: a.importProgress(ctx, d),
+			ResolveSource: func(ctx context.Context) (*apps.VMDisk, error) { return sourceDisk(ctx, a.getDisk, d) }})
 	}
 	if err != nil {
 		reason := "PrepareFailed"
@@ -77,6 +78,32 @@ func (a *Agent) prepareDisk(ctx context.Context, namespace, name string, key sto
 		})
 	}
 	return preparedDisk{vol: vol, optical: d.Spec.Optical}, nil
+}
+
+// sourceDisk resolves the VMDisk a disk is cloned from (spec.source.disk, same namespace): it
+// must be Ready, so that the clone copies data that is complete and still belongs to a disk.
+// Drivers then find its data by its UID. nil when the disk is not a clone.
+func sourceDisk(ctx context.Context, get func(ctx context.Context, namespace, name string) (*apps.VMDisk, error), d *apps.VMDisk) (*apps.VMDisk, error) {
+	if d.Spec.Source.Disk == nil {
+		return nil, nil
+	}
+	name := d.Spec.Source.Disk.Name
+	src, err := get(ctx, d.Namespace, name)
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("source disk %s does not exist", name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read source disk %s: %w", name, err)
+	}
+	if src.Status.Phase != apps.DiskReady || src.DeletionTimestamp != nil {
+		return nil, fmt.Errorf("source disk %s is not ready", name)
+	}
+	return src, nil
+}
+
+func (a *Agent) getDisk(ctx context.Context, namespace, name string) (*apps.VMDisk, error) {
+	d := &apps.VMDisk{}
+	return d, a.c.Apps.Get().Namespace(namespace).Resource("vmdisks").Name(name).Do(ctx).Into(d)
 }
 
 func (a *Agent) reportDisk(ctx context.Context, d *apps.VMDisk, mutate func(*apps.VMDisk)) {

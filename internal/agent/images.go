@@ -2,41 +2,43 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 
+	"kumo.dev/kumo/internal/storage"
 	"kumo.dev/kumo/internal/storage/importer"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 )
 
-// cacheImages brings every golden image the API lists into this node's images directory (once),
-// inspected like any import and converted to qcow2; the node's image list then advertises it.
+// cacheImages keeps this node's golden images true to the API: every GoldenImage gets a copy
+// keyed by its UID, inspected like any import and converted to qcow2 (an image imported again
+// under the same name is a new UID, hence a new copy), and the copies of deleted or replaced
+// images are removed. The node's image list then advertises exactly the images it holds.
 func (a *Agent) cacheImages(ctx context.Context) {
+	if removed, err := a.golden.Prune(); err != nil {
+		slog.Warn("remove stale golden image copies", "err", err)
+	} else if len(removed) > 0 {
+		slog.Info("removed copies of deleted or replaced golden images", "files", removed)
+	}
 	for _, obj := range a.images.GetStore().List() {
 		g := obj.(*kumo.GoldenImage)
 		if g.Status.Phase == kumo.GoldenImageFailed || (g.Spec.Source.Upload != nil && g.Status.Phase != kumo.GoldenImageReady) {
 			continue // nothing to fetch yet, or refused already
 		}
-		dst := a.local.ImagePath(g.Name)
-		if _, err := os.Stat(dst); err == nil {
+		if a.golden.Cached(g.Name, string(g.UID)) {
 			continue
 		}
-		if err := a.cacheImage(ctx, g, dst); err != nil {
-			slog.Warn("cache golden image", "image", g.Name, "err", err)
+		if err := a.cacheImage(ctx, g); err != nil {
+			slog.Warn("cache golden image", "image", g.Name, "uid", g.UID, "err", err)
 			if importer.IsRefused(err) {
-				a.reportImage(ctx, g.Name, func(cur *kumo.GoldenImage) {
+				a.reportImage(ctx, g, func(cur *kumo.GoldenImage) {
 					cur.Status.Phase = kumo.GoldenImageFailed
 					meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Imported", Status: metav1.ConditionFalse, Reason: "Refused", Message: err.Error(), ObservedGeneration: cur.Generation})
 				})
@@ -45,34 +47,56 @@ func (a *Agent) cacheImages(ctx context.Context) {
 	}
 }
 
-func (a *Agent) cacheImage(ctx context.Context, g *kumo.GoldenImage, dst string) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
+// goldenObjects maps the GoldenImages the API holds to their UIDs, for the catalog; ok is false
+// until the informer has synced (the catalog then removes nothing).
+func (a *Agent) goldenObjects() (map[string]string, bool) {
+	if !a.images.HasSynced() {
+		return nil, false
 	}
-	dl := dst + ".download"
-	defer os.Remove(dl)
-	fetch := importer.Stream(func(ctx context.Context) (io.ReadCloser, int64, error) {
-		rc, err := a.c.Kumo.Get().Resource("goldenimages").Name(g.Name).SubResource("upload").Stream(ctx)
-		return rc, 0, err
+	out := map[string]string{}
+	for _, obj := range a.images.GetStore().List() {
+		g := obj.(*kumo.GoldenImage)
+		out[g.Name] = string(g.UID)
+	}
+	return out, true
+}
+
+func (a *Agent) cacheImage(ctx context.Context, g *kumo.GoldenImage) error {
+	var info importer.Info
+	err := a.golden.Cache(ctx, g.Name, string(g.UID), func(ctx context.Context, s *storage.Scratch, dst string) error {
+		var src importer.Source
+		if g.Spec.Source.HTTP != nil {
+			src.URL = g.Spec.Source.HTTP.URL
+		} else {
+			src.Fetch = importer.Stream(func(ctx context.Context) (io.ReadCloser, int64, error) {
+				rc, err := a.c.Kumo.Get().Resource("goldenimages").Name(g.Name).SubResource("upload").Stream(ctx)
+				return rc, 0, err
+			})
+		}
+		dl := s.Path("download")
+		var err error
+		if info, err = importer.Fetch(ctx, src, dl, nil); err != nil {
+			return err
+		}
+		if src.Fetch != nil {
+			// The upload is fetched by name: make sure it is the content of this object, not of
+			// one imported again under the same name meanwhile.
+			cur := &kumo.GoldenImage{}
+			if err := a.c.Kumo.Get().Resource("goldenimages").Name(g.Name).Do(ctx).Into(cur); err != nil {
+				return fmt.Errorf("read golden image %s: %w", g.Name, err)
+			}
+			if cur.UID != g.UID {
+				return fmt.Errorf("golden image %s was imported again while this node fetched it", g.Name)
+			}
+		}
+		return importer.Convert(ctx, dl, info, importer.Target{Args: []string{"-O", "qcow2", dst}}, nil)
 	})
-	if g.Spec.Source.HTTP != nil {
-		fetch = importer.URL(g.Spec.Source.HTTP.URL)
-	}
-	info, err := importer.Fetch(ctx, fetch, dl, nil)
 	if err != nil {
 		return err
 	}
-	tmp := dst + ".converting"
-	defer os.Remove(tmp)
-	if err := importer.Convert(ctx, dl, info, importer.Target{Args: []string{"-O", "qcow2", tmp}}, nil); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return err
-	}
-	slog.Info("golden image cached", "image", g.Name, "format", info.Format, "size", info.VirtualSize)
+	slog.Info("golden image cached", "image", g.Name, "uid", g.UID, "format", info.Format, "size", info.VirtualSize)
 	if g.Status.Phase != kumo.GoldenImageReady {
-		a.reportImage(ctx, g.Name, func(cur *kumo.GoldenImage) {
+		a.reportImage(ctx, g, func(cur *kumo.GoldenImage) {
 			cur.Status.Phase, cur.Status.Format = kumo.GoldenImageReady, info.Format
 			cur.Status.Size = resource.NewQuantity(info.VirtualSize, resource.BinarySI)
 			meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Imported", Status: metav1.ConditionTrue, Reason: "Imported",
@@ -82,58 +106,21 @@ func (a *Agent) cacheImage(ctx context.Context, g *kumo.GoldenImage, dst string)
 	return nil
 }
 
-// goldenID names the current content of a golden image: a prefix of its GoldenImage's UID, or,
-// for an image only this node's images directory provides, "f" and a prefix of the file's
-// SHA-256 (remembered while the file's size and time stay the same). "" when there is neither.
-func (a *Agent) goldenID(name string) string {
-	if obj, ok, err := a.images.GetStore().GetByKey(name); err == nil && ok {
-		uid := string(obj.(*kumo.GoldenImage).UID)
-		return uid[:min(8, len(uid))]
-	}
-	path := a.local.ImagePath(name)
-	st, err := os.Stat(path)
-	if err != nil {
-		return ""
-	}
-	a.fileIDsMu.Lock()
-	defer a.fileIDsMu.Unlock()
-	if id, ok := a.fileIDs[path]; ok && id.size == st.Size() && id.mtime.Equal(st.ModTime()) {
-		return id.id
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return ""
-	}
-	id := "f" + hex.EncodeToString(h.Sum(nil))[:8]
-	if a.fileIDs == nil {
-		a.fileIDs = map[string]fileID{}
-	}
-	a.fileIDs[path] = fileID{size: st.Size(), mtime: st.ModTime(), id: id}
-	return id
-}
-
-// fileID is a golden image file's content ID, valid while its size and time stay the same.
-type fileID struct {
-	size  int64
-	mtime time.Time
-	id    string
-}
-
-func (a *Agent) reportImage(ctx context.Context, name string, mutate func(*kumo.GoldenImage)) {
+// reportImage updates a golden image's status, only while the object is the one the node
+// looked at (same UID).
+func (a *Agent) reportImage(ctx context.Context, g *kumo.GoldenImage, mutate func(*kumo.GoldenImage)) {
 	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
 		cur := &kumo.GoldenImage{}
-		if err := a.c.Kumo.Get().Resource("goldenimages").Name(name).Do(ctx).Into(cur); err != nil {
+		if err := a.c.Kumo.Get().Resource("goldenimages").Name(g.Name).Do(ctx).Into(cur); err != nil {
 			return err
 		}
+		if cur.UID != g.UID {
+			return nil // imported again meanwhile: this outcome is not the new image's
+		}
 		mutate(cur)
-		return a.c.Kumo.Put().Resource("goldenimages").Name(name).SubResource("status").Body(cur).Do(ctx).Error()
+		return a.c.Kumo.Put().Resource("goldenimages").Name(g.Name).SubResource("status").Body(cur).Do(ctx).Error()
 	})
 	if err != nil && !errors.Is(err, context.Canceled) {
-		slog.Warn("report golden image status", "image", name, "err", err)
+		slog.Warn("report golden image status", "image", g.Name, "err", err)
 	}
 }

@@ -5,6 +5,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -50,17 +51,85 @@ type Progress func(percent int)
 // Uploads fetches the staged content of a source.upload disk from the API server.
 type Uploads func(ctx context.Context, namespace, name, dst string, progress func(done, total int64)) error
 
+// ErrNotFound is wrapped by Open when the disk's data truly does not exist (the backend said
+// so: ENOENT, rbd's exit status 2). Any other failure to look is an error of its own, never
+// taken for absence.
+var ErrNotFound = errors.New("disk data not found")
+
+// ErrExists is wrapped by Create when the disk's data exists already: Create never replaces it.
+var ErrExists = errors.New("disk data exists already")
+
+// Request is what Create makes a disk from.
+type Request struct {
+	Disk *apps.VMDisk
+	// Source is the VMDisk that Disk.Spec.Source.Disk names, resolved by the caller (same
+	// namespace, Ready); drivers locate its data by its UID, never by its name.
+	Source *apps.VMDisk
+	// ResolveSource, when set and Source is nil, resolves Source for Ensure, only when the disk
+	// must be created: a clone that exists no longer depends on its source.
+	ResolveSource func(ctx context.Context) (*apps.VMDisk, error)
+	Key           Key
+	// Progress receives an import's progress (may be nil).
+	Progress Progress
+}
+
 // Driver prepares the disks of one storage class on this node.
 type Driver interface {
 	Info() Info
-	// Ensure creates the disk if it does not exist yet — importing its source, encrypted with the
-	// tenant's key — and returns how to open it. It is idempotent: a disk that exists is returned
-	// as it is.
-	Ensure(ctx context.Context, d *apps.VMDisk, key Key, progress Progress) (Volume, error)
+	// Open returns how to open a disk that exists, growing it to spec.storage when that grew.
+	// The error wraps ErrNotFound only when the disk's data is known to be absent.
+	Open(ctx context.Context, d *apps.VMDisk, key Key) (Volume, error)
+	// Create makes the disk — importing its source, encrypted with the tenant's key — and
+	// returns how to open it. It never replaces existing data (the error wraps ErrExists) and on
+	// failure removes only what it made itself.
+	Create(ctx context.Context, req Request) (Volume, error)
 	// Delete removes the data stored under an ObjectName; data that does not exist is not an error.
 	Delete(ctx context.Context, namespace, object string) error
 	// List returns the ObjectNames stored, by namespace, for garbage collection.
 	List(ctx context.Context) (map[string][]string, error)
+}
+
+// Ensure opens a disk, creating it when it is known to be absent. When another actor created
+// it in between, the disk it made is opened. Any other failure to look is returned as it is:
+// an unknown state never leads to creating (or removing) anything.
+func Ensure(ctx context.Context, drv Driver, req Request) (Volume, error) {
+	vol, err := drv.Open(ctx, req.Disk, req.Key)
+	if err == nil || !errors.Is(err, ErrNotFound) {
+		return vol, err
+	}
+	if req.Source == nil && req.ResolveSource != nil && req.Disk.Spec.Source.Disk != nil {
+		if req.Source, err = req.ResolveSource(ctx); err != nil {
+			return Volume{}, err
+		}
+	}
+	vol, err = drv.Create(ctx, req)
+	if errors.Is(err, ErrExists) {
+		return drv.Open(ctx, req.Disk, req.Key)
+	}
+	return vol, err
+}
+
+// GoldenImage is a golden image's content as this node holds it.
+type GoldenImage struct {
+	Name string
+	// Path is the node's qcow2 file of the content.
+	Path string
+	// ID names the content: a prefix of the GoldenImage's UID, or, for an image only the
+	// node's images directory provides, "f" and a prefix of the file's SHA-256. Copies made
+	// from the image (Ceph bases) are keyed by it, so content imported again under the same
+	// name never finds copies of the old content.
+	ID string
+	// Managed: the file is Kumo's copy of a GoldenImage object, removed once the object is
+	// deleted or imported again; whatever must outlive it (a disk's backing file) takes its
+	// own link to it. Otherwise it is the node operator's file, which Kumo never removes.
+	Managed bool
+}
+
+// GoldenImages finds the golden images this node holds.
+type GoldenImages interface {
+	// Golden returns the node's copy of a golden image's current content; ok is false when the
+	// node has none (not cached yet, or no such image).
+	Golden(name string) (img GoldenImage, ok bool)
 }
 
 // ObjectName names a disk's data after the VMDisk's name and UID: a disk deleted and created

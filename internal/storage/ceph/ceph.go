@@ -10,11 +10,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
+	"log/slog"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"kumo.dev/kumo/internal/storage"
 	"kumo.dev/kumo/internal/storage/importer"
@@ -27,15 +28,12 @@ const luksHeader = 16 << 20
 // Driver reaches one pool of a Ceph cluster as one cephx user.
 type Driver struct {
 	Conf, User, Pool string
-	// ImagesDir holds the node's golden images (<name>.qcow2) to copy from.
-	ImagesDir string
+	// Golden finds the node's golden images to make tenant bases from (nil: none).
+	Golden storage.GoldenImages
 	// ScratchDir holds downloads while they are inspected.
 	ScratchDir string
 	// Uploads fetches uploaded content (nil: uploads are not available).
 	Uploads storage.Uploads
-	// GoldenID names the current import of a golden image (a prefix of its UID; "" when the
-	// image does not exist). Tenant copies of golden images are keyed by it.
-	GoldenID func(image string) string
 }
 
 var _ storage.Driver = &Driver{}
@@ -51,41 +49,69 @@ func (d *Driver) image(disk *apps.VMDisk) *storage.RBDImage {
 
 func spec(i *storage.RBDImage) string { return i.Pool + "/" + i.Namespace + "/" + i.Image }
 
-// Ensure implements storage.Driver.
-func (d *Driver) Ensure(ctx context.Context, disk *apps.VMDisk, key storage.Key, progress storage.Progress) (storage.Volume, error) {
+// Open implements storage.Driver.
+func (d *Driver) Open(ctx context.Context, disk *apps.VMDisk, key storage.Key) (storage.Volume, error) {
 	if key.File == "" {
 		return storage.Volume{}, errors.New("no tenant key: replicated disks are always encrypted")
 	}
 	img := d.image(disk)
 	vol := storage.Volume{Driver: "rbd", Path: spec(img), Format: "raw", KeyFile: key.File, RBD: img, SizeBytes: disk.Spec.Storage.Value()}
-	if raw, err := d.rawSize(ctx, spec(img)); err == nil {
-		if disk.Spec.Optical {
-			vol.SizeBytes = raw - luksHeader
-			return vol, nil
-		}
-		// Grow to spec.storage if it grew while the disk was not in use. The size is set on the
-		// raw image: Ceph 16.2's resize through the crypto layer ignores the LUKS header.
-		if raw-luksHeader < vol.SizeBytes {
-			if _, err := d.rbd(ctx, "resize", "--no-progress", "--size", mib(vol.SizeBytes+luksHeader), spec(img)); err != nil {
-				return storage.Volume{}, fmt.Errorf("grow %s: %w", spec(img), err)
-			}
-		}
-		return vol, nil
-	}
-	if _, err := d.rbd(ctx, "namespace", "create", img.Pool+"/"+img.Namespace); err != nil && !strings.Contains(err.Error(), "exists") {
-		return storage.Volume{}, fmt.Errorf("RADOS namespace of %s: %w", disk.Namespace, err)
-	}
-	var err error
-	if src := disk.Spec.Source; src.Image != nil && !disk.Spec.Optical {
-		err = d.cloneBase(ctx, disk, img, key, src.Image.Name, disk.Spec.Storage.Value())
-	} else {
-		vol.SizeBytes, err = d.copyIn(ctx, disk, img, key, progress)
+	raw, err := d.rawSize(ctx, spec(img))
+	if isAbsent(err) {
+		return storage.Volume{}, fmt.Errorf("RBD image %s: %w", spec(img), storage.ErrNotFound)
 	}
 	if err != nil {
-		if _, rmErr := d.rbd(context.Background(), "rm", spec(img)); rmErr != nil && !strings.Contains(rmErr.Error(), "No such file") {
-			err = fmt.Errorf("%w (and removing the half-made image failed: %v)", err, rmErr)
+		return storage.Volume{}, fmt.Errorf("look for RBD image %s: %w", spec(img), err)
+	}
+	if disk.Spec.Optical {
+		vol.SizeBytes = raw - luksHeader
+		return vol, nil
+	}
+	// Grow to spec.storage if it grew while the disk was not in use. The size is set on the
+	// raw image: Ceph 16.2's resize through the crypto layer ignores the LUKS header.
+	if raw-luksHeader < vol.SizeBytes {
+		if _, err := d.rbd(ctx, "resize", "--no-progress", "--size", mib(vol.SizeBytes+luksHeader), spec(img)); err != nil {
+			return storage.Volume{}, fmt.Errorf("grow %s: %w", spec(img), err)
 		}
-		return storage.Volume{}, err
+	}
+	return vol, nil
+}
+
+// Create implements storage.Driver. The image is made by `rbd clone`, which fails when an image
+// of that name exists; only an image this call cloned is removed on failure.
+func (d *Driver) Create(ctx context.Context, req storage.Request) (storage.Volume, error) {
+	disk, key := req.Disk, req.Key
+	if key.File == "" {
+		return storage.Volume{}, errors.New("no tenant key: replicated disks are always encrypted")
+	}
+	img := d.image(disk)
+	vol := storage.Volume{Driver: "rbd", Path: spec(img), Format: "raw", KeyFile: key.File, RBD: img, SizeBytes: disk.Spec.Storage.Value()}
+	// Look first so that an existing disk costs no download; the clone is what guarantees
+	// nothing is replaced.
+	if _, err := d.rawSize(ctx, spec(img)); err == nil {
+		return storage.Volume{}, fmt.Errorf("RBD image %s: %w", spec(img), storage.ErrExists)
+	} else if !isAbsent(err) {
+		return storage.Volume{}, fmt.Errorf("look for RBD image %s: %w", spec(img), err)
+	}
+	if _, err := d.rbd(ctx, "namespace", "create", img.Pool+"/"+img.Namespace); err != nil && !isExists(err) {
+		return storage.Volume{}, fmt.Errorf("RADOS namespace of %s: %w", disk.Namespace, err)
+	}
+	var made bool // whether this call cloned the image: only then may it remove it
+	var err error
+	if src := disk.Spec.Source; src.Image != nil && !disk.Spec.Optical {
+		err = d.cloneBase(ctx, disk, img, key, src.Image.Name, disk.Spec.Storage.Value(), &made)
+	} else {
+		vol.SizeBytes, err = d.copyIn(ctx, req, img, &made)
+	}
+	if err != nil {
+		if made {
+			rmCtx, cancel := context.WithTimeout(context.Background(), rbdTimeout)
+			defer cancel()
+			if _, rmErr := d.rbd(rmCtx, "rm", "--no-progress", spec(img)); rmErr != nil && !isAbsent(rmErr) {
+				err = fmt.Errorf("%w (and removing the half-made image failed: %v)", err, rmErr)
+			}
+		}
+		return storage.Volume{}, err // wraps storage.ErrExists when the clone found the image there
 	}
 	return vol, nil
 }
@@ -102,10 +128,11 @@ type source struct {
 // copyIn creates the image as a clone of the tenant's blank base (encrypted with the tenant's
 // key) and copies its source in. It returns the disk's size: spec.storage, or the content's size
 // for optical media.
-func (d *Driver) copyIn(ctx context.Context, disk *apps.VMDisk, img *storage.RBDImage, key storage.Key, progress storage.Progress) (int64, error) {
+func (d *Driver) copyIn(ctx context.Context, req storage.Request, img *storage.RBDImage, made *bool) (int64, error) {
+	disk, key := req.Disk, req.Key
 	report := func(p int) {
-		if progress != nil {
-			progress(p)
+		if req.Progress != nil {
+			req.Progress(p)
 		}
 	}
 	want := disk.Spec.Storage.Value()
@@ -114,9 +141,9 @@ func (d *Driver) copyIn(ctx context.Context, disk *apps.VMDisk, img *storage.RBD
 	var created chan error
 	if !disk.Spec.Optical {
 		created = make(chan error, 1)
-		go func() { created <- d.cloneBase(ctx, disk, img, key, "", want) }()
+		go func() { created <- d.cloneBase(ctx, disk, img, key, "", want, made) }()
 	}
-	src, cleanup, err := d.fetch(ctx, disk, report)
+	src, cleanup, err := d.fetch(ctx, req, report)
 	defer cleanup()
 	if created != nil {
 		if cerr := <-created; err == nil {
@@ -135,7 +162,7 @@ func (d *Driver) copyIn(ctx context.Context, disk *apps.VMDisk, img *storage.RBD
 		return 0, &importer.RefusedError{Reason: fmt.Sprintf("the source is %s, larger than spec.storage %s", importer.HumanBytes(src.size), disk.Spec.Storage.String())}
 	}
 	if created == nil {
-		if err := d.cloneBase(ctx, disk, img, key, "", want); err != nil {
+		if err := d.cloneBase(ctx, disk, img, key, "", want, made); err != nil {
 			return 0, err
 		}
 	}
@@ -148,55 +175,62 @@ func (d *Driver) copyIn(ctx context.Context, disk *apps.VMDisk, img *storage.RBD
 		for _, o := range target.Objects {
 			args = append(args, "--object", o)
 		}
-		if out, err := exec.CommandContext(ctx, "qemu-img", args...).CombinedOutput(); err != nil {
+		cctx, cancel := context.WithTimeout(ctx, importer.ConvertTimeout)
+		defer cancel()
+		if out, err := exec.CommandContext(cctx, "qemu-img", args...).CombinedOutput(); err != nil {
 			return 0, fmt.Errorf("clone %s: %v: %s", disk.Spec.Source.Disk.Name, err, strings.TrimSpace(string(out)))
 		}
 	}
 	return want, nil
 }
 
+// scratchPrefix starts the scratch directories of downloads in ScratchDir.
+const scratchPrefix = ".download-"
+
 // fetch finds, downloads and inspects a disk's source. A blank disk has none (zero size).
-func (d *Driver) fetch(ctx context.Context, disk *apps.VMDisk, report func(int)) (source, func(), error) {
+func (d *Driver) fetch(ctx context.Context, req storage.Request, report func(int)) (source, func(), error) {
 	nothing := func() {}
+	disk := req.Disk
 	switch src := disk.Spec.Source; {
 	case src.Image != nil:
 		gs, err := d.goldenSource(ctx, src.Image.Name)
 		return gs, nothing, err
 	case src.HTTP != nil || (src.Upload != nil && d.Uploads != nil):
-		var fetch importer.Fetcher = func(ctx context.Context, dst string, p importer.Progress) error {
+		fetch := importer.Source{Fetch: func(ctx context.Context, dst string, p importer.Progress) error {
 			return d.Uploads(ctx, disk.Namespace, disk.Name, dst, p)
-		}
+		}}
 		if src.HTTP != nil {
-			fetch = importer.URL(src.HTTP.URL)
+			fetch = importer.Source{URL: src.HTTP.URL}
 		}
-		if err := os.MkdirAll(d.ScratchDir, 0o700); err != nil {
+		if n, err := storage.SweepScratch(d.ScratchDir, scratchPrefix); err != nil {
+			slog.Warn("remove what crashed downloads left", "dir", d.ScratchDir, "err", err)
+		} else if n > 0 {
+			slog.Info("removed what crashed downloads left", "dir", d.ScratchDir, "count", n)
+		}
+		s, err := storage.NewScratch(d.ScratchDir, scratchPrefix)
+		if err != nil {
 			return source{}, nothing, err
 		}
-		dl := filepath.Join(d.ScratchDir, disk.Namespace+"_"+disk.Name+".download")
-		cleanup := func() { os.Remove(dl) }
+		cleanup := func() { s.Close() }
+		dl := s.Path("download")
 		info, err := importer.Fetch(ctx, fetch, dl, report)
 		if err != nil {
 			return source{}, cleanup, err
 		}
 		return source{file: dl, info: info, size: info.VirtualSize}, cleanup, nil
 	case src.Disk != nil:
-		objects, err := d.List(ctx)
-		if err != nil {
-			return source{}, nothing, err
+		// The source is the VMDisk object the caller resolved: its image is found by its UID,
+		// never by its name.
+		if req.Source == nil || req.Source.Name != src.Disk.Name || req.Source.Namespace != disk.Namespace {
+			return source{}, nothing, fmt.Errorf("disk %s to clone was not resolved to a VMDisk of namespace %s", src.Disk.Name, disk.Namespace)
 		}
-		var found []string
-		for _, o := range objects[disk.Namespace] {
-			if name, _, ok := storage.ParseObjectName(o); ok && name == src.Disk.Name {
-				found = append(found, o)
-			}
-		}
-		if len(found) != 1 {
-			return source{}, nothing, fmt.Errorf("disk %s to clone has no single replicated image (found %d)", src.Disk.Name, len(found))
-		}
-		from := &storage.RBDImage{Pool: d.Pool, Namespace: disk.Namespace, Image: found[0], Conf: d.Conf, User: d.User}
+		from := d.image(req.Source)
 		raw, err := d.rawSize(ctx, spec(from))
+		if isAbsent(err) {
+			return source{}, nothing, fmt.Errorf("disk %s to clone has no RBD image (%s)", src.Disk.Name, spec(from))
+		}
 		if err != nil {
-			return source{}, nothing, err
+			return source{}, nothing, fmt.Errorf("look for disk %s to clone: %w", src.Disk.Name, err)
 		}
 		return source{image: from, size: raw - luksHeader}, nothing, nil
 	case src.Upload != nil:
@@ -205,22 +239,34 @@ func (d *Driver) fetch(ctx context.Context, disk *apps.VMDisk, report func(int))
 	return source{}, nothing, nil
 }
 
-// goldenSource is the node's cached copy of a golden image, inspected.
+// goldenSource is the node's copy of a golden image, inspected.
 func (d *Driver) goldenSource(ctx context.Context, name string) (source, error) {
-	golden := filepath.Join(d.ImagesDir, name+".qcow2")
-	info, err := importer.Inspect(ctx, golden)
+	img, ok := d.golden(name)
+	if !ok {
+		return source{}, fmt.Errorf("golden image %s is not on this node", name)
+	}
+	info, err := importer.Inspect(ctx, img.Path)
 	if err != nil {
 		return source{}, fmt.Errorf("golden image %s: %w", name, err)
 	}
-	return source{file: golden, info: info, size: info.VirtualSize}, nil
+	return source{file: img.Path, info: info, size: info.VirtualSize}, nil
+}
+
+func (d *Driver) golden(name string) (storage.GoldenImage, bool) {
+	if d.Golden == nil {
+		return storage.GoldenImage{}, false
+	}
+	return d.Golden.Golden(name)
 }
 
 // createEncrypted creates an image whose encrypted payload holds size bytes, LUKS2-formatted
 // with the tenant's key.
-func (d *Driver) createEncrypted(ctx context.Context, img *storage.RBDImage, key storage.Key, size int64) error {
+// made is set once the image exists.
+func (d *Driver) createEncrypted(ctx context.Context, img *storage.RBDImage, key storage.Key, size int64, made *bool) error {
 	if _, err := d.rbd(ctx, "create", "--size", mib(size+luksHeader), spec(img)); err != nil {
 		return fmt.Errorf("create RBD image %s: %w", spec(img), err)
 	}
+	*made = true
 	if _, err := d.rbd(ctx, "encryption", "format", spec(img), "luks2", key.File); err != nil {
 		return fmt.Errorf("LUKS2-format %s: %w", spec(img), err)
 	}
@@ -257,15 +303,20 @@ func (d *Driver) target(img *storage.RBDImage, key storage.Key, secret string) i
 
 // Delete implements storage.Driver.
 func (d *Driver) Delete(ctx context.Context, namespace, object string) error {
-	if _, err := d.rbd(ctx, "rm", d.Pool+"/"+namespace+"/"+object); err != nil && !strings.Contains(err.Error(), "No such file") {
+	if _, err := d.rbd(ctx, "rm", "--no-progress", d.Pool+"/"+namespace+"/"+object); err != nil && !isAbsent(err) {
 		return err
 	}
 	return nil
 }
 
 // List implements storage.Driver: the disk images of every tenant namespace of the pool (not
-// the golden bases).
+// the golden bases). It also removes the node's downloads a crash cut short.
 func (d *Driver) List(ctx context.Context) (map[string][]string, error) {
+	if n, err := storage.SweepScratch(d.ScratchDir, scratchPrefix); err != nil {
+		slog.Warn("remove what crashed downloads left", "dir", d.ScratchDir, "err", err)
+	} else if n > 0 {
+		slog.Info("removed what crashed downloads left", "dir", d.ScratchDir, "count", n)
+	}
 	all, err := d.images(ctx)
 	if err != nil {
 		return nil, err
@@ -308,11 +359,59 @@ func (d *Driver) images(ctx context.Context) (map[string][]string, error) {
 	return out, nil
 }
 
+// rbdTimeout bounds every rbd command: a cluster that does not answer is an error, not a hang.
+const rbdTimeout = 5 * time.Minute
+
+// rbdCommand starts rbd; tests inject failures.
+var rbdCommand = exec.CommandContext
+
+// rbd's exit status is the errno of the failure: ENOENT when the image (or snapshot) does not
+// exist, EEXIST when it does. Anything else is a failure to know.
+const (
+	rbdAbsent = int(syscall.ENOENT)
+	rbdExists = int(syscall.EEXIST)
+)
+
+// rbdError is a failed rbd command with its exit status.
+type rbdError struct {
+	args   string
+	status int // -1 when rbd did not exit by itself (killed, timed out, not started)
+	err    error
+	output string
+}
+
+func (e *rbdError) Error() string {
+	return fmt.Sprintf("rbd %s: %v: %s", e.args, e.err, e.output)
+}
+
+func (e *rbdError) Unwrap() error { return e.err }
+
+func rbdStatus(err error) int {
+	var re *rbdError
+	if errors.As(err, &re) {
+		return re.status
+	}
+	return -1
+}
+
+// isAbsent: rbd said the image does not exist.
+func isAbsent(err error) bool { return err != nil && rbdStatus(err) == rbdAbsent }
+
+// isExists: rbd said the image exists already.
+func isExists(err error) bool { return err != nil && rbdStatus(err) == rbdExists }
+
 func (d *Driver) rbd(ctx context.Context, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, rbdTimeout)
+	defer cancel()
 	full := append([]string{"-c", d.Conf, "--id", d.User}, args...)
-	out, err := exec.CommandContext(ctx, "rbd", full...).CombinedOutput()
+	out, err := rbdCommand(ctx, "rbd", full...).CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("rbd %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		status := -1
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.Exited() && ctx.Err() == nil {
+			status = ee.ExitCode()
+		}
+		return "", &rbdError{args: strings.Join(args, " "), status: status, err: err, output: strings.TrimSpace(string(out))}
 	}
 	return string(out), nil
 }

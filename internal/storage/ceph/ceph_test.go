@@ -51,7 +51,34 @@ func driver(t *testing.T) *Driver {
 			t.Fatal(err)
 		}
 	}
-	return &Driver{Conf: cluster.Conf, User: cluster.User, Pool: cluster.Pool, ImagesDir: t.TempDir(), ScratchDir: t.TempDir()}
+	return &Driver{Conf: cluster.Conf, User: cluster.User, Pool: cluster.Pool, Golden: &testGolden{dir: t.TempDir(), ids: map[string]string{}}, ScratchDir: t.TempDir()}
+}
+
+// testGolden holds golden images as <dir>/<name>.<id>.qcow2, the current ID of each in ids.
+type testGolden struct {
+	dir string
+	ids map[string]string
+}
+
+func (g *testGolden) path(name string) string {
+	return filepath.Join(g.dir, name+"."+g.ids[name]+".qcow2")
+}
+
+func (g *testGolden) Golden(name string) (storage.GoldenImage, bool) {
+	id, ok := g.ids[name]
+	if _, err := os.Stat(g.path(name)); !ok || err != nil {
+		return storage.GoldenImage{}, false
+	}
+	return storage.GoldenImage{Name: name, Path: g.path(name), ID: id, Managed: true}, true
+}
+
+// ensure opens or creates a disk as the agent does (source: the resolved disk it clones).
+func ensure(d *Driver, dk *apps.VMDisk, key storage.Key, source ...*apps.VMDisk) (storage.Volume, error) {
+	req := storage.Request{Disk: dk, Key: key}
+	if len(source) > 0 {
+		req.Source = source[0]
+	}
+	return storage.Ensure(context.Background(), d, req)
 }
 
 func disk(ns, name, size string, src apps.VMDiskSource) *apps.VMDisk {
@@ -82,9 +109,11 @@ func qemuTool(key storage.Key, d *Driver, img *storage.RBDImage, tool string, ar
 }
 
 // A golden image with recognisable data at its start, middle and last MiB.
-func makeGolden(t *testing.T, d *Driver, name, size string) string {
+func makeGolden(t *testing.T, d *Driver, name, id, size string) string {
 	t.Helper()
-	path := filepath.Join(d.ImagesDir, name+".qcow2")
+	g := d.Golden.(*testGolden)
+	g.ids[name] = id
+	path := g.path(name)
 	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", path, size).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
@@ -101,16 +130,15 @@ func TestDisksFromAGoldenImageAreClonesOfOneEncryptedTenantCopy(t *testing.T) {
 	d := driver(t)
 	ctx := context.Background()
 	ns := fmt.Sprintf("tenant-gold-%d", time.Now().UnixNano())
-	golden := makeGolden(t, d, "tiny", "40M")
-	ids := map[string]string{"tiny": "g1"}
-	d.GoldenID = func(image string) string { return ids[image] }
+	golden := makeGolden(t, d, "tiny", "g1", "40M")
+	ids := d.Golden.(*testGolden).ids
 	key, other := keyFile(t, "tenant-gold-key-0123456789abcdef0123"), keyFile(t, "tenant-other-key-0123456789abcdef012")
 
 	src := apps.VMDiskSource{Image: &apps.ImageSource{Name: "tiny"}}
 	a, b := disk(ns, "sys-a", "300Mi", src), disk(ns, "sys-b", "1Gi", src)
 	for _, dk := range []*apps.VMDisk{a, b} {
 		start := time.Now()
-		vol, err := d.Ensure(ctx, dk, key, nil)
+		vol, err := ensure(d, dk, key)
 		if err != nil {
 			t.Fatalf("Ensure %s: %v", dk.Name, err)
 		}
@@ -145,8 +173,8 @@ func TestDisksFromAGoldenImageAreClonesOfOneEncryptedTenantCopy(t *testing.T) {
 	}
 
 	// Writes stay in their clone.
-	volA, _ := d.Ensure(ctx, a, key, nil)
-	volB, _ := d.Ensure(ctx, b, key, nil)
+	volA, _ := ensure(d, a, key)
+	volB, _ := ensure(d, b, key)
 	if out, err := qemuTool(key, d, volA.RBD, "qemu-io", "-c", "write -P 0x44 0 1M"); err != nil {
 		t.Fatal(err, out)
 	}
@@ -156,7 +184,7 @@ func TestDisksFromAGoldenImageAreClonesOfOneEncryptedTenantCopy(t *testing.T) {
 
 	// Growing spec.storage grows the clone.
 	a.Spec.Storage = resource.NewQuantity(512<<20, resource.BinarySI)
-	if vol, err := d.Ensure(ctx, a, key, nil); err != nil || vol.SizeBytes != 512<<20 {
+	if vol, err := ensure(d, a, key); err != nil || vol.SizeBytes != 512<<20 {
 		t.Errorf("grow a clone: %v %+v", err, vol)
 	}
 	if out, err := qemuTool(key, d, volA.RBD, "qemu-io", "-c", fmt.Sprintf("write -P 0x55 %d 1M", 511<<20)); err != nil {
@@ -165,13 +193,13 @@ func TestDisksFromAGoldenImageAreClonesOfOneEncryptedTenantCopy(t *testing.T) {
 
 	// A golden image larger than the disk is refused with both sizes.
 	small := disk(ns, "small", "20Mi", src)
-	if _, err := d.Ensure(ctx, small, key, nil); !importer.IsRefused(err) || !strings.Contains(err.Error(), "20Mi") {
+	if _, err := ensure(d, small, key); !importer.IsRefused(err) || !strings.Contains(err.Error(), "20Mi") {
 		t.Errorf("golden image larger than spec.storage: %v", err)
 	}
 
 	// A tenant created again under the same name has a new key: it gets its own base.
 	again := disk(ns, "sys-again", "300Mi", src)
-	volAgain, err := d.Ensure(ctx, again, other, nil)
+	volAgain, err := ensure(d, again, other)
 	if err != nil {
 		t.Fatalf("disk of a tenant created again with a new key: %v", err)
 	}
@@ -211,17 +239,18 @@ func TestOpticalDisksHoldTheirContentEncrypted(t *testing.T) {
 	if out, err := exec.Command("genisoimage", "-quiet", "-V", "KUMOCD", "-o", iso, "/etc/hostname").CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	os.Rename(iso, filepath.Join(d.ImagesDir, "cd.raw"))
 	// The ISO as a golden image (qcow2, as nodes cache them).
-	golden := filepath.Join(d.ImagesDir, "cd.qcow2")
-	if out, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", filepath.Join(d.ImagesDir, "cd.raw"), golden).CombinedOutput(); err != nil {
+	g := d.Golden.(*testGolden)
+	g.ids["cd"] = "c1"
+	golden := g.path("cd")
+	if out, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", iso, golden).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	st, _ := os.Stat(filepath.Join(d.ImagesDir, "cd.raw"))
+	st, _ := os.Stat(iso)
 	key := keyFile(t, "tenant-iso-key-0123456789abcdef01234")
 	cd := disk(ns, "installer", "10Gi", apps.VMDiskSource{Image: &apps.ImageSource{Name: "cd"}})
 	cd.Spec.Optical = true
-	vol, err := d.Ensure(ctx, cd, key, nil)
+	vol, err := ensure(d, cd, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +261,7 @@ func TestOpticalDisksHoldTheirContentEncrypted(t *testing.T) {
 	if out, err := qemuTool(key, d, vol.RBD, "qemu-img", "compare", "driver=qcow2,file.filename="+golden); err != nil || !strings.Contains(out, "identical") {
 		t.Errorf("optical disk differs from the ISO: %v %s", err, out)
 	}
-	again, err := d.Ensure(ctx, cd, key, nil)
+	again, err := ensure(d, cd, key)
 	if err != nil || again.SizeBytes != vol.SizeBytes {
 		t.Errorf("Ensure of an existing optical disk: %v %+v", err, again)
 	}
@@ -251,7 +280,7 @@ func TestBlankAndCopiedDisksAreClonesOfTheTenantsBlankBase(t *testing.T) {
 	key := keyFile(t, "tenant-blank-key-0123456789abcdef012")
 	blank := disk(ns, "blank", "100Mi", apps.VMDiskSource{})
 	copied := disk(ns, "copied", "200Mi", apps.VMDiskSource{Disk: &apps.DiskSource{Name: "blank"}})
-	vol, err := d.Ensure(ctx, blank, key, nil)
+	vol, err := ensure(d, blank, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +289,7 @@ func TestBlankAndCopiedDisksAreClonesOfTheTenantsBlankBase(t *testing.T) {
 		t.Fatalf("a blank disk reads zeros and takes writes: %v %s", err, out)
 	}
 	start := time.Now()
-	cvol, err := d.Ensure(ctx, copied, key, nil)
+	cvol, err := ensure(d, copied, key, blank)
 	if err != nil {
 		t.Fatal(err)
 	}

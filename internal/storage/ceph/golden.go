@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"regexp"
 	"strings"
+	"syscall"
+	"time"
 
 	"kumo.dev/kumo/internal/storage"
 	"kumo.dev/kumo/internal/storage/importer"
@@ -38,9 +41,16 @@ const (
 
 func isBase(image string) bool { return strings.HasPrefix(image, basePrefix) }
 
+// tempBase matches the temporary name a base is built under (see ensureBase).
+var tempBase = regexp.MustCompile(`\.tmp[0-9a-f]{8}$`)
+
+func isTempBase(image string) bool { return tempBase.MatchString(image) }
+
 // cloneBase makes img a clone of the tenant's base of a golden image ("": the blank base)
-// holding size bytes under its LUKS header.
-func (d *Driver) cloneBase(ctx context.Context, disk *apps.VMDisk, img *storage.RBDImage, key storage.Key, golden string, size int64) error {
+// holding size bytes under its LUKS header. made is set once the clone exists: from then on the
+// image is this call's to remove on failure (a clone that fails because the image exists made
+// nothing).
+func (d *Driver) cloneBase(ctx context.Context, disk *apps.VMDisk, img *storage.RBDImage, key storage.Key, golden string, size int64, made *bool) error {
 	base, baseRaw, err := d.ensureBase(ctx, disk.Namespace, golden, key)
 	if err != nil {
 		if golden == "" {
@@ -52,8 +62,12 @@ func (d *Driver) cloneBase(ctx context.Context, disk *apps.VMDisk, img *storage.
 		return &importer.RefusedError{Reason: fmt.Sprintf("golden image %s is %s, larger than spec.storage %s", golden, importer.HumanBytes(content), disk.Spec.Storage.String())}
 	}
 	if _, err := d.rbd(ctx, "clone", "--rbd-default-clone-format", "2", base+"@"+baseSnap, spec(img)); err != nil {
+		if isExists(err) {
+			return fmt.Errorf("RBD image %s: %w", spec(img), storage.ErrExists)
+		}
 		return fmt.Errorf("clone %s (a cluster needs `ceph osd set-require-min-compat-client mimic` for clones across namespaces): %w", base, err)
 	}
+	*made = true
 	// Ceph 16.2's crypto layer compares the clone's guest offsets with the parent overlap in
 	// raw offsets, so reads in the last LUKS-header-sized stretch of the overlap fail with
 	// EINVAL. Shrinking the clone by that stretch (the base's spare tail, never part of the
@@ -80,31 +94,33 @@ func (d *Driver) ensureBase(ctx context.Context, namespace, golden string, key s
 	sum := sha256.Sum256(keyData)
 	keyID := hex.EncodeToString(sum[:4])
 	short := blankBase + "-" + keyID
+	var img storage.GoldenImage
 	if golden != "" {
-		id := ""
-		if d.GoldenID != nil {
-			id = d.GoldenID(golden)
+		var ok bool
+		if img, ok = d.golden(golden); !ok {
+			return "", 0, fmt.Errorf("golden image %s is not on this node", golden)
 		}
-		if id == "" {
-			return "", 0, fmt.Errorf("golden image %s does not exist on this node", golden)
-		}
-		short = basePrefix + golden + "." + id + "-" + keyID
+		short = basePrefix + golden + "." + img.ID + "-" + keyID
 	}
 	name := d.Pool + "/" + namespace + "/" + short
 	if size, err := d.rawSize(ctx, name); err == nil {
 		return name, size, nil
+	} else if !isAbsent(err) {
+		return "", 0, fmt.Errorf("look for base %s: %w", name, err)
 	}
-
 	var src source
 	if golden != "" {
-		if src, err = d.goldenSource(ctx, golden); err != nil {
-			return "", 0, err
+		info, err := importer.Inspect(ctx, img.Path)
+		if err != nil {
+			return "", 0, fmt.Errorf("golden image %s: %w", golden, err)
 		}
+		src = source{file: img.Path, info: info, size: info.VirtualSize}
 	}
 	suffix := make([]byte, 4)
 	rand.Read(suffix)
 	tmp := &storage.RBDImage{Pool: d.Pool, Namespace: namespace, Image: short + ".tmp" + hex.EncodeToString(suffix), Conf: d.Conf, User: d.User}
-	err = d.createEncrypted(ctx, tmp, key, src.size+luksHeader)
+	made := false
+	err = d.createEncrypted(ctx, tmp, key, src.size+luksHeader, &made)
 	if err == nil && src.file != "" {
 		err = importer.Convert(ctx, src.file, src.info, d.target(tmp, key, "dst"), nil)
 	}
@@ -118,7 +134,13 @@ func (d *Driver) ensureBase(ctx context.Context, namespace, golden string, key s
 		_, err = d.rbd(ctx, "rename", spec(tmp), name)
 	}
 	if err != nil {
-		d.removeBase(context.Background(), spec(tmp))
+		if made {
+			rmCtx, cancel := context.WithTimeout(context.Background(), rbdTimeout)
+			if rmErr := d.removeBase(rmCtx, spec(tmp)); rmErr != nil {
+				slog.Warn("remove a half-made base", "base", spec(tmp), "err", rmErr)
+			}
+			cancel()
+		}
 		if size, err2 := d.rawSize(ctx, name); err2 == nil {
 			return name, size, nil // another node made it first
 		}
@@ -131,13 +153,14 @@ func (d *Driver) ensureBase(ctx context.Context, namespace, golden string, key s
 
 // removeBase removes a base and its snapshot.
 func (d *Driver) removeBase(ctx context.Context, base string) error {
-	if _, err := d.rbd(ctx, "snap", "unprotect", base+"@"+baseSnap); err != nil && !strings.Contains(err.Error(), "not protected") && !strings.Contains(err.Error(), "No such file") {
+	// EINVAL: the snapshot is not protected (any other trouble shows in the next steps).
+	if _, err := d.rbd(ctx, "snap", "unprotect", base+"@"+baseSnap); err != nil && !isAbsent(err) && rbdStatus(err) != int(syscall.EINVAL) {
 		return err
 	}
-	if _, err := d.rbd(ctx, "snap", "purge", "--no-progress", base); err != nil && !strings.Contains(err.Error(), "No such file") {
+	if _, err := d.rbd(ctx, "snap", "purge", "--no-progress", base); err != nil && !isAbsent(err) {
 		return err
 	}
-	if _, err := d.rbd(ctx, "rm", "--no-progress", base); err != nil && !strings.Contains(err.Error(), "No such file") {
+	if _, err := d.rbd(ctx, "rm", "--no-progress", base); err != nil && !isAbsent(err) {
 		return err
 	}
 	return nil
@@ -154,19 +177,29 @@ func (d *Driver) PruneBases(ctx context.Context) error {
 	for ns, images := range all {
 		hasDisks := len(images) > countBases(images)
 		for _, image := range images {
-			if !isBase(image) || strings.Contains(image, ".tmp") {
+			if isBase(image) && isTempBase(image) {
+				if err := d.removeOrphanBase(ctx, d.Pool+"/"+ns+"/"+image); err != nil {
+					return err
+				}
+				continue
+			}
+			if !isBase(image) {
 				continue
 			}
 			stale := !hasDisks
 			if golden, id, ok := storage.ParseObjectName(strings.TrimPrefix(image, basePrefix)); ok && !strings.HasPrefix(image, blankBase) {
 				id, _, _ = strings.Cut(id, "-")
-				stale = stale || d.GoldenID == nil || d.GoldenID(golden) != id
+				img, ok := d.golden(golden)
+				stale = stale || !ok || img.ID != id
 			}
 			if !stale {
 				continue
 			}
 			base := d.Pool + "/" + ns + "/" + image
 			out, err := d.rbd(ctx, "children", "--format", "json", base+"@"+baseSnap)
+			if isAbsent(err) {
+				out, err = "[]", nil // no snapshot (a removal cut short): nothing is cloned from it
+			}
 			if err != nil {
 				return err
 			}
@@ -183,6 +216,43 @@ func (d *Driver) PruneBases(ctx context.Context) error {
 			slog.Info("removed an unused tenant base image", "base", base)
 		}
 	}
+	return nil
+}
+
+// orphanAge is when a base still under its temporary name is certainly what a crash left: its
+// builder's conversion would have ended (importer.ConvertTimeout) long before.
+const orphanAge = importer.ConvertTimeout + time.Hour
+
+// now is time.Now; tests move the clock.
+var now = time.Now
+
+// removeOrphanBase removes a base left under its temporary name by a build that crashed, once
+// it is older than any build can last.
+func (d *Driver) removeOrphanBase(ctx context.Context, base string) error {
+	out, err := d.rbd(ctx, "info", "--format", "json", base)
+	if isAbsent(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var info struct {
+		Created string `json:"create_timestamp"`
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		return fmt.Errorf("rbd info %s: %w", base, err)
+	}
+	created, err := time.ParseInLocation(time.ANSIC, info.Created, time.Local)
+	if err != nil {
+		return fmt.Errorf("creation time of %s: %w", base, err)
+	}
+	if now().Sub(created) < orphanAge {
+		return nil // possibly being built right now
+	}
+	if err := d.removeBase(ctx, base); err != nil {
+		return err
+	}
+	slog.Info("removed a base a crashed build left", "base", base, "created", created)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Target is where an image is converted to.
@@ -18,6 +19,13 @@ type Target struct {
 	// Objects are --object definitions (secrets for encryption).
 	Objects []string
 }
+
+// ConvertTimeout bounds one qemu-img conversion (a copy of a whole image).
+const ConvertTimeout = 6 * time.Hour
+
+// MetadataTimeout bounds a qemu-img command that touches only metadata (info, create, resize,
+// rebase): it takes seconds, at most the LUKS key derivation.
+const MetadataTimeout = 2 * time.Minute
 
 var progressRE = regexp.MustCompile(`\((\d+(?:\.\d+)?)/100%\)`)
 
@@ -30,6 +38,8 @@ func Convert(ctx context.Context, src string, info Info, t Target, progress func
 	}
 	args = append(args, "file:"+src)
 	args = append(args, t.Args...)
+	ctx, cancel := context.WithTimeout(ctx, ConvertTimeout)
+	defer cancel()
 	cmd := exec.CommandContext(ctx, "qemu-img", args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

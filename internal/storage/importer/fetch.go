@@ -23,42 +23,149 @@ type Progress func(done, total int64)
 // Fetcher brings an image's bytes (decompressed) into dst, reporting progress.
 type Fetcher func(ctx context.Context, dst string, progress Progress) error
 
-// URL fetches from an http(s) URL.
+// Timeouts bound a download. A source that stalls (or trickles a byte now and then) must not
+// hold an import, and the worker running it, for ever.
+type Timeouts struct {
+	// Idle ends a download when no byte arrived for this long.
+	Idle time.Duration
+	// Total ends a download that takes longer than this altogether.
+	Total time.Duration
+	// Header bounds the wait for the server's response headers.
+	Header time.Duration
+}
+
+// DefaultTimeouts are the timeouts of every download unless a caller sets its own: two minutes
+// without a byte, six hours in all (a 60 GiB image at 3 MB/s), one minute for the headers.
+var DefaultTimeouts = Timeouts{Idle: 2 * time.Minute, Total: 6 * time.Hour, Header: time.Minute}
+
+// ErrIdleTimeout is wrapped by a download that received nothing for Timeouts.Idle.
+var ErrIdleTimeout = errors.New("idle timeout")
+
+// ErrTotalTimeout is wrapped by a download that took longer than Timeouts.Total.
+var ErrTotalTimeout = errors.New("total timeout")
+
+func (t Timeouts) orDefault() Timeouts {
+	if t.Idle <= 0 {
+		t.Idle = DefaultTimeouts.Idle
+	}
+	if t.Total <= 0 {
+		t.Total = DefaultTimeouts.Total
+	}
+	if t.Header <= 0 {
+		t.Header = DefaultTimeouts.Header
+	}
+	return t
+}
+
+// URL fetches from an http(s) URL with DefaultTimeouts.
 func URL(url string) Fetcher {
 	return func(ctx context.Context, dst string, progress Progress) error {
 		return Download(ctx, url, dst, progress)
 	}
 }
 
-// Stream fetches from an opened stream of known (or 0 = unknown) length.
+// Stream fetches from an opened stream of known (or 0 = unknown) length, under DefaultTimeouts.
 func Stream(open func(ctx context.Context) (io.ReadCloser, int64, error)) Fetcher {
 	return func(ctx context.Context, dst string, progress Progress) error {
+		t := DefaultTimeouts
+		ctx, w := watch(ctx, t)
+		defer w.stop()
 		rc, total, err := open(ctx)
 		if err != nil {
-			return err
+			return w.explain("open stream", err)
 		}
 		defer rc.Close()
-		return Decompress(ctx, &countingReader{r: rc, total: total, progress: progress}, dst)
+		return w.explain("stream", Decompress(ctx, w.reader(&countingReader{r: rc, total: total, progress: progress}), dst))
 	}
 }
 
-// Download fetches url into dst, decompressing gzip or xz (recognised by their magic bytes),
-// reporting progress over the bytes received.
+// Download fetches url into dst under DefaultTimeouts, decompressing gzip or xz (recognised by
+// their magic bytes), reporting progress over the bytes received.
 func Download(ctx context.Context, url, dst string, progress Progress) error {
+	_, err := download(ctx, url, dst, progress, DefaultTimeouts)
+	return err
+}
+
+// download is Download under the given timeouts; it returns the response's Content-Type.
+func download(ctx context.Context, url, dst string, progress Progress, t Timeouts) (string, error) {
+	t = t.orDefault()
+	ctx, w := watch(ctx, t)
+	defer w.stop()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return refuse("bad URL %q: %v", url, err)
+		return "", refuse("bad URL %q: %v", url, err)
 	}
-	resp, err := (&http.Client{Timeout: 0, Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, ResponseHeaderTimeout: time.Minute}}).Do(req)
+	resp, err := (&http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, ResponseHeaderTimeout: t.Header}}).Do(req)
 	if err != nil {
-		return fmt.Errorf("download %s: %w", url, err)
+		return "", w.explain("download "+url, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return refuse("download %s: server answered %s", url, resp.Status)
+		return "", refuse("download %s: server answered %s", url, resp.Status)
 	}
 	counted := &countingReader{r: resp.Body, total: resp.ContentLength, progress: progress}
-	return Decompress(ctx, counted, dst)
+	return resp.Header.Get("Content-Type"), w.explain("download "+url, Decompress(ctx, w.reader(counted), dst))
+}
+
+// watchdog cancels a transfer's context when no byte arrived for the idle timeout or when the
+// total timeout passed, and tells which.
+type watchdog struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	idle   time.Duration
+	timer  *time.Timer
+	total  context.CancelFunc
+	t      Timeouts
+}
+
+func watch(parent context.Context, t Timeouts) (context.Context, *watchdog) {
+	t = t.orDefault()
+	totalCtx, totalCancel := context.WithTimeoutCause(parent, t.Total, fmt.Errorf("%w: not done after %v", ErrTotalTimeout, t.Total))
+	ctx, cancel := context.WithCancelCause(totalCtx)
+	w := &watchdog{ctx: ctx, cancel: cancel, idle: t.Idle, total: totalCancel, t: t}
+	w.timer = time.AfterFunc(t.Idle, func() {
+		cancel(fmt.Errorf("%w: no data received for %v", ErrIdleTimeout, t.Idle))
+	})
+	return ctx, w
+}
+
+func (w *watchdog) stop() {
+	w.timer.Stop()
+	w.cancel(nil)
+	w.total()
+}
+
+// reader resets the idle timer whenever bytes arrive.
+func (w *watchdog) reader(r io.Reader) io.Reader { return &idleReader{r: r, w: w} }
+
+type idleReader struct {
+	r io.Reader
+	w *watchdog
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.w.timer.Reset(r.w.idle)
+	}
+	return n, err
+}
+
+// explain replaces the error of a transfer its context ended (a timeout or the caller's
+// cancellation) with that cause.
+func (w *watchdog) explain(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if w.ctx.Err() != nil {
+		if cause := context.Cause(w.ctx); cause != nil {
+			return fmt.Errorf("%s: %w", what, cause)
+		}
+	}
+	if IsRefused(err) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // Decompress copies r into dst, undoing gzip or xz compression when present. dst is a scratch
@@ -136,19 +243,45 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
+// Source is where an import's bytes come from and what it claims they are.
+type Source struct {
+	// URL is downloaded (http or https) unless Fetch is set.
+	URL string
+	// Fetch brings the bytes some other way (an upload staged on the API server).
+	Fetch Fetcher
+	// Name is the source's file name when it has no URL ("" when unknown): its extension
+	// claims a format.
+	Name string
+	// Timeouts bound a download (zero fields: DefaultTimeouts).
+	Timeouts Timeouts
+}
+
 // Fetch brings an image into path (an OVA's first disk for an OVA) and inspects it, refusing
-// what Kumo does not import. Fetching
-// reports the first half of progress (0–50%); the caller's conversion reports the second.
-func Fetch(ctx context.Context, fetch Fetcher, path string, progress func(percent int)) (Info, error) {
-	if err := fetch(ctx, path, func(done, total int64) {
+// what Kumo does not import — including content whose format is not the one its name or the
+// server's Content-Type claims. Fetching reports the first half of progress (0–50%); the
+// caller's conversion reports the second.
+func Fetch(ctx context.Context, src Source, path string, progress func(percent int)) (Info, error) {
+	report := func(done, total int64) {
 		if total > 0 && progress != nil {
 			progress(int(done * 50 / total))
 		}
-	}); err != nil {
+	}
+	name, contentType := src.Name, ""
+	var err error
+	switch {
+	case src.Fetch != nil:
+		err = src.Fetch(ctx, path, report)
+	case src.URL != "":
+		name = urlName(src.URL)
+		contentType, err = download(ctx, src.URL, path, report, src.Timeouts)
+	default:
+		err = errors.New("an import needs a URL or a fetcher")
+	}
+	if err != nil {
 		return Info{}, err
 	}
 	if err := fromOVA(path); err != nil {
 		return Info{}, err
 	}
-	return Inspect(ctx, path)
+	return inspect(ctx, path, name, contentType)
 }

@@ -222,15 +222,15 @@ func TestFetchTakesTheDiskOutOfAnOVA(t *testing.T) {
 		}
 	}
 	dst := filepath.Join(dir, "fetched")
-	info, err := Fetch(context.Background(), copyFrom(good), dst, nil)
+	info, err := Fetch(context.Background(), Source{Fetch: copyFrom(good)}, dst, nil)
 	if err != nil || info.Format != "vmdk" || info.VirtualSize != 16<<20 {
 		t.Fatalf("OVA: %+v %v", info, err)
 	}
 	run(t, "qemu-io", "-f", "vmdk", "-r", "-c", "read -P 0x42 1M 1M", dst)
-	if _, err := Fetch(context.Background(), copyFrom(empty), dst, nil); !IsRefused(err) || !strings.Contains(err.Error(), "no VMDK disk") {
+	if _, err := Fetch(context.Background(), Source{Fetch: copyFrom(empty)}, dst, nil); !IsRefused(err) || !strings.Contains(err.Error(), "no VMDK disk") {
 		t.Errorf("OVA without a disk: %v", err)
 	}
-	if _, err := Fetch(context.Background(), copyFrom(hostile), dst, nil); !IsRefused(err) || !strings.Contains(err.Error(), "extent") {
+	if _, err := Fetch(context.Background(), Source{Fetch: copyFrom(hostile)}, dst, nil); !IsRefused(err) || !strings.Contains(err.Error(), "extent") {
 		t.Errorf("OVA whose VMDK points at a host file: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "..", "..", "etc", "evil.vmdk")); err == nil {

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -66,7 +67,11 @@ type qemuImgInfo struct {
 
 // Inspect reads the image's metadata with qemu-img (never opening backing files, under limits)
 // and refuses what Kumo does not import.
-func Inspect(ctx context.Context, path string) (Info, error) {
+func Inspect(ctx context.Context, path string) (Info, error) { return inspect(ctx, path, "", "") }
+
+// inspect is Inspect that also refuses content whose format is not the one the source's name or
+// Content-Type claims (checked first: it names the mismatch, the likelier story).
+func inspect(ctx context.Context, path, name, contentType string) (Info, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return Info{}, err
@@ -80,8 +85,21 @@ func Inspect(ctx context.Context, path string) (Info, error) {
 	if err := json.Unmarshal(out, &raw); err != nil {
 		return Info{}, fmt.Errorf("qemu-img info output: %w", err)
 	}
+	if err := checkClaims(raw.Format, name, contentType); err != nil {
+		return Info{}, err
+	}
 	if err := checkInfo(raw, abs); err != nil {
 		return Info{}, err
+	}
+	if raw.Format == "raw" {
+		// qemu-img rounds a raw image's size up to whole sectors; the file tells the truth.
+		st, err := os.Stat(abs)
+		if err != nil {
+			return Info{}, err
+		}
+		if st.Size()%512 != 0 {
+			return Info{}, refuse("a raw image must be a whole number of 512-byte sectors; this one is %d bytes", st.Size())
+		}
 	}
 	if raw.Format != "raw" {
 		if _, err := limitedQemuImg(ctx, "check", "-q", "-f", raw.Format, "file:"+abs); err != nil {

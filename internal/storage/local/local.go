@@ -8,16 +8,21 @@ package local
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 
 	"kumo.dev/kumo/internal/storage"
 	"kumo.dev/kumo/internal/storage/importer"
@@ -28,15 +33,33 @@ import (
 // down guessing adds nothing, while every open pays for it.
 const luksIterTimeMS = 10
 
-// Driver keeps disks under Dir; golden images are ImagesDir/<name>.qcow2.
+// Driver keeps disks under Dir.
 type Driver struct {
-	Dir       string
-	ImagesDir string
+	Dir string
+	// Golden finds the node's golden images (nil: none).
+	Golden storage.GoldenImages
 	// Uploads fetches uploaded content (nil: uploads are not available).
 	Uploads storage.Uploads
+
+	// basesMu keeps pruning of unused backing files out of the window between a disk's backing
+	// file being linked and the disk being put in place.
+	basesMu sync.RWMutex
 }
 
 var _ storage.Driver = &Driver{}
+
+// statFile is os.Stat; tests inject failures.
+var statFile = os.Stat
+
+const (
+	// scratchPrefix starts the scratch directory of a disk being made (in its namespace's
+	// directory): "." never starts a disk's name, so List leaves them alone.
+	scratchPrefix = ".creating-"
+	// basesDir holds the backing files of disks made from golden images copied by Kumo, as
+	// hard links to the node's copy: the copy may be removed when its image is imported
+	// again, the disks made from it keep their content.
+	basesDir = ".bases"
+)
 
 // Info implements storage.Driver.
 func (d *Driver) Info() storage.Info {
@@ -48,57 +71,84 @@ func (d *Driver) Path(disk *apps.VMDisk) string {
 	return filepath.Join(d.Dir, disk.Namespace, storage.ObjectName(disk)+".qcow2")
 }
 
-// ImagePath is where a golden image is cached on this node.
-func (d *Driver) ImagePath(image string) string { return filepath.Join(d.ImagesDir, image+".qcow2") }
-
-// Images lists the golden images cached on this node.
+// Images lists the golden images this node can make disks from.
 func (d *Driver) Images() []string {
-	entries, _ := os.ReadDir(d.ImagesDir)
-	var out []string
-	for _, e := range entries {
-		if name, ok := strings.CutSuffix(e.Name(), ".qcow2"); ok && !e.IsDir() {
-			out = append(out, name)
-		}
+	if n, ok := d.Golden.(interface{ Names() []string }); ok {
+		return n.Names()
 	}
-	return out
+	return nil
 }
 
-// Ensure implements storage.Driver.
-func (d *Driver) Ensure(ctx context.Context, disk *apps.VMDisk, key storage.Key, progress storage.Progress) (storage.Volume, error) {
+// Open implements storage.Driver.
+func (d *Driver) Open(ctx context.Context, disk *apps.VMDisk, key storage.Key) (storage.Volume, error) {
 	path := d.Path(disk)
 	vol := storage.Volume{Driver: "file", Path: path, Format: "qcow2", KeyFile: key.File}
-	if _, err := os.Stat(vol.Path); err == nil {
-		size, err := virtualSize(ctx, vol.Path)
-		if err == nil && !disk.Spec.Optical && size < disk.Spec.Storage.Value() {
-			// spec.storage grew while the disk was not in use: grow it now.
-			size = disk.Spec.Storage.Value()
-			err = run(ctx, "qemu-img", "resize", "-q", "--object", "secret,id=s,file="+key.File, "--image-opts",
-				"driver=qcow2,file.filename="+escape(vol.Path)+",encrypt.key-secret=s", strconv.FormatInt(size, 10))
+	if _, err := statFile(path); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return storage.Volume{}, fmt.Errorf("local disk %s/%s (%s): %w", disk.Namespace, disk.Name, path, storage.ErrNotFound)
 		}
-		vol.SizeBytes = size
-		return vol, err
+		return storage.Volume{}, fmt.Errorf("look for local disk %s/%s: %w", disk.Namespace, disk.Name, err)
 	}
+	size, err := virtualSize(ctx, path)
+	if err == nil && !disk.Spec.Optical && size < disk.Spec.Storage.Value() {
+		// spec.storage grew while the disk was not in use: grow it now.
+		size = disk.Spec.Storage.Value()
+		err = run(ctx, "qemu-img", "resize", "-q", "--object", "secret,id=s,file="+key.File, "--image-opts",
+			"driver=qcow2,file.filename="+escape(path)+",encrypt.key-secret=s", strconv.FormatInt(size, 10))
+	}
+	if err != nil {
+		return storage.Volume{}, fmt.Errorf("open local disk %s/%s: %w", disk.Namespace, disk.Name, err)
+	}
+	vol.SizeBytes = size
+	return vol, nil
+}
+
+// Create implements storage.Driver. The disk is built in a private scratch directory and put in
+// place with a hard link, which fails when a file exists there: an existing disk is never
+// replaced, and a failure leaves nothing but the scratch directory, which is removed.
+func (d *Driver) Create(ctx context.Context, req storage.Request) (storage.Volume, error) {
+	disk, key := req.Disk, req.Key
 	if key.File == "" {
 		return storage.Volume{}, errors.New("no tenant key: local disks are always encrypted")
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	path := d.Path(disk)
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return storage.Volume{}, err
 	}
-	tmp := vol.Path + ".creating"
-	defer os.Remove(tmp)
+	if n, err := storage.SweepScratch(dir, scratchPrefix); err != nil {
+		slog.Warn("remove what crashed disk creations left", "dir", dir, "err", err)
+	} else if n > 0 {
+		slog.Info("removed what crashed disk creations left", "dir", dir, "count", n)
+	}
+	// Look first so that an existing disk costs no download; the link below is what guarantees
+	// nothing is replaced.
+	if _, err := statFile(path); err == nil {
+		return storage.Volume{}, fmt.Errorf("local disk %s/%s (%s): %w", disk.Namespace, disk.Name, path, storage.ErrExists)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return storage.Volume{}, fmt.Errorf("look for local disk %s/%s: %w", disk.Namespace, disk.Name, err)
+	}
+	s, err := storage.NewScratch(dir, scratchPrefix)
+	if err != nil {
+		return storage.Volume{}, err
+	}
+	defer s.Close()
+	tmp := s.Path("disk.qcow2")
 	want := disk.Spec.Storage.Value()
-	var err error
 	switch src := disk.Spec.Source; {
 	case src.Image != nil:
+		// Pruning of backing files waits until the disk referring to its own is in place.
+		d.basesMu.RLock()
+		defer d.basesMu.RUnlock()
 		err = d.fromImage(ctx, disk, tmp, key, &want)
 	case src.HTTP != nil:
-		err = d.fromSource(ctx, disk, tmp, key, &want, progress, importer.URL(src.HTTP.URL))
+		err = d.fromSource(ctx, disk, s, tmp, key, &want, req.Progress, importer.Source{URL: src.HTTP.URL})
 	case src.Disk != nil:
-		err = d.fromDisk(ctx, disk, tmp, key, want)
+		err = d.fromDisk(ctx, disk, req.Source, tmp, key, want)
 	case src.Upload != nil && d.Uploads != nil:
-		err = d.fromSource(ctx, disk, tmp, key, &want, progress, func(ctx context.Context, dst string, p importer.Progress) error {
+		err = d.fromSource(ctx, disk, s, tmp, key, &want, req.Progress, importer.Source{Fetch: func(ctx context.Context, dst string, p importer.Progress) error {
 			return d.Uploads(ctx, disk.Namespace, disk.Name, dst, p)
-		})
+		}})
 	case src.Upload != nil:
 		err = fmt.Errorf("this node cannot fetch uploads")
 	case disk.Spec.Optical:
@@ -112,20 +162,32 @@ func (d *Driver) Ensure(ctx context.Context, disk *apps.VMDisk, key storage.Key,
 	if err := os.Chmod(tmp, 0o600); err != nil {
 		return storage.Volume{}, err
 	}
-	if err := os.Rename(tmp, vol.Path); err != nil {
-		return storage.Volume{}, err
+	if err := syncPath(tmp); err != nil {
+		return storage.Volume{}, fmt.Errorf("sync new disk %s: %w", tmp, err)
 	}
-	vol.SizeBytes = want
-	return vol, nil
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return storage.Volume{}, fmt.Errorf("local disk %s/%s (%s): %w", disk.Namespace, disk.Name, path, storage.ErrExists)
+		}
+		return storage.Volume{}, fmt.Errorf("put local disk %s/%s in place: %w", disk.Namespace, disk.Name, err)
+	}
+	if err := syncPath(dir); err != nil {
+		slog.Warn("sync disk directory", "dir", dir, "err", err)
+	}
+	return storage.Volume{Driver: "file", Path: path, Format: "qcow2", KeyFile: key.File, SizeBytes: want}, nil
 }
 
 func (d *Driver) fromImage(ctx context.Context, disk *apps.VMDisk, tmp string, key storage.Key, want *int64) error {
 	name := disk.Spec.Source.Image.Name
-	image := d.ImagePath(name)
-	if _, err := os.Stat(image); err != nil {
-		return fmt.Errorf("golden image %s is not on this node (%s)", name, image)
+	var img storage.GoldenImage
+	ok := false
+	if d.Golden != nil {
+		img, ok = d.Golden.Golden(name)
 	}
-	imageSize, err := virtualSize(ctx, image)
+	if !ok {
+		return fmt.Errorf("golden image %s is not on this node", name)
+	}
+	imageSize, err := virtualSize(ctx, img.Path)
 	if err != nil {
 		return err
 	}
@@ -134,17 +196,152 @@ func (d *Driver) fromImage(ctx context.Context, disk *apps.VMDisk, tmp string, k
 		if err := d.newEncrypted(ctx, disk.Namespace, tmp, key, imageSize, ""); err != nil {
 			return err
 		}
-		return importer.Convert(ctx, image, importer.Info{Format: "qcow2", VirtualSize: imageSize}, encryptedTarget(tmp, key), nil)
+		return importer.Convert(ctx, img.Path, importer.Info{Format: "qcow2", VirtualSize: imageSize}, encryptedTarget(tmp, key), nil)
 	}
 	if imageSize > *want {
 		return &importer.RefusedError{Reason: fmt.Sprintf("golden image %s is %s, larger than spec.storage %s", name, importer.HumanBytes(imageSize), disk.Spec.Storage.String())}
 	}
-	return d.newEncrypted(ctx, disk.Namespace, tmp, key, *want, image)
+	backing := img.Path
+	if img.Managed {
+		if backing, err = d.base(img); err != nil {
+			return err
+		}
+	}
+	return d.newEncrypted(ctx, disk.Namespace, tmp, key, *want, backing)
 }
 
-func (d *Driver) fromSource(ctx context.Context, disk *apps.VMDisk, tmp string, key storage.Key, want *int64, progress storage.Progress, fetch importer.Fetcher) error {
-	dl := tmp + ".download"
-	defer os.Remove(dl)
+// base returns the backing file for disks made from a golden image copied by Kumo: a hard link
+// (a copy across file systems) to the node's copy, named by the content's ID.
+func (d *Driver) base(img storage.GoldenImage) (string, error) {
+	dir, err := filepath.Abs(filepath.Join(d.Dir, basesDir))
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, img.Name+"."+img.ID+".qcow2")
+	if _, err := statFile(path); err == nil {
+		return path, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("backing file of golden image %s: %w", img.Name, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	err = os.Link(img.Path, path)
+	if errors.Is(err, syscall.EXDEV) {
+		err = copyNew(img.Path, path)
+	}
+	if err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", fmt.Errorf("backing file of golden image %s: %w", img.Name, err)
+	}
+	return path, nil
+}
+
+// copyNew copies src to a new file dst (through a temporary file, linked into place).
+func copyNew(src, dst string) error {
+	tmp := dst + ".copying"
+	defer os.Remove(tmp)
+	if err := copyFile(src, tmp); err != nil {
+		return err
+	}
+	if err := syncPath(tmp); err != nil {
+		return err
+	}
+	return os.Link(tmp, dst)
+}
+
+// PruneBases removes the backing files of golden images that no disk refers to any more. A disk
+// whose header cannot be read keeps every backing file: unknown is not unused.
+func (d *Driver) PruneBases(context.Context) error {
+	d.basesMu.Lock()
+	defer d.basesMu.Unlock()
+	dir, err := filepath.Abs(filepath.Join(d.Dir, basesDir))
+	if err != nil {
+		return err
+	}
+	bases, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	used := map[string]bool{}
+	nss, err := os.ReadDir(d.Dir)
+	if err != nil {
+		return err
+	}
+	for _, ns := range nss {
+		if !ns.IsDir() || strings.HasPrefix(ns.Name(), ".") {
+			continue
+		}
+		files, err := os.ReadDir(filepath.Join(d.Dir, ns.Name()))
+		if err != nil {
+			return err
+		}
+		for _, f := range files {
+			if !strings.HasSuffix(f.Name(), ".qcow2") || f.IsDir() {
+				continue
+			}
+			b, err := backingFile(filepath.Join(d.Dir, ns.Name(), f.Name()))
+			if err != nil {
+				return err
+			}
+			used[b] = true
+		}
+	}
+	for _, b := range bases {
+		path := filepath.Join(dir, b.Name())
+		if used[path] {
+			continue
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		slog.Info("removed an unused backing file of a golden image", "file", path)
+	}
+	return nil
+}
+
+// backingFile reads the backing file name from a qcow2 header (stored in clear even when the
+// image is encrypted): big-endian offset at byte 8, length at byte 16.
+func backingFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var hdr [20]byte
+	if _, err := io.ReadFull(f, hdr[:]); err != nil {
+		return "", fmt.Errorf("qcow2 header of %s: %w", path, err)
+	}
+	if string(hdr[:4]) != "QFI\xfb" {
+		return "", fmt.Errorf("%s is not a qcow2 image", path)
+	}
+	off, n := binary.BigEndian.Uint64(hdr[8:16]), binary.BigEndian.Uint32(hdr[16:20])
+	if off == 0 || n == 0 {
+		return "", nil
+	}
+	if n > 1023 {
+		return "", fmt.Errorf("qcow2 header of %s: backing file name of %d bytes", path, n)
+	}
+	name := make([]byte, n)
+	if _, err := f.ReadAt(name, int64(off)); err != nil {
+		return "", fmt.Errorf("qcow2 header of %s: %w", path, err)
+	}
+	return string(name), nil
+}
+
+func syncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+func (d *Driver) fromSource(ctx context.Context, disk *apps.VMDisk, s *storage.Scratch, tmp string, key storage.Key, want *int64, progress storage.Progress, fetch importer.Source) error {
+	dl := s.Path("download")
 	report := func(p int) {
 		if progress != nil {
 			progress(p)
@@ -165,19 +362,25 @@ func (d *Driver) fromSource(ctx context.Context, disk *apps.VMDisk, tmp string, 
 	return importer.Convert(ctx, dl, info, encryptedTarget(tmp, key), func(p int) { report(50 + p/2) })
 }
 
-// fromDisk clones another local disk of the same tenant (same key) on this node.
-func (d *Driver) fromDisk(ctx context.Context, disk *apps.VMDisk, tmp string, key storage.Key, want int64) error {
-	matches, _ := filepath.Glob(filepath.Join(d.Dir, disk.Namespace, disk.Spec.Source.Disk.Name+".*.qcow2"))
-	if len(matches) != 1 {
-		return fmt.Errorf("disk %s to clone is not on this node", disk.Spec.Source.Disk.Name)
+// fromDisk clones another local disk of the same tenant (same key) on this node. The source is
+// the VMDisk object the caller resolved: its data is found by its UID, never by its name.
+func (d *Driver) fromDisk(ctx context.Context, disk, source *apps.VMDisk, tmp string, key storage.Key, want int64) error {
+	name := disk.Spec.Source.Disk.Name
+	if source == nil || source.Name != name || source.Namespace != disk.Namespace {
+		return fmt.Errorf("disk %s to clone was not resolved to a VMDisk of namespace %s", name, disk.Namespace)
 	}
-	src := matches[0]
+	src := d.Path(source)
+	if _, err := statFile(src); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("disk %s to clone has no data on this node (%s)", name, src)
+	} else if err != nil {
+		return fmt.Errorf("look for disk %s to clone: %w", name, err)
+	}
 	srcSize, err := virtualSize(ctx, src)
 	if err != nil {
 		return err
 	}
 	if srcSize > want {
-		return &importer.RefusedError{Reason: fmt.Sprintf("disk %s is %s, larger than spec.storage %s", disk.Spec.Source.Disk.Name, importer.HumanBytes(srcSize), disk.Spec.Storage.String())}
+		return &importer.RefusedError{Reason: fmt.Sprintf("disk %s is %s, larger than spec.storage %s", name, importer.HumanBytes(srcSize), disk.Spec.Storage.String())}
 	}
 	if err := d.newEncrypted(ctx, disk.Namespace, tmp, key, want, ""); err != nil {
 		return err
@@ -226,19 +429,28 @@ func (d *Driver) template(ctx context.Context, namespace string, key storage.Key
 	}
 	sum := sha256.Sum256(keyData)
 	path := filepath.Join(d.Dir, namespace, templatePrefix+hex.EncodeToString(sum[:4])+".qcow2")
-	if _, err := os.Stat(path); err == nil {
+	if _, err := statFile(path); err == nil {
 		return path, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("look for the tenant's template: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), templatePrefix+"*.creating")
+	s, err := storage.NewScratch(filepath.Dir(path), scratchPrefix)
 	if err != nil {
 		return "", err
 	}
-	tmp.Close()
-	defer os.Remove(tmp.Name())
-	if err := createEncrypted(ctx, tmp.Name(), key, 0); err != nil {
+	defer s.Close()
+	tmp := s.Path("template.qcow2")
+	if err := createEncrypted(ctx, tmp, key, 0); err != nil {
 		return "", err
 	}
-	return path, os.Rename(tmp.Name(), path)
+	if err := syncPath(tmp); err != nil {
+		return "", err
+	}
+	// Another creation may have made it meanwhile: its template serves as well.
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", fmt.Errorf("put the tenant's template in place: %w", err)
+	}
+	return path, nil
 }
 
 // createEncrypted makes an empty encrypted qcow2.
@@ -294,7 +506,8 @@ func (d *Driver) Delete(_ context.Context, namespace, object string) error {
 	return nil
 }
 
-// List implements storage.Driver.
+// List implements storage.Driver. It also removes the scratch directories of disk creations a
+// crash cut short.
 func (d *Driver) List(context.Context) (map[string][]string, error) {
 	out := map[string][]string{}
 	nss, err := os.ReadDir(d.Dir)
@@ -302,8 +515,24 @@ func (d *Driver) List(context.Context) (map[string][]string, error) {
 		return out, nil
 	}
 	for _, ns := range nss {
+		if !ns.IsDir() || strings.HasPrefix(ns.Name(), ".") {
+			continue // the backing files of golden images
+		}
+		if n, err := storage.SweepScratch(filepath.Join(d.Dir, ns.Name()), scratchPrefix); err != nil {
+			slog.Warn("remove what crashed disk creations left", "namespace", ns.Name(), "err", err)
+		} else if n > 0 {
+			slog.Info("removed what crashed disk creations left", "namespace", ns.Name(), "count", n)
+		}
 		files, _ := os.ReadDir(filepath.Join(d.Dir, ns.Name()))
 		for _, f := range files {
+			if isLegacyTemp(f.Name()) && !f.IsDir() {
+				// Temporary files of earlier versions, which made disks in place: none is in
+				// use by this version, so any left is what a crash left.
+				if err := os.Remove(filepath.Join(d.Dir, ns.Name(), f.Name())); err == nil {
+					slog.Info("removed what a crashed disk creation left", "namespace", ns.Name(), "file", f.Name())
+				}
+				continue
+			}
 			if obj, ok := strings.CutSuffix(f.Name(), ".qcow2"); ok && !strings.HasPrefix(obj, ".") {
 				out[ns.Name()] = append(out[ns.Name()], obj)
 			}
@@ -312,7 +541,16 @@ func (d *Driver) List(context.Context) (map[string][]string, error) {
 	return out, err
 }
 
+// isLegacyTemp: a temporary file name of earlier versions (<object>.qcow2.creating[.download],
+// .template-*.creating).
+func isLegacyTemp(name string) bool {
+	return strings.HasSuffix(name, ".qcow2.creating") || strings.HasSuffix(name, ".qcow2.creating.download") ||
+		(strings.HasPrefix(name, templatePrefix) && strings.HasSuffix(name, ".creating"))
+}
+
 func virtualSize(ctx context.Context, path string) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, importer.MetadataTimeout)
+	defer cancel()
 	out, err := exec.CommandContext(ctx, "qemu-img", "info", "--output=json", "-U", path).Output()
 	if err != nil {
 		return 0, fmt.Errorf("qemu-img info %s: %w", path, err)
@@ -326,7 +564,15 @@ func virtualSize(ctx context.Context, path string) (int64, error) {
 	return info.VirtualSize, nil
 }
 
+// run runs a qemu-img command under its deadline: importer.ConvertTimeout for a conversion
+// (a copy of the data), importer.MetadataTimeout for anything else.
 func run(ctx context.Context, name string, args ...string) error {
+	timeout := importer.MetadataTimeout
+	if args[0] == "convert" {
+		timeout = importer.ConvertTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	if out, err := exec.CommandContext(ctx, name, args...).CombinedOutput(); err != nil {
 		return fmt.Errorf("%s %s: %v: %s", name, args[0], err, strings.TrimSpace(string(out)))
 	}

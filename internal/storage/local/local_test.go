@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"kumo.dev/kumo/internal/storage"
+	"kumo.dev/kumo/internal/storage/golden"
 	"kumo.dev/kumo/internal/storage/importer"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 )
@@ -23,6 +24,16 @@ func disk(name, size string, src apps.VMDiskSource) *apps.VMDisk {
 	q := resource.MustParse(size)
 	return &apps.VMDisk{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-a", Name: name, UID: types.UID("uid-" + name)},
 		Spec: apps.VMDiskSpec{Source: src, Storage: &q, StorageClass: apps.StorageLocal}}
+}
+
+// ensure opens or creates a disk as the agent does.
+func ensure(d *Driver, dk *apps.VMDisk, key storage.Key, progress storage.Progress) (storage.Volume, error) {
+	return storage.Ensure(context.Background(), d, storage.Request{Disk: dk, Key: key, Progress: progress})
+}
+
+// ensureFrom creates a clone of the resolved source disk.
+func ensureFrom(d *Driver, dk *apps.VMDisk, key storage.Key, source *apps.VMDisk) (storage.Volume, error) {
+	return storage.Ensure(context.Background(), d, storage.Request{Disk: dk, Key: key, Source: source})
 }
 
 func keyFile(t *testing.T, secret string) storage.Key {
@@ -51,15 +62,17 @@ func TestEnsureEncryptsEveryDiskWithTheTenantKey(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	d := &Driver{Dir: t.TempDir(), ImagesDir: t.TempDir()}
+	cat := &golden.Catalog{Dir: t.TempDir(), ImagesDir: t.TempDir()}
+	d := &Driver{Dir: t.TempDir(), Golden: cat}
+	tiny := filepath.Join(cat.ImagesDir, "tiny.qcow2")
 	keyA, keyB := keyFile(t, "tenant-a-key-0123456789abcdef0123456789"), keyFile(t, "tenant-b-key-0123456789abcdef0123456789")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", d.ImagePath("tiny"), "64M").CombinedOutput(); err != nil {
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", tiny, "64M").CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
 	if imgs := d.Images(); len(imgs) != 1 || imgs[0] != "tiny" {
 		t.Errorf("Images() = %v", imgs)
 	}
-	v, err := d.Ensure(ctx, disk("sys", "1Gi", apps.VMDiskSource{Image: &apps.ImageSource{Name: "tiny"}}), keyA, nil)
+	v, err := ensure(d, disk("sys", "1Gi", apps.VMDiskSource{Image: &apps.ImageSource{Name: "tiny"}}), keyA, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +80,7 @@ func TestEnsureEncryptsEveryDiskWithTheTenantKey(t *testing.T) {
 		t.Errorf("volume %+v", v)
 	}
 	info, _ := exec.Command("qemu-img", "info", "-U", v.Path).Output()
-	if !strings.Contains(string(info), "backing file: "+d.ImagePath("tiny")) || !strings.Contains(string(info), "encrypted: yes") {
+	if !strings.Contains(string(info), "backing file: "+tiny) || !strings.Contains(string(info), "encrypted: yes") {
 		t.Errorf("not an encrypted overlay of the golden image:\n%s", info)
 	}
 	if st, _ := os.Stat(v.Path); st.Mode().Perm() != 0o600 {
@@ -84,29 +97,29 @@ func TestEnsureEncryptsEveryDiskWithTheTenantKey(t *testing.T) {
 	if strings.Contains(string(raw), strings.Repeat("a", 4096)) {
 		t.Error("the tenant's data is stored in clear")
 	}
-	again, err := d.Ensure(ctx, disk("sys", "1Gi", apps.VMDiskSource{Image: &apps.ImageSource{Name: "tiny"}}), keyA, nil)
+	again, err := ensure(d, disk("sys", "1Gi", apps.VMDiskSource{Image: &apps.ImageSource{Name: "tiny"}}), keyA, nil)
 	if err != nil || again.Path != v.Path {
 		t.Errorf("Ensure is not idempotent: %+v %v", again, err)
 	}
 	// Clone keeps the data and the key.
-	c, err := d.Ensure(ctx, disk("copy", "1Gi", apps.VMDiskSource{Disk: &apps.DiskSource{Name: "sys"}}), keyA, nil)
+	c, err := ensureFrom(d, disk("copy", "1Gi", apps.VMDiskSource{Disk: &apps.DiskSource{Name: "sys"}}), keyA, disk("sys", "1Gi", apps.VMDiskSource{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := qemuIO(c.Path, keyA, "read -P 0x61 0 1M"); err != nil {
 		t.Errorf("clone lost the data: %v", err)
 	}
-	if _, err := d.Ensure(ctx, disk("blank", "2Gi", apps.VMDiskSource{}), keyA, nil); err != nil {
+	if _, err := ensure(d, disk("blank", "2Gi", apps.VMDiskSource{}), keyA, nil); err != nil {
 		t.Errorf("blank disk: %v", err)
 	}
-	if _, err := d.Ensure(ctx, disk("nokey", "2Gi", apps.VMDiskSource{}), storage.Key{}, nil); err == nil {
+	if _, err := ensure(d, disk("nokey", "2Gi", apps.VMDiskSource{}), storage.Key{}, nil); err == nil {
 		t.Error("a disk was created without a key")
 	}
-	_, err = d.Ensure(ctx, disk("small", "32Mi", apps.VMDiskSource{Image: &apps.ImageSource{Name: "tiny"}}), keyA, nil)
+	_, err = ensure(d, disk("small", "32Mi", apps.VMDiskSource{Image: &apps.ImageSource{Name: "tiny"}}), keyA, nil)
 	if !importer.IsRefused(err) || !strings.Contains(err.Error(), "larger than spec.storage 32Mi") {
 		t.Errorf("image larger than the disk: %v", err)
 	}
-	if _, err = d.Ensure(ctx, disk("nope", "1Gi", apps.VMDiskSource{Image: &apps.ImageSource{Name: "missing"}}), keyA, nil); err == nil || !strings.Contains(err.Error(), "golden image missing is not on this node") {
+	if _, err = ensure(d, disk("nope", "1Gi", apps.VMDiskSource{Image: &apps.ImageSource{Name: "missing"}}), keyA, nil); err == nil || !strings.Contains(err.Error(), "golden image missing is not on this node") {
 		t.Errorf("missing image: %v", err)
 	}
 	objs, err := d.List(ctx)
@@ -127,7 +140,6 @@ func TestEnsureImportsFromHTTP(t *testing.T) {
 			t.Skipf("%s not installed", tool)
 		}
 	}
-	ctx := context.Background()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.vmdk")
 	raw := filepath.Join(dir, "src.raw")
@@ -143,10 +155,10 @@ func TestEnsureImportsFromHTTP(t *testing.T) {
 	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
 	defer srv.Close()
 
-	d := &Driver{Dir: t.TempDir(), ImagesDir: t.TempDir()}
+	d := &Driver{Dir: t.TempDir()}
 	key := keyFile(t, "tenant-a-key-0123456789abcdef0123456789")
 	var progress []int
-	v, err := d.Ensure(ctx, disk("imported", "1Gi", apps.VMDiskSource{HTTP: &apps.HTTPSource{URL: srv.URL + "/src.vmdk"}}), key, func(p int) { progress = append(progress, p) })
+	v, err := ensure(d, disk("imported", "1Gi", apps.VMDiskSource{HTTP: &apps.HTTPSource{URL: srv.URL + "/src.vmdk"}}), key, func(p int) { progress = append(progress, p) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +168,7 @@ func TestEnsureImportsFromHTTP(t *testing.T) {
 	if v.SizeBytes != 1<<30 || len(progress) == 0 || progress[len(progress)-1] != 100 {
 		t.Errorf("size %d progress %v", v.SizeBytes, progress)
 	}
-	_, err = d.Ensure(ctx, disk("hostile", "1Gi", apps.VMDiskSource{HTTP: &apps.HTTPSource{URL: srv.URL + "/hostile.qcow2"}}), key, nil)
+	_, err = ensure(d, disk("hostile", "1Gi", apps.VMDiskSource{HTTP: &apps.HTTPSource{URL: srv.URL + "/hostile.qcow2"}}), key, nil)
 	if !importer.IsRefused(err) || !strings.Contains(err.Error(), "backing file") {
 		t.Errorf("hostile image: %v", err)
 	}
