@@ -121,13 +121,17 @@ func TestDiskMayOnlyGrowAndKeepsItsStorageClass(t *testing.T) {
 	if d.Spec.StorageClass != apps.StorageReplicated {
 		t.Errorf("default storage class %q, want replicated", d.Spec.StorageClass)
 	}
+	// The scheduler places a new disk (a status write) at any moment: read-modify-write retries
+	// on a resourceVersion conflict, as any client must.
 	put := func(mut func(*apps.VMDisk)) error {
-		cur := &apps.VMDisk{}
-		if err := cl.Apps.Get().Namespace(ns).Resource("vmdisks").Name("data").Do(ctx).Into(cur); err != nil {
-			t.Fatal(err)
-		}
-		mut(cur)
-		return cl.Apps.Put().Namespace(ns).Resource("vmdisks").Name("data").Body(cur).Do(ctx).Error()
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur := &apps.VMDisk{}
+			if err := cl.Apps.Get().Namespace(ns).Resource("vmdisks").Name("data").Do(ctx).Into(cur); err != nil {
+				t.Fatal(err)
+			}
+			mut(cur)
+			return cl.Apps.Put().Namespace(ns).Resource("vmdisks").Name("data").Body(cur).Do(ctx).Error()
+		})
 	}
 	if err := put(func(d *apps.VMDisk) { q := resource.MustParse("10Gi"); d.Spec.Storage = &q }); err != nil {
 		t.Fatalf("grow: %v", err)
