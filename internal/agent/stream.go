@@ -37,6 +37,9 @@ var upgrader = websocket.Upgrader{ReadBufferSize: wsstream.BufferSize, WriteBuff
 
 // startStreamServer serves console and VNC streams over HTTPS to the API server only: clients
 // must present a certificate of the cluster CA for the API server's identity.
+// streamIdleTimeout closes a stream-server connection that carries no request.
+const streamIdleTimeout = 2 * time.Minute
+
 func (a *Agent) startStreamServer(ctx context.Context) (io.Closer, error) {
 	cert, certPEM, err := a.servingCert()
 	if err != nil {
@@ -66,7 +69,9 @@ func (a *Agent) startStreamServer(ctx context.Context) (io.Closer, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/vms/{ns}/{name}/console", a.serveConsole)
 	mux.HandleFunc("/v1/vms/{ns}/{name}/vnc", a.serveVNC)
-	srv := &http.Server{Handler: mux, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}
+	// An idle keep-alive connection (the server's pool keeps one per agent) is closed after
+	// streamIdleTimeout; upgraded console/VNC streams end when either side closes.
+	srv := &http.Server{Handler: mux, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: streamIdleTimeout}
 	go func() {
 		if err := srv.Serve(tls.NewListener(ln, tlsCfg)); err != nil && err != http.ErrServerClosed {
 			slog.Error("stream server", "err", err)
