@@ -107,7 +107,7 @@ func agentCmd() *cobra.Command {
 func addNodeFlags(f *pflag.FlagSet, o *agent.Options, defaultNode string) {
 	f.StringVar(&o.Node, "node", defaultNode, "name of this node")
 	f.StringVar(&o.Datacenter, "datacenter", "dc1", "datacenter this node sits in")
-	f.StringVar(&o.ImagesDir, "images-dir", "", "directory of golden images <name>.qcow2 (default DATA-DIR/images; make images fills _output/images)")
+	f.StringVar(&o.ImagesDir, "images-dir", "", "directory of operator-provided golden images <name>.qcow2, read only (default DATA-DIR/images; make images fills _output/images); GoldenImage objects are cached under DATA-DIR/golden")
 	f.StringVar(&o.Accel, "accel", "auto", "accelerator: auto (KVM if a probe guest really runs, else TCG), kvm or tcg")
 	f.StringVar(&o.QEMU, "qemu", "qemu-system-x86_64", "QEMU binary")
 	f.Int64Var(&o.CPUs, "cpus", 0, "vCPUs this node offers before the reserve (default: the machine's)")
