@@ -10,7 +10,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apiserver/pkg/admission"
@@ -52,8 +51,13 @@ func (a *admissionChecks) Handles(op admission.Operation) bool {
 
 func (a *admissionChecks) Validate(ctx context.Context, attr admission.Attributes, _ admission.ObjectInterfaces) error {
 	gr := attr.GetResource().GroupResource()
-	if node := auth.NodeOf(attr.GetUserInfo()); node != "" && attr.GetSubresource() == "status" && attr.GetOperation() == admission.Update {
-		return nodeOwnsStatus(node, gr, attr.GetName(), attr.GetObject(), attr.GetOldObject())
+	if node := auth.NodeOf(attr.GetUserInfo()); node != "" {
+		if attr.GetSubresource() == "status" && attr.GetOperation() == admission.Update {
+			return nodeOwnsStatus(node, gr, attr.GetName(), attr.GetObject(), attr.GetOldObject())
+		}
+		if gr == coreResource("events") && attr.GetOperation() != admission.Delete {
+			return a.l.nodeMayReport(ctx, node, attr.GetObject())
+		}
 	}
 	if attr.GetSubresource() != "" && !(gr == kumo.Resource("tenants") && attr.GetSubresource() == "token") {
 		return nil
@@ -192,31 +196,4 @@ func plural(n int, what string) string {
 		return "1 " + what
 	}
 	return fmt.Sprintf("%d %ss", n, what)
-}
-
-// nodeOwnsStatus lets a node write the status of its own VMs and disks only, and never move a VM
-// to another node or incarnation (binding is the scheduler's).
-func nodeOwnsStatus(node string, gr schema.GroupResource, name string, obj, old runtime.Object) error {
-	forbid := func(format string, args ...interface{}) error {
-		return apierrors.NewForbidden(gr, name, fmt.Errorf(format, args...))
-	}
-	switch gr {
-	case apps.Resource("vminstances"):
-		vm, prev := obj.(*apps.VMInstance), old.(*apps.VMInstance)
-		if prev.Status.Node != node {
-			return forbid("node %q may not write the status of a VM bound to node %q", node, prev.Status.Node)
-		}
-		if vm.Status.Node != prev.Status.Node || vm.Status.Incarnation != prev.Status.Incarnation || vm.Status.Datacenter != prev.Status.Datacenter {
-			return forbid("a node may not rebind a VM (node, datacenter and incarnation are the scheduler's)")
-		}
-	case apps.Resource("vmdisks"):
-		d, prev := obj.(*apps.VMDisk), old.(*apps.VMDisk)
-		if prev.Status.Node != "" && prev.Status.Node != node {
-			return forbid("disk lives on node %q", prev.Status.Node)
-		}
-		if d.Status.Node != "" && d.Status.Node != node {
-			return forbid("node %q may not place a disk on node %q", node, d.Status.Node)
-		}
-	}
-	return nil
 }

@@ -10,15 +10,28 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/rest"
 
+	"kumo.dev/kumo/internal/apiserver/registry"
 	"kumo.dev/kumo/internal/auth"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 )
 
-// nodeTokenREST serves POST nodes/NAME/token: a bearer token an agent uses as node NAME. The
-// Node object need not exist yet: the agent registers it with this token.
-type nodeTokenREST struct{ signer *auth.Signer }
+// defaultNodeDatacenter is the datacenter of a Node registered by an admin's token request (kumod
+// agent's default); the agent moves its Node to its own --datacenter when it registers.
+const defaultNodeDatacenter = "dc1"
+
+// nodeTokenREST serves POST nodes/NAME/token: a bearer token an agent uses as node NAME, bound to
+// the Node object's UID. A Node that does not exist yet is registered now (not Ready, so nothing
+// is placed on it until its agent reports): deleting the Node revokes every token issued for it,
+// and a Node registered again under the same name does not honour them.
+type nodeTokenREST struct {
+	nodes  *registry.Storage
+	signer *auth.Signer
+	// datacenter is where a Node registered here sits (defaultNodeDatacenter when empty).
+	datacenter string
+}
 
 var _ rest.NamedCreater = &nodeTokenREST{}
 
@@ -43,13 +56,55 @@ func (r *nodeTokenREST) Create(ctx context.Context, name string, obj runtime.Obj
 			return nil, err
 		}
 	}
-	expiry := time.Now().Add(lifetime)
-	token, err := r.signer.Sign(auth.NodeClaims(name, expiry))
+	token, expiry, err := r.issue(ctx, name, lifetime)
 	if err != nil {
-		return nil, fmt.Errorf("sign token for node %s: %w", name, err)
+		return nil, err
 	}
 	out := req.DeepCopy()
 	out.Name = name
 	out.Status = kumo.TenantTokenStatus{Token: token, ExpirationTimestamp: metav1.NewTime(expiry.Truncate(time.Second))}
 	return out, nil
+}
+
+// issue signs a token for node name bound to its Node's UID, registering the Node first when it
+// does not exist.
+func (r *nodeTokenREST) issue(ctx context.Context, name string, lifetime time.Duration) (string, time.Time, error) {
+	node, err := r.node(genericapirequest.WithNamespace(ctx, ""), name)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	expiry := time.Now().Add(lifetime)
+	token, err := r.signer.Sign(auth.NodeClaims(name, string(node.UID), expiry))
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("sign token for node %s: %w", name, err)
+	}
+	return token, expiry, nil
+}
+
+// node reads Node name from etcd, or registers it.
+func (r *nodeTokenREST) node(ctx context.Context, name string) (*kumo.Node, error) {
+	got, err := r.nodes.Get(ctx, name, &metav1.GetOptions{})
+	if err == nil {
+		n := got.(*kumo.Node)
+		if n.DeletionTimestamp != nil {
+			return nil, apierrors.NewConflict(kumo.Resource("nodes"), name, fmt.Errorf("node is being deleted"))
+		}
+		return n, nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("read node %s: %w", name, err)
+	}
+	dc := r.datacenter
+	if dc == "" {
+		dc = defaultNodeDatacenter
+	}
+	created, err := r.nodes.Create(ctx, &kumo.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: kumo.NodeSpec{Datacenter: dc}},
+		rest.ValidateAllObjectFunc, &metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) { // registered meanwhile (by its agent or another request)
+		return r.node(ctx, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("register node %s: %w", name, err)
+	}
+	return created.(*kumo.Node), nil
 }

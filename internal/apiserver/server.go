@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/authentication/group"
 	"k8s.io/apiserver/pkg/authentication/request/bearertoken"
 	"k8s.io/apiserver/pkg/authentication/request/union"
@@ -135,7 +137,7 @@ func New(cfg Config) (*Server, error) {
 	config.OpenAPIV3Config.Info.Title, config.OpenAPIV3Config.Info.Version = "Kumo", "v1alpha1"
 
 	st := &stores{}
-	tokens := &auth.TokenAuthenticator{Signer: signer, Tenants: st.tenantUID}
+	tokens := &auth.TokenAuthenticator{Signer: signer, Tenants: st.tenantUID, Nodes: st.nodeUID}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
 	certAuth := x509request.New(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, x509request.CommonNameUserConversion)
@@ -180,6 +182,7 @@ func (s *Server) install() error {
 		return err
 	}
 	agents := newAgentTransports(s.agentClientCert)
+	lk := st.lookups()
 	appsInfo := genericapiserver.NewDefaultAPIGroupInfo(apps.GroupName, Scheme, runtime.NewParameterCodec(Scheme), Codecs)
 	appsInfo.VersionedResourcesStorageMap[apps.SchemeGroupVersion.Version] = map[string]rest.Storage{
 		"vminstances": st.vmInstances, "vminstances/status": st.vmInstances.Status,
@@ -189,7 +192,7 @@ func (s *Server) install() error {
 		"vminstances/console": &vmStream{kind: "console", vms: st.vmInstances, nodes: st.nodes, agents: agents},
 		"vminstances/vnc":     &vmStream{kind: "vnc", vms: st.vmInstances, nodes: st.nodes, agents: agents},
 		"vminstances/diskkey": &diskKeyREST{vms: st.vmInstances, keys: st.tenantKeys},
-		"vmdisks":             st.vmDisks, "vmdisks/status": st.vmDisks.Status,
+		"vmdisks":             &nodeScopedDisks{Storage: st.vmDisks, l: &lk}, "vmdisks/status": st.vmDisks.Status,
 		"vmdisks/upload":  diskUploads,
 		"vmdisks/diskkey": &vmDiskKeyREST{disks: st.vmDisks, keys: st.tenantKeys},
 	}
@@ -202,7 +205,7 @@ func (s *Server) install() error {
 		"tenants": st.tenants, "tenants/status": st.tenants.Status,
 		"tenants/token": &tenantTokenREST{tenants: st.tenants, signer: s.Signer},
 		"nodes":         st.nodes, "nodes/status": st.nodes.Status,
-		"nodes/token":         &nodeTokenREST{signer: s.Signer},
+		"nodes/token":         &nodeTokenREST{nodes: st.nodes, signer: s.Signer},
 		"tenantkeys":          st.tenantKeys,
 		"goldenimages":        st.goldenImages,
 		"goldenimages/status": st.goldenImages.Status,
@@ -223,11 +226,22 @@ func (s *Server) install() error {
 }
 
 // IssueNodeKubeconfig writes a kubeconfig that authenticates as node name (for the agent of an
-// all-in-one machine, which shares the server's data directory).
-func (s *Server) IssueNodeKubeconfig(path, url, name string) error {
-	token, err := s.Signer.Sign(auth.NodeClaims(name, time.Now().Add(defaultTokenLifetime)))
+// all-in-one machine, which shares the server's data directory). Like kumo node kubeconfig, it
+// registers the Node (in datacenter) when it does not exist and binds the token to its UID.
+func (s *Server) IssueNodeKubeconfig(ctx context.Context, path, url, name, datacenter string) error {
+	issuer := &nodeTokenREST{nodes: s.stores.nodes, signer: s.Signer, datacenter: datacenter}
+	var token string
+	var last error
+	// The server may still be starting (its storage not answering yet): retry for a while.
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		token, _, last = issuer.issue(ctx, name, defaultTokenLifetime)
+		if last != nil {
+			slog.Debug("issue the node token (retrying)", "node", name, "err", last)
+		}
+		return last == nil, nil
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("issue the token of node %s: %w (last attempt: %v)", name, err, last)
 	}
 	data, err := pki.Kubeconfig("kumo", url, s.CA.CertPEM, auth.NodeUserPrefix+name, pki.Credentials{Token: token}, "")
 	if err != nil {

@@ -60,3 +60,17 @@ func (s *stores) tenantUID(ctx context.Context, name string) (string, bool, erro
 	t := obj.(*kumo.Tenant)
 	return string(t.UID), t.DeletionTimestamp == nil, nil
 }
+
+// nodeUID finds a live Node for the token authenticator, from the watch cache: a Node being
+// deleted counts as gone, so that its tokens stop working at once.
+func (s *stores) nodeUID(ctx context.Context, name string) (string, bool, error) {
+	obj, err := s.nodes.Get(ctx, name, &metav1.GetOptions{ResourceVersion: "0"})
+	if apierrors.IsNotFound(err) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	n := obj.(*kumo.Node)
+	return string(n.UID), n.DeletionTimestamp == nil, nil
+}

@@ -46,6 +46,8 @@ type uploadREST struct {
 	accepts func(obj runtime.Object) error
 	// uploaded records a received upload in the object's status.
 	uploaded func(obj runtime.Object, msg string, info importer.Info)
+	// nodeMayRead, when set, says whether a node may fetch the object's upload (nil) or why not.
+	nodeMayRead func(obj runtime.Object, node string) error
 
 	mu sync.Mutex
 	// receiving holds the objects (by UID) an upload is being received for: one at a time.
@@ -126,6 +128,13 @@ func (s *Server) uploads(dir string) (disks, images *uploadREST, err error) {
 
 func diskUploads(disks *registry.Storage, dir string) *uploadREST {
 	return &uploadREST{store: disks, resource: apps.Resource("vmdisks"), dir: dir,
+		// Only the node that imports the disk reads its upload: it is the tenant's data.
+		nodeMayRead: func(obj runtime.Object, node string) error {
+			if d := obj.(*apps.VMDisk); d.Status.Node != node {
+				return fmt.Errorf("the disk is placed on node %q, not %q: only that node reads its upload", d.Status.Node, node)
+			}
+			return nil
+		},
 		accepts: func(obj runtime.Object) error {
 			d := obj.(*apps.VMDisk)
 			if d.Spec.Source.Upload == nil {
@@ -183,12 +192,22 @@ func (u *uploadREST) Connect(ctx context.Context, name string, _ runtime.Object,
 	}
 	uid := m.GetUID()
 	user, _ := genericapirequest.UserFrom(ctx)
-	isNode := user != nil && auth.NodeOf(user) != ""
+	node := ""
+	if user != nil {
+		node = auth.NodeOf(user)
+	}
+	isNode := node != ""
 	path := u.stagedPath(m.GetNamespace(), uid)
 	sub := schema.GroupResource{Group: u.resource.Group, Resource: u.resource.Resource + "/upload"}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.Method == http.MethodGet && isNode:
+			if u.nodeMayRead != nil {
+				if err := u.nodeMayRead(got, node); err != nil {
+					responder.Error(apierrors.NewForbidden(sub, name, err))
+					return
+				}
+			}
 			if _, err := os.Stat(path); err != nil {
 				responder.Error(apierrors.NewNotFound(sub, name))
 				return

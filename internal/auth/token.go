@@ -28,8 +28,12 @@ type Claims struct {
 	// and recreated tenant does not honour old tokens.
 	Tenant    string `json:"t,omitempty"`
 	TenantUID string `json:"tu,omitempty"`
-	Expiry    int64  `json:"exp"`
-	ID        string `json:"jti"`
+	// NodeUID binds a node agent's token to one incarnation of its Node object: deleting the
+	// Node revokes every token issued for it, and a Node created again under the same name has
+	// a new UID that old tokens do not carry.
+	NodeUID string `json:"nu,omitempty"`
+	Expiry  int64  `json:"exp"`
+	ID      string `json:"jti"`
 }
 
 // Signer issues and verifies tokens with one secret key.
@@ -110,10 +114,15 @@ func (s *Signer) Verify(token string, now time.Time) (Claims, error) {
 // TenantLookup returns the UID of a live tenant, or false when there is none by that name.
 type TenantLookup func(ctx context.Context, name string) (uid string, ok bool, err error)
 
+// NodeLookup returns the UID of a live Node, or false when there is none by that name (or it
+// is being deleted).
+type NodeLookup func(ctx context.Context, name string) (uid string, ok bool, err error)
+
 // TokenAuthenticator authenticates bearer tokens the Signer issued.
 type TokenAuthenticator struct {
 	Signer  *Signer
 	Tenants TenantLookup
+	Nodes   NodeLookup
 	Now     func() time.Time
 }
 
@@ -141,7 +150,40 @@ func (a *TokenAuthenticator) AuthenticateToken(ctx context.Context, token string
 			return nil, false, fmt.Errorf("tenant %s of this token no longer exists", c.Tenant)
 		}
 	}
+	if node, ok := nodeOfClaims(c); ok {
+		if err := a.nodeLive(ctx, node, c.NodeUID); err != nil {
+			return nil, false, err
+		}
+	}
 	return &authenticator.Response{User: &user.DefaultInfo{Name: c.User, Groups: c.Groups, UID: c.ID}}, true, nil
+}
+
+// nodeOfClaims returns the node a token speaks for, if it is a node token.
+func nodeOfClaims(c Claims) (string, bool) {
+	for _, g := range c.Groups {
+		if g == GroupNodes {
+			return strings.TrimPrefix(c.User, NodeUserPrefix), true
+		}
+	}
+	return "", false
+}
+
+// nodeLive checks that the Node a node token was issued for still exists as the same object.
+func (a *TokenAuthenticator) nodeLive(ctx context.Context, node, uid string) error {
+	if uid == "" {
+		return fmt.Errorf("token of node %s is bound to no Node object: issue a new one (kumo node kubeconfig %s)", node, node)
+	}
+	if a.Nodes == nil {
+		return fmt.Errorf("token of node %s cannot be checked: this server has no node lookup", node)
+	}
+	got, ok, err := a.Nodes(ctx, node)
+	if err != nil {
+		return fmt.Errorf("look up node %s: %w", node, err)
+	}
+	if !ok || got != uid {
+		return fmt.Errorf("node %s of this token no longer exists (deleted or registered again): issue a new one", node)
+	}
+	return nil
 }
 
 // TenantClaims are the claims of a token for user of tenant.
@@ -155,7 +197,7 @@ func TenantClaims(userName, tenant, tenantUID string, expiry time.Time) Claims {
 	}
 }
 
-// NodeClaims are the claims of a node agent's token.
-func NodeClaims(node string, expiry time.Time) Claims {
-	return Claims{User: NodeUserPrefix + node, Groups: []string{GroupNodes}, Expiry: expiry.Unix()}
+// NodeClaims are the claims of a node agent's token, bound to the Node object with nodeUID.
+func NodeClaims(node, nodeUID string, expiry time.Time) Claims {
+	return Claims{User: NodeUserPrefix + node, Groups: []string{GroupNodes}, NodeUID: nodeUID, Expiry: expiry.Unix()}
 }

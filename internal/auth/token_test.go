@@ -41,7 +41,7 @@ func TestSignerRoundTrip(t *testing.T) {
 		claims Claims
 	}{
 		{"tenant user", TenantClaims("alice", "acme", "uid-1", testNow.Add(time.Hour))},
-		{"node", NodeClaims("n1", testNow.Add(time.Hour))},
+		{"node", NodeClaims("n1", "uid-n1", testNow.Add(time.Hour))},
 		{"explicit id is kept", Claims{User: "bob", Expiry: testNow.Add(time.Minute).Unix(), ID: "fixed-id"}},
 	}
 	for _, tc := range cases {
@@ -70,7 +70,7 @@ func TestSignerRoundTrip(t *testing.T) {
 
 func TestSignerGivesEachTokenItsOwnID(t *testing.T) {
 	s := newSigner(t)
-	c := NodeClaims("n1", testNow.Add(time.Hour))
+	c := NodeClaims("n1", "uid-n1", testNow.Add(time.Hour))
 	a, b := mustSign(t, s, c), mustSign(t, s, c)
 	if a == b {
 		t.Fatal("two tokens with the same claims are identical; want distinct IDs")
@@ -176,7 +176,7 @@ func TestLoadOrCreateSigner(t *testing.T) {
 	}
 	key1, _ := os.ReadFile(path)
 
-	tok := mustSign(t, s1, NodeClaims("n1", testNow.Add(time.Hour)))
+	tok := mustSign(t, s1, NodeClaims("n1", "uid-n1", testNow.Add(time.Hour)))
 	s2, err := LoadOrCreateSigner(path)
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +187,7 @@ func TestLoadOrCreateSigner(t *testing.T) {
 	if key2, _ := os.ReadFile(path); !bytes.Equal(key1, key2) {
 		t.Error("reloading rewrote the key")
 	}
-	if _, err := s1.Verify(mustSign(t, s2, NodeClaims("n2", testNow.Add(time.Hour))), testNow); err != nil {
+	if _, err := s1.Verify(mustSign(t, s2, NodeClaims("n2", "uid-n2", testNow.Add(time.Hour))), testNow); err != nil {
 		t.Errorf("the first signer rejects a token of the reloaded one: %v", err)
 	}
 
@@ -237,12 +237,13 @@ func TestTokenAuthenticator(t *testing.T) {
 	other := newSigner(t)
 	exp := testNow.Add(time.Hour)
 	tenantTok := mustSign(t, s, TenantClaims("alice", "acme", "uid-1", exp))
-	nodeTok := mustSign(t, s, NodeClaims("n1", exp))
+	nodeTok := mustSign(t, s, NodeClaims("n1", "uid-n1", exp))
 
 	cases := []struct {
 		name       string
 		token      string
 		tenants    map[string]string
+		nodes      map[string]string
 		lookupErr  error
 		wantOK     bool
 		wantErr    bool
@@ -268,17 +269,24 @@ func TestTokenAuthenticator(t *testing.T) {
 			lookupErr: errors.New("etcd down"), wantErr: true, wantLookup: []string{"acme"},
 		},
 		{
-			name: "node token needs no tenant lookup", token: nodeTok, wantOK: true,
+			name: "node token of its live Node needs no tenant lookup", token: nodeTok, nodes: map[string]string{"n1": "uid-n1"}, wantOK: true,
 			wantUser: "kumo:node:n1", wantGroups: []string{"kumo:nodes"},
 		},
+		{name: "node token of a deleted Node is rejected", token: nodeTok, nodes: map[string]string{}, wantErr: true},
+		{name: "node token of a Node registered again (other UID) is rejected", token: nodeTok, nodes: map[string]string{"n1": "uid-other"}, wantErr: true},
+		{
+			name: "node token bound to no Node is rejected", token: mustSign(t, s, Claims{User: "kumo:node:n1", Groups: []string{GroupNodes}, Expiry: exp.Unix()}),
+			nodes: map[string]string{"n1": "uid-n1"}, wantErr: true,
+		},
 		{name: "non-kumo token is left to other authenticators", token: "eyJhbGciOiJSUzI1NiJ9.e30.c2ln"},
-		{name: "token from another key is an error", token: mustSign(t, other, NodeClaims("n1", exp)), wantErr: true},
-		{name: "expired token is an error", token: mustSign(t, s, NodeClaims("n1", testNow.Add(-time.Second))), wantErr: true},
+		{name: "token from another key is an error", token: mustSign(t, other, NodeClaims("n1", "uid-n1", exp)), wantErr: true},
+		{name: "expired token is an error", token: mustSign(t, s, NodeClaims("n1", "uid-n1", testNow.Add(-time.Second))), wantErr: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			l := &lookup{uids: tc.tenants, err: tc.lookupErr}
-			a := &TokenAuthenticator{Signer: s, Tenants: l.fn, Now: func() time.Time { return testNow }}
+			nl := &lookup{uids: tc.nodes}
+			a := &TokenAuthenticator{Signer: s, Tenants: l.fn, Nodes: nl.fn, Now: func() time.Time { return testNow }}
 			resp, ok, err := a.AuthenticateToken(context.Background(), tc.token)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, want error: %v", err, tc.wantErr)
@@ -309,14 +317,14 @@ func TestTokenAuthenticator(t *testing.T) {
 
 func TestTokenAuthenticatorUsesTheClock(t *testing.T) {
 	s := newSigner(t)
-	tok := mustSign(t, s, NodeClaims("n1", testNow.Add(time.Hour)))
+	tok := mustSign(t, s, NodeClaims("n1", "uid-n1", testNow.Add(time.Hour)))
 	a := &TokenAuthenticator{Signer: s, Now: func() time.Time { return testNow.Add(2 * time.Hour) }}
 	if _, ok, err := a.AuthenticateToken(context.Background(), tok); ok || err == nil {
 		t.Errorf("token checked against the injected clock should be expired: ok=%v err=%v", ok, err)
 	}
 	// Without a clock it uses the real time: a token that expired in 2000 is rejected.
 	a = &TokenAuthenticator{Signer: s}
-	old := mustSign(t, s, NodeClaims("n1", time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)))
+	old := mustSign(t, s, NodeClaims("n1", "uid-n1", time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)))
 	if _, ok, err := a.AuthenticateToken(context.Background(), old); ok || err == nil {
 		t.Errorf("token expired in 2000 accepted with the real clock: ok=%v err=%v", ok, err)
 	}
@@ -329,8 +337,8 @@ func TestClaimsConstructors(t *testing.T) {
 	if !reflect.DeepEqual(tc, want) {
 		t.Errorf("TenantClaims = %+v, want %+v", tc, want)
 	}
-	nc := NodeClaims("n1", exp)
-	want = Claims{User: "kumo:node:n1", Groups: []string{"kumo:nodes"}, Expiry: exp.Unix()}
+	nc := NodeClaims("n1", "uid-n1", exp)
+	want = Claims{User: "kumo:node:n1", Groups: []string{"kumo:nodes"}, NodeUID: "uid-n1", Expiry: exp.Unix()}
 	if !reflect.DeepEqual(nc, want) {
 		t.Errorf("NodeClaims = %+v, want %+v", nc, want)
 	}

@@ -54,7 +54,7 @@ func RunAllInOne(ctx context.Context, o ServerOptions, ao agent.Options) error {
 	return runServer(ctx, o, func(ctx context.Context, srv *apiserver.Server, url string) error {
 		ao.DataDir = o.DataDir
 		ao.Kubeconfig = filepath.Join(o.DataDir, "node.kubeconfig")
-		if err := srv.IssueNodeKubeconfig(ao.Kubeconfig, url, ao.Node); err != nil {
+		if err := srv.IssueNodeKubeconfig(ctx, ao.Kubeconfig, url, ao.Node, ao.Datacenter); err != nil {
 			return fmt.Errorf("node kubeconfig: %w", err)
 		}
 		if err := waitReady(ctx, ao.Kubeconfig); err != nil {
