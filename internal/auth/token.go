@@ -28,12 +28,13 @@ type Claims struct {
 	// and recreated tenant does not honour old tokens.
 	Tenant    string `json:"t,omitempty"`
 	TenantUID string `json:"tu,omitempty"`
+	Expiry    int64  `json:"exp"`
+	ID        string `json:"jti"`
+
 	// NodeUID binds a node agent's token to one incarnation of its Node object: deleting the
 	// Node revokes every token issued for it, and a Node created again under the same name has
 	// a new UID that old tokens do not carry.
 	NodeUID string `json:"nu,omitempty"`
-	Expiry  int64  `json:"exp"`
-	ID      string `json:"jti"`
 }
 
 // Signer issues and verifies tokens with one secret key.
