@@ -117,6 +117,9 @@ func (a *Agent) reportImage(ctx context.Context, g *kumo.GoldenImage, mutate fun
 		if cur.UID != g.UID {
 			return nil // imported again meanwhile: this outcome is not the new image's
 		}
+		if cur.Status.Phase == kumo.GoldenImageReady || cur.Status.Phase == kumo.GoldenImageFailed {
+			return nil // decided already (by another node): the API refuses nodes a second say
+		}
 		mutate(cur)
 		return a.c.Kumo.Put().Resource("goldenimages").Name(g.Name).SubResource("status").Body(cur).Do(ctx).Error()
 	})

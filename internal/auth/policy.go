@@ -87,9 +87,10 @@ func decideTenant(a authorizer.Attributes, tenant string) (authorizer.Decision, 
 
 // decideNode grants an agent what running its VMs needs and nothing about other nodes' VMs:
 // its own Node; list/watch of the VMs and disks placed on it (the request must select
-// status.node=<node>); reads of disks by name (its VMs name them) and of the disk key of a disk
-// placed on it (checked by the handler); status writes, which admission narrows to the
-// node's own VMs and disks; and events.
+// status.node=<node>). What depends on the objects is decided by the API server
+// (internal/apiserver/node_access.go): reads of disks by name (placed on the node or named by its
+// VMs), of a disk's upload and key (placed on it); status writes (its own VMs and disks, never
+// moving them; golden image imports still undecided); and events (about its own VMs and disks).
 func decideNode(a authorizer.Attributes, node string) (authorizer.Decision, string) {
 	res, sub, verb := a.GetResource(), a.GetSubresource(), a.GetVerb()
 	switch {

@@ -244,10 +244,7 @@ func TestLocalDisksSpreadAndTheirVMsFollowThem(t *testing.T) {
 		c.StartAgent(t, fmt.Sprintf("n%d", i+1), dc, "--cpus", "2", "--memory", "9Gi", "--reserve-memory", "0")
 	}
 	admin := c.Admin(t)
-	eventually(t, time.Minute, "two nodes", func() bool {
-		l := &kumo.NodeList{}
-		return admin.Kumo.Get().Resource("nodes").Do(context.Background()).Into(l) == nil && len(l.Items) == 2
-	})
+	eventually(t, time.Minute, "two ready nodes", func() bool { return readyNodes(admin) == 2 })
 	kc := c.NewTenant(t, "spreaddisks")
 	cl := c.Client(t, kc)
 	ns := kumo.TenantNamespace("spreaddisks")

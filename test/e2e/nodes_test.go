@@ -47,13 +47,7 @@ func TestThreeAgentsSpreadVMsAndNeverOvercommit(t *testing.T) {
 		agents[node] = c.StartAgent(t, node, dc, capacity...)
 	}
 	admin := c.Admin(t)
-	eventually(t, time.Minute, "three ready nodes", func() bool {
-		l := &kumo.NodeList{}
-		if admin.Kumo.Get().Resource("nodes").Do(context.Background()).Into(l) != nil {
-			return false
-		}
-		return len(l.Items) == 3
-	})
+	eventually(t, time.Minute, "three ready nodes", func() bool { return readyNodes(admin) == 3 })
 
 	kc := c.NewTenant(t, "spread")
 	cl := c.Client(t, kc)
