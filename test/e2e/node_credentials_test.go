@@ -69,7 +69,9 @@ func TestStolenNodeCredentialReachesNothingElse(t *testing.T) {
 	if err := admin.Kumo.Post().Resource("goldenimages").Body(image).Do(ctx).Into(image); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = admin.Kumo.Delete().Resource("goldenimages").Name(image.Name).Do(context.Background()).Error() })
+	t.Cleanup(func() {
+		_ = admin.Kumo.Delete().Resource("goldenimages").Name(image.Name).Do(context.Background()).Error()
+	})
 	forbidden["mark a golden image Failed"] = n2.Kumo.Patch(types.MergePatchType).Resource("goldenimages").Name(image.Name).SubResource("status").
 		Body([]byte(`{"status":{"phase":"Failed"}}`)).Do(ctx).Error()
 	ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "adisk.forged", Namespace: ns}, Type: corev1.EventTypeWarning, Reason: "DiskCorrupt",
