@@ -137,7 +137,7 @@ func New(cfg Config) (*Server, error) {
 	config.OpenAPIV3Config.Info.Title, config.OpenAPIV3Config.Info.Version = "Kumo", "v1alpha1"
 
 	st := &stores{}
-	tokens := &auth.TokenAuthenticator{Signer: signer, Tenants: st.tenantUID, Nodes: st.nodeUID}
+	tokens := &auth.TokenAuthenticator{Signer: signer, Tenants: st.tenantUID, Nodes: st.nodeLive}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
 	certAuth := x509request.New(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, x509request.CommonNameUserConversion)

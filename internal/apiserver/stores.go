@@ -61,16 +61,24 @@ func (s *stores) tenantUID(ctx context.Context, name string) (string, bool, erro
 	return string(t.UID), t.DeletionTimestamp == nil, nil
 }
 
-// nodeUID finds a live Node for the token authenticator, from the watch cache: a Node being
-// deleted counts as gone, so that its tokens stop working at once.
-func (s *stores) nodeUID(ctx context.Context, name string) (string, bool, error) {
-	obj, err := s.nodes.Get(ctx, name, &metav1.GetOptions{ResourceVersion: "0"})
-	if apierrors.IsNotFound(err) {
-		return "", false, nil
+// nodeLive says, for the token authenticator, whether Node name exists with UID uid and is not
+// being deleted: a Node being deleted counts as gone, so that its tokens stop working at once.
+// The watch cache answers first; when it disagrees (a Node registered a moment ago, or
+// registered again) etcd decides.
+func (s *stores) nodeLive(ctx context.Context, name, uid string) (bool, error) {
+	live := func(rv string) (bool, error) {
+		obj, err := s.nodes.Get(ctx, name, &metav1.GetOptions{ResourceVersion: rv})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		n := obj.(*kumo.Node)
+		return string(n.UID) == uid && n.DeletionTimestamp == nil, nil
 	}
-	if err != nil {
-		return "", false, err
+	if ok, err := live("0"); ok || err != nil {
+		return ok, err
 	}
-	n := obj.(*kumo.Node)
-	return string(n.UID), n.DeletionTimestamp == nil, nil
+	return live("")
 }

@@ -115,9 +115,8 @@ func (s *Signer) Verify(token string, now time.Time) (Claims, error) {
 // TenantLookup returns the UID of a live tenant, or false when there is none by that name.
 type TenantLookup func(ctx context.Context, name string) (uid string, ok bool, err error)
 
-// NodeLookup returns the UID of a live Node, or false when there is none by that name (or it
-// is being deleted).
-type NodeLookup func(ctx context.Context, name string) (uid string, ok bool, err error)
+// NodeLookup says whether Node name exists with UID uid and is not being deleted.
+type NodeLookup func(ctx context.Context, name, uid string) (live bool, err error)
 
 // TokenAuthenticator authenticates bearer tokens the Signer issued.
 type TokenAuthenticator struct {
@@ -177,11 +176,11 @@ func (a *TokenAuthenticator) nodeLive(ctx context.Context, node, uid string) err
 	if a.Nodes == nil {
 		return fmt.Errorf("token of node %s cannot be checked: this server has no node lookup", node)
 	}
-	got, ok, err := a.Nodes(ctx, node)
+	live, err := a.Nodes(ctx, node, uid)
 	if err != nil {
 		return fmt.Errorf("look up node %s: %w", node, err)
 	}
-	if !ok || got != uid {
+	if !live {
 		return fmt.Errorf("node %s of this token no longer exists (deleted or registered again): issue a new one", node)
 	}
 	return nil

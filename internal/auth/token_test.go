@@ -286,7 +286,11 @@ func TestTokenAuthenticator(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			l := &lookup{uids: tc.tenants, err: tc.lookupErr}
 			nl := &lookup{uids: tc.nodes}
-			a := &TokenAuthenticator{Signer: s, Tenants: l.fn, Nodes: nl.fn, Now: func() time.Time { return testNow }}
+			nodes := func(ctx context.Context, name, uid string) (bool, error) {
+				got, ok, err := nl.fn(ctx, name)
+				return ok && got == uid, err
+			}
+			a := &TokenAuthenticator{Signer: s, Tenants: l.fn, Nodes: nodes, Now: func() time.Time { return testNow }}
 			resp, ok, err := a.AuthenticateToken(context.Background(), tc.token)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, want error: %v", err, tc.wantErr)

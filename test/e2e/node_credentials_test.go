@@ -55,7 +55,7 @@ func TestStolenNodeCredentialReachesNothingElse(t *testing.T) {
 	n2 := c.Client(t, kc)
 	registered := &kumo.Node{}
 	if err := n2.Kumo.Get().Resource("nodes").Name(node).Do(ctx).Into(registered); err != nil {
-		t.Fatalf("the node credential reading its own Node (registered by kumo node kubeconfig): %v", err)
+		t.Errorf("the node credential reading its own Node (registered by kumo node kubeconfig): %v", err)
 	}
 
 	patch := []byte(`{"status":{"node":"` + node + `"}}`)
