@@ -23,7 +23,7 @@ func newNodeCmd(f cmdutil.Factory, streams genericiooptions.IOStreams) *cobra.Co
 		Long: "Print (or write with -o) the credentials a node's agent uses (kumod agent --kubeconfig).\n\n" +
 			"The Node is registered now if it does not exist (not Ready until its agent reports), and the credential is bound to it: " +
 			"kumo delete node NAME revokes every credential issued for the node, also once a Node of that name is registered again.",
-		Args:  cobra.ExactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := f.ToRESTConfig()
 			if err != nil {
