@@ -71,8 +71,10 @@ type Options struct {
 
 // Agent is a running node agent.
 type Agent struct {
-	opts  Options
-	c     *client.Client
+	opts Options
+	c    *client.Client
+	// token is the node token requests carry, renewed by renewCredentials (nil with a certificate).
+	token *bearer
 	caPEM []byte
 	accel string
 	qemuV string
@@ -117,6 +119,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	cfg.QPS, cfg.Burst = 50, 100
 	cfg.UserAgent = "kumo-agent/" + opts.Node
+	token := useRenewableToken(cfg)
 	c, err := client.New(cfg)
 	if err != nil {
 		return nil, err
@@ -139,7 +142,7 @@ func New(opts Options) (*Agent, error) {
 		})(ctx, dst, progress)
 	}
 	loc.Uploads = uploads
-	a := &Agent{
+	a := &Agent{token: token,
 		opts: opts, c: c, caPEM: caPEM, local: loc, golden: cat,
 		drives:  storage.Drivers{apps.StorageLocal: loc},
 		running: map[string]*runtimeVM{},
@@ -175,6 +178,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	go a.heartbeat(ctx)
+	go a.renewCredentials(ctx)
 	for _, inf := range []cache.SharedIndexInformer{a.vms, a.types, a.profiles, a.images} {
 		go inf.Run(ctx.Done())
 	}

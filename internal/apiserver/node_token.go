@@ -13,10 +13,13 @@ import (
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/rest"
 
-	"kumo.dev/kumo/internal/apiserver/registry"
 	"kumo.dev/kumo/internal/auth"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 )
+
+// defaultNodeTokenLifetime is how long a node token lasts unless the request says otherwise; the
+// agent renews its token twice a day, so only an agent stopped for a week needs a new one.
+const defaultNodeTokenLifetime = 7 * 24 * time.Hour
 
 // defaultNodeDatacenter is the datacenter of a Node registered by an admin's token request (kumod
 // agent's default); the agent moves its Node to its own --datacenter when it registers.
@@ -27,13 +30,19 @@ const defaultNodeDatacenter = "dc1"
 // is placed on it until its agent reports): deleting the Node revokes every token issued for it,
 // and a Node registered again under the same name does not honour them.
 type nodeTokenREST struct {
-	nodes  *registry.Storage
+	nodes  nodeStore
 	signer *auth.Signer
 	// datacenter is where a Node registered here sits (defaultNodeDatacenter when empty).
 	datacenter string
 }
 
 var _ rest.NamedCreater = &nodeTokenREST{}
+
+// nodeStore reads and registers Nodes.
+type nodeStore interface {
+	rest.Getter
+	rest.Creater
+}
 
 func (r *nodeTokenREST) New() runtime.Object { return &kumo.NodeToken{} }
 func (r *nodeTokenREST) Destroy()            {}
@@ -44,7 +53,11 @@ func (r *nodeTokenREST) Create(ctx context.Context, name string, obj runtime.Obj
 		return nil, apierrors.NewInvalid(kumo.SchemeGroupVersion.WithKind("NodeToken").GroupKind(), name,
 			field.ErrorList{field.Invalid(field.NewPath("metadata", "name"), name, msgs[0])})
 	}
-	lifetime := defaultTokenLifetime
+	lifetime := defaultNodeTokenLifetime
+	if u, ok := genericapirequest.UserFrom(ctx); ok && auth.NodeOf(u) != "" {
+		// An agent renewing its token gets the default lifetime, never a longer one.
+		req.Spec.ExpirationSeconds = nil
+	}
 	if s := req.Spec.ExpirationSeconds; s != nil {
 		if lifetime = time.Duration(*s) * time.Second; lifetime < minTokenLifetime {
 			return nil, apierrors.NewInvalid(kumo.SchemeGroupVersion.WithKind("NodeToken").GroupKind(), name,

@@ -234,7 +234,7 @@ func (s *Server) IssueNodeKubeconfig(ctx context.Context, path, url, name, datac
 	var last error
 	// The server may still be starting (its storage not answering yet): retry for a while.
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		token, _, last = issuer.issue(ctx, name, defaultTokenLifetime)
+		token, _, last = issuer.issue(ctx, name, defaultNodeTokenLifetime)
 		if last != nil {
 			slog.Debug("issue the node token (retrying)", "node", name, "err", last)
 		}
