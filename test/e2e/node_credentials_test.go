@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -11,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
@@ -101,4 +106,60 @@ func TestStolenNodeCredentialReachesNothingElse(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() { _ = admin.Kumo.Delete().Resource("nodes").Name(node).Do(context.Background()).Error() })
+}
+
+// TestAgentRenewsItsNodeTokenAndLosesItWithItsNode: an agent renews its node token as it starts
+// (into its kubeconfig, so a restart keeps it) and keeps reporting; deleting its Node revokes
+// the renewed token as well.
+func TestAgentRenewsItsNodeTokenAndLosesItWithItsNode(t *testing.T) {
+	needCluster(t)
+	dir, err := os.MkdirTemp("", "kumo-renew-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := StartCluster(dir, "server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop(); os.RemoveAll(dir) })
+	a := c.StartAgent(t, "r1", "dc1", "--cpus", "2", "--memory", "4Gi", "--reserve-memory", "0")
+	kc := filepath.Join(a.Dir, "node.kubeconfig")
+	issued, err := clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := c.Admin(t)
+	eventually(t, time.Minute, "the agent to renew its token", func() bool { return strings.Contains(a.Log(), "node token renewed") })
+	renewed, err := clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if renewed.BearerToken == "" || renewed.BearerToken == issued.BearerToken {
+		t.Fatalf("the kubeconfig should hold the renewed token")
+	}
+	eventually(t, time.Minute, "node r1 Ready with its renewed token", func() bool { return readyNodes(admin) == 1 })
+	c.MustKumo(t, c.AdminKubeconfig(), "delete", "node", "r1")
+	for what, path := range map[string]string{"issued": kc + ".issued", "renewed": kc} {
+		if what == "issued" {
+			data, _ := clientcmd.Write(*mustLoadKubeconfig(t, kc, issued.BearerToken))
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err := c.Client(t, path).Kumo.Get().Resource("nodes").Name("r1").Do(context.Background()).Error()
+		if !apierrors.IsUnauthorized(err) {
+			t.Errorf("the %s token of deleted node r1: want 401, got %v", what, err)
+		}
+	}
+}
+
+// mustLoadKubeconfig loads a kubeconfig and sets its current user's token.
+func mustLoadKubeconfig(t *testing.T, path, token string) *clientcmdapi.Config {
+	t.Helper()
+	cfg, err := clientcmd.LoadFromFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AuthInfos[cfg.Contexts[cfg.CurrentContext].AuthInfo].Token = token
+	return cfg
 }
