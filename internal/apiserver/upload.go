@@ -134,6 +134,12 @@ func diskUploads(disks *registry.Storage, dir string) *uploadREST {
 			if d.Status.Phase == apps.DiskReady {
 				return errors.New("disk already holds its content")
 			}
+			// Once an upload is received a node fetches it: a second one would replace the
+			// staged file under it, so the disk would keep whichever the node happened to read.
+			// A disk whose preparation failed takes a new upload.
+			if meta.IsStatusConditionTrue(d.Status.Conditions, ConditionUploaded) && d.Status.Phase != apps.DiskFailed {
+				return fmt.Errorf("disk already received an upload and is being prepared (phase %s); delete it and create it again to upload other content", d.Status.Phase)
+			}
 			return nil
 		},
 		uploaded: func(obj runtime.Object, msg string, _ importer.Info) {
@@ -149,8 +155,14 @@ func diskUploads(disks *registry.Storage, dir string) *uploadREST {
 func imageUploads(images *registry.Storage, dir string) *uploadREST {
 	return &uploadREST{store: images, resource: kumo.Resource("goldenimages"), dir: dir,
 		accepts: func(obj runtime.Object) error {
-			if obj.(*kumo.GoldenImage).Spec.Source.Upload == nil {
+			g := obj.(*kumo.GoldenImage)
+			if g.Spec.Source.Upload == nil {
 				return errors.New("golden image does not take uploads: its spec.source is not upload")
+			}
+			// Nodes key their copies (and the Ceph bases made from them) by the image's UID:
+			// new content under the same object would never reach a node that has the old.
+			if g.Status.Phase == kumo.GoldenImageReady || meta.IsStatusConditionTrue(g.Status.Conditions, ConditionUploaded) {
+				return errors.New("golden image already holds its content; delete it and import it again to change it")
 			}
 			return nil
 		},
