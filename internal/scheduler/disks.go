@@ -117,7 +117,59 @@ func (ctl *Controller) diskRequest(d *apps.VMDisk) (Request, error) {
 			req.Node = s.Status.Node // its data is on that node only
 		}
 	}
+	if d.Spec.StorageClass == apps.StorageLocal && req.Node == "" {
+		// A VM runs on the node of its local disks: a disk of a VM whose other local disks are
+		// placed already goes to their node, or the VM could never run.
+		req.Node, req.NodeBy = ctl.siblingsNode(d)
+	}
 	return req, nil
+}
+
+// siblingsNode is the node holding (or chosen for) the other local disks of the VMs that name
+// local disk d, and which disk that is; "" when there is none or they are on several nodes.
+func (ctl *Controller) siblingsNode(d *apps.VMDisk) (node, by string) {
+	ctl.mu.Lock()
+	assumed := map[string]string{}
+	for k, n := range ctl.assumedDisks {
+		assumed[k] = n
+	}
+	ctl.mu.Unlock()
+	vms, _ := ctl.inf.VMs.GetIndexer().ByIndex(cache.NamespaceIndex, d.Namespace)
+	for _, obj := range vms {
+		vm := obj.(*apps.VMInstance)
+		if !namesDisk(vm, d.Name) {
+			continue
+		}
+		for _, ref := range vm.Spec.Disks {
+			key := d.Namespace + "/" + ref.Name
+			obj, ok, _ := ctl.inf.Disks.GetStore().GetByKey(key)
+			if ref.Name == d.Name || !ok {
+				continue
+			}
+			other := obj.(*apps.VMDisk)
+			n := other.Status.Node
+			if n == "" {
+				n = assumed[key]
+			}
+			if other.Spec.StorageClass != apps.StorageLocal || other.Status.Phase == apps.DiskFailed || n == "" {
+				continue
+			}
+			if node != "" && node != n {
+				return "", "" // the VM cannot run anyway; its scheduling says why
+			}
+			node, by = n, fmt.Sprintf("disk %s of VM %s", other.Name, vm.Name)
+		}
+	}
+	return node, by
+}
+
+func namesDisk(vm *apps.VMInstance, disk string) bool {
+	for _, ref := range vm.Spec.Disks {
+		if ref.Name == disk {
+			return true
+		}
+	}
+	return false
 }
 
 func (ctl *Controller) bindDisk(ctx context.Context, d *apps.VMDisk, n Node) error {
