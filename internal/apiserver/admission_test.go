@@ -403,3 +403,46 @@ func TestVMReferencesResolve(t *testing.T) {
 		t.Fatalf("an unchanged reference is not re-checked: %v", errs)
 	}
 }
+
+// A running VM keeps its disks open until its incarnation ends: detaching one in the spec would
+// let another VM take it (or let it be deleted) while QEMU still writes it.
+func TestDiskCannotBeDetachedFromABoundVM(t *testing.T) {
+	w := newWorld()
+	w.disks.objs = []runtime.Object{disk("root"), disk("data"), disk("iso", optical)}
+	old := vmUsing("a", "root", "data", "iso", "gone")
+	old.Status.Node, old.Status.Incarnation = "n1", 3
+	w.vms.objs = []runtime.Object{old}
+
+	errs := w.lookups().detachedWhileBound(ctxIn(testNS), vmUsing("a", "root", "gone"), old)
+	oneError(t, errs, field.ErrorTypeForbidden, "spec.disks", "VMDisk data", "node n1", "incarnation 3")
+	// The API's update validation runs it.
+	found := false
+	for _, e := range vmInstanceKind(w.lookups()).ValidateUpdate(ctxIn(testNS), vmUsing("a", "root", "gone"), old) {
+		found = found || (e.Type == field.ErrorTypeForbidden && e.Field == "spec.disks" && strings.Contains(e.Detail, "VMDisk data"))
+	}
+	if !found {
+		t.Error("a VM update detaching a disk from its running incarnation passes validation")
+	}
+
+	// Once detached, the disk is free for admission (and the scheduler, and the delete guard):
+	// this check is all that keeps it with the QEMU that still has it open.
+	w.vms.objs = []runtime.Object{vmUsing("a", "root", "gone")}
+	if errs := w.lookups().exclusiveDisks(ctxIn(testNS), vmUsing("b", "data"), nil); len(errs) != 0 {
+		t.Fatalf("precondition: %v", errs)
+	}
+	w.vms.objs = []runtime.Object{old}
+	// Reordering, adding, or detaching an optical disk (or one that does not exist) is fine.
+	if errs := w.lookups().detachedWhileBound(ctxIn(testNS), vmUsing("a", "data", "new", "root"), old); len(errs) != 0 {
+		t.Errorf("reorder/add refused: %v", errs)
+	}
+	// A stopped VM (released by its node) may drop any disk.
+	stopped := old.DeepCopy()
+	stopped.Status.Node = ""
+	if errs := w.lookups().detachedWhileBound(ctxIn(testNS), vmUsing("a"), stopped); len(errs) != 0 {
+		t.Errorf("detaching from a stopped VM refused: %v", errs)
+	}
+	// A disk whose kind cannot be read is not taken for optical.
+	w.disks.err = errors.New("etcd unreachable")
+	errs = w.lookups().detachedWhileBound(ctxIn(testNS), vmUsing("a", "root", "data", "gone"), old)
+	oneError(t, errs, field.ErrorTypeInternal, "spec.disks", "etcd unreachable")
+}
