@@ -154,6 +154,12 @@ func (l *lookups) cloneSource(ctx context.Context, d *apps.VMDisk) field.ErrorLi
 		return field.ErrorList{field.InternalError(path, fmt.Errorf("read VMDisk %s: %w", src.Name, err))}
 	case obj.(*apps.VMDisk).DeletionTimestamp != nil:
 		return field.ErrorList{field.Forbidden(path, fmt.Sprintf("VMDisk %s is being deleted", src.Name))}
+	case obj.(*apps.VMDisk).Spec.StorageClass != d.Spec.StorageClass:
+		// Each driver copies its own class's data only: a copy across classes would be placed
+		// and then fail on the node.
+		return field.ErrorList{field.Forbidden(field.NewPath("spec", "storageClass"), fmt.Sprintf(
+			"a copy of VMDisk %s must have its storage class %q (copies between storage classes are not supported)",
+			src.Name, obj.(*apps.VMDisk).Spec.StorageClass))}
 	}
 	return nil
 }

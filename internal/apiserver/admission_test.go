@@ -446,3 +446,19 @@ func TestDiskCannotBeDetachedFromABoundVM(t *testing.T) {
 	errs = w.lookups().detachedWhileBound(ctxIn(testNS), vmUsing("a", "root", "data", "gone"), old)
 	oneError(t, errs, field.ErrorTypeInternal, "spec.disks", "etcd unreachable")
 }
+
+// The drivers copy data of their own class only (local: a file of the node; replicated: an RBD
+// image): a copy across classes was accepted, placed, and then failed on the node.
+func TestCloneAcrossStorageClassesIsRefused(t *testing.T) {
+	w := newWorld()
+	w.disks.objs = []runtime.Object{disk("db", func(d *apps.VMDisk) { d.Spec.StorageClass = apps.StorageLocal })}
+	clone := disk("copy", func(d *apps.VMDisk) {
+		d.Spec.StorageClass = apps.StorageReplicated
+		d.Spec.Source.Disk = &apps.DiskSource{Name: "db"}
+	})
+	oneError(t, w.lookups().cloneSource(ctxIn(testNS), clone), field.ErrorTypeForbidden, "spec.storageClass", "VMDisk db", `"local"`)
+	clone.Spec.StorageClass = apps.StorageLocal
+	if errs := w.lookups().cloneSource(ctxIn(testNS), clone); len(errs) != 0 {
+		t.Errorf("a copy in the source's class: %v", errs)
+	}
+}
