@@ -475,3 +475,27 @@ func TestLocalDiskOfAVMGoesToTheNodeOfItsOtherLocalDisks(t *testing.T) {
 		t.Errorf("condition %+v", c)
 	}
 }
+
+// qemu-img cannot read a local disk a running QEMU holds (its write lock): a copy placed then
+// failed for good. It waits for the VM to stop.
+func TestCopyOfALocalDiskWaitsWhileAVMRunsOnItsSource(t *testing.T) {
+	f := newFixture(t)
+	f.node("n1", "dc1", true, []string{"local"})
+	f.disk("src", apps.StorageLocal, apps.DiskReady, "n1")
+	f.vm("web", "n1", "src")
+	f.disk("copy", apps.StorageLocal, apps.DiskPending, "", func(d *apps.VMDisk) { d.Spec.Source.Disk = &apps.DiskSource{Name: "src"} })
+	f.place(t, "copy")
+	w := f.api.diskWrites(t, "copy")
+	if len(w) != 1 || w[0].Status.Node != "" {
+		t.Fatalf("want the copy waiting, got %+v", w)
+	}
+	if c := meta.FindStatusCondition(w[0].Status.Conditions, ConditionDiskScheduled); c == nil || c.Reason != ReasonWaitingForSource || !strings.Contains(c.Message, "VM web") {
+		t.Errorf("condition %+v", c)
+	}
+	stopped := f.vm("web", "", "src")
+	stopped.Status.Phase = apps.VMStopped
+	f.place(t, "copy")
+	if w := f.api.diskWrites(t, "copy"); w[len(w)-1].Status.Node != "n1" {
+		t.Errorf("want the copy placed on n1 once the VM stopped, got %+v", w[len(w)-1].Status)
+	}
+}

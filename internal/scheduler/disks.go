@@ -115,6 +115,12 @@ func (ctl *Controller) diskRequest(d *apps.VMDisk) (Request, error) {
 		}
 		if s.Spec.StorageClass == apps.StorageLocal {
 			req.Node = s.Status.Node // its data is on that node only
+			// qemu-img does not read an image a running QEMU writes (its write lock): the copy
+			// would fail for good. It waits until no VM runs on the source.
+			if vm := ctl.boundUser(s); vm != "" {
+				return Request{}, &Unschedulable{Reason: ReasonWaitingForSource,
+					Message: fmt.Sprintf("waits for VM %s to stop: it runs on the source disk %s, and a local disk is copied while no VM writes it", vm, s.Name)}
+			}
 		}
 	}
 	if d.Spec.StorageClass == apps.StorageLocal && req.Node == "" {
@@ -161,6 +167,24 @@ func (ctl *Controller) siblingsNode(d *apps.VMDisk) (node, by string) {
 		}
 	}
 	return node, by
+}
+
+// boundUser names a VM bound to a node (or just bound by this scheduler) that has disk d, or "".
+func (ctl *Controller) boundUser(d *apps.VMDisk) string {
+	ctl.mu.Lock()
+	assumed := map[string]bool{}
+	for k := range ctl.assumed {
+		assumed[k] = true
+	}
+	ctl.mu.Unlock()
+	vms, _ := ctl.inf.VMs.GetIndexer().ByIndex(cache.NamespaceIndex, d.Namespace)
+	for _, obj := range vms {
+		vm := obj.(*apps.VMInstance)
+		if (vm.Status.Node != "" || assumed[vm.Namespace+"/"+vm.Name]) && namesDisk(vm, d.Name) {
+			return vm.Name
+		}
+	}
+	return ""
 }
 
 func namesDisk(vm *apps.VMInstance, disk string) bool {
