@@ -46,6 +46,8 @@ type uploadREST struct {
 	accepts func(obj runtime.Object) error
 	// uploaded records a received upload in the object's status.
 	uploaded func(obj runtime.Object, msg string, info importer.Info)
+	// nodeMayRead says whether a node may read the staged content (nil: every node may).
+	nodeMayRead func(obj runtime.Object, node string) error
 
 	mu sync.Mutex
 	// receiving holds the objects (by UID) an upload is being received for: one at a time.
@@ -149,6 +151,14 @@ func diskUploads(disks *registry.Storage, dir string) *uploadREST {
 			}
 			meta.SetStatusCondition(&d.Status.Conditions, metav1.Condition{Type: ConditionUploaded, Status: metav1.ConditionTrue, Reason: "Uploaded", Message: msg, ObservedGeneration: d.Generation})
 		},
+		// A tenant's uploaded content goes, like the disk key, to the node that prepares the
+		// disk only.
+		nodeMayRead: func(obj runtime.Object, node string) error {
+			if d := obj.(*apps.VMDisk); d.Status.Node != node {
+				return fmt.Errorf("the disk is placed on node %q, not %q", d.Status.Node, node)
+			}
+			return nil
+		},
 	}
 }
 
@@ -195,12 +205,22 @@ func (u *uploadREST) Connect(ctx context.Context, name string, _ runtime.Object,
 	}
 	uid := m.GetUID()
 	user, _ := genericapirequest.UserFrom(ctx)
-	isNode := user != nil && auth.NodeOf(user) != ""
+	node := ""
+	if user != nil {
+		node = auth.NodeOf(user)
+	}
+	isNode := node != ""
 	path := u.stagedPath(m.GetNamespace(), uid)
 	sub := schema.GroupResource{Group: u.resource.Group, Resource: u.resource.Resource + "/upload"}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.Method == http.MethodGet && isNode:
+			if u.nodeMayRead != nil {
+				if err := u.nodeMayRead(got, node); err != nil {
+					responder.Error(apierrors.NewForbidden(sub, name, err))
+					return
+				}
+			}
 			if _, err := os.Stat(path); err != nil {
 				responder.Error(apierrors.NewNotFound(sub, name))
 				return

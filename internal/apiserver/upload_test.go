@@ -119,3 +119,22 @@ func TestUploadRefusedOnceContentWasReceived(t *testing.T) {
 		t.Error("new content accepted under a golden image's UID that nodes already cached")
 	}
 }
+
+// Like the disk key, a tenant's uploaded content is handed to the node preparing the disk only.
+func TestUploadedDiskIsReadByItsNodeOnly(t *testing.T) {
+	disks := diskUploads(nil, t.TempDir())
+	d := &apps.VMDisk{Status: apps.VMDiskStatus{Node: "n1"}}
+	if err := disks.nodeMayRead(d, "n1"); err != nil {
+		t.Errorf("the disk's node: %v", err)
+	}
+	if err := disks.nodeMayRead(d, "n2"); err == nil {
+		t.Error("another node reads a tenant's upload")
+	}
+	d.Status.Node = ""
+	if err := disks.nodeMayRead(d, "n1"); err == nil {
+		t.Error("a node reads the upload of a disk placed nowhere")
+	}
+	if images := imageUploads(nil, t.TempDir()); images.nodeMayRead != nil {
+		t.Error("golden images are for every node")
+	}
+}
