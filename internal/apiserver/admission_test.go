@@ -376,8 +376,16 @@ func TestNodeWritesStatusOfItsOwnVMsOnly(t *testing.T) {
 	}
 	onNode := func(n string) *apps.VMDisk { return disk("d", func(d *apps.VMDisk) { d.Status.Node = n }) }
 	disks := apps.Resource("vmdisks")
-	if err := status(onNode("n1"), onNode(""), disks); err != nil {
-		t.Errorf("n1 places an unplaced disk on itself: %v", err)
+	if err := status(onNode("n1"), onNode("n1"), disks); err != nil {
+		t.Errorf("n1 writes the status of its disk: %v", err)
+	}
+	// Placing a disk would hand the node the tenant's disk key (vmdisks/NAME/diskkey): a node
+	// cannot claim any unplaced disk of any tenant.
+	if err := status(onNode("n1"), onNode(""), disks); !apierrors.IsForbidden(err) {
+		t.Errorf("n1 placing an unplaced disk on itself: want 403, got %v", err)
+	}
+	if err := status(onNode(""), onNode("n1"), disks); !apierrors.IsForbidden(err) {
+		t.Errorf("n1 unplacing its disk: want 403, got %v", err)
 	}
 	if err := status(onNode("n1"), onNode("n2"), disks); !apierrors.IsForbidden(err) {
 		t.Errorf("n1 taking n2's disk: want 403, got %v", err)
