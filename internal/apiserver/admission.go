@@ -214,8 +214,10 @@ func nodeOwnsStatus(node string, gr schema.GroupResource, name string, obj, old 
 		if prev.Status.Node != "" && prev.Status.Node != node {
 			return forbid("disk lives on node %q", prev.Status.Node)
 		}
-		if d.Status.Node != "" && d.Status.Node != node {
-			return forbid("node %q may not place a disk on node %q", node, d.Status.Node)
+		if d.Status.Node != prev.Status.Node {
+			// Placement is the scheduler's: status.node is what hands the node the tenant's disk
+			// key (vmdisks/NAME/diskkey) and the disk's upload.
+			return forbid("node %q may not place a disk (status.node %q → %q): the scheduler places disks", node, prev.Status.Node, d.Status.Node)
 		}
 	}
 	return nil

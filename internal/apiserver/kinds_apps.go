@@ -34,6 +34,7 @@ func vmInstanceKind(refs *lookups) *registry.Kind {
 		},
 		ValidateUpdate: func(ctx context.Context, o, old runtime.Object) field.ErrorList {
 			errs := append(validation.ValidateVMInstanceUpdate(vm(o), vm(old)), refs.vmReferences(ctx, vm(o), vm(old))...)
+			errs = append(errs, refs.detachedWhileBound(ctx, vm(o), vm(old))...)
 			return append(errs, refs.exclusiveDisks(ctx, vm(o), vm(old))...)
 		},
 		Table: registry.Table{

@@ -46,6 +46,8 @@ type uploadREST struct {
 	accepts func(obj runtime.Object) error
 	// uploaded records a received upload in the object's status.
 	uploaded func(obj runtime.Object, msg string, info importer.Info)
+	// nodeMayRead says whether a node may read the staged content (nil: every node may).
+	nodeMayRead func(obj runtime.Object, node string) error
 
 	mu sync.Mutex
 	// receiving holds the objects (by UID) an upload is being received for: one at a time.
@@ -134,6 +136,12 @@ func diskUploads(disks *registry.Storage, dir string) *uploadREST {
 			if d.Status.Phase == apps.DiskReady {
 				return errors.New("disk already holds its content")
 			}
+			// Once an upload is received a node fetches it: a second one would replace the
+			// staged file under it, so the disk would keep whichever the node happened to read.
+			// A disk whose preparation failed takes a new upload.
+			if meta.IsStatusConditionTrue(d.Status.Conditions, ConditionUploaded) && d.Status.Phase != apps.DiskFailed {
+				return fmt.Errorf("disk already received an upload and is being prepared (phase %s); delete it and create it again to upload other content", d.Status.Phase)
+			}
 			return nil
 		},
 		uploaded: func(obj runtime.Object, msg string, _ importer.Info) {
@@ -143,14 +151,28 @@ func diskUploads(disks *registry.Storage, dir string) *uploadREST {
 			}
 			meta.SetStatusCondition(&d.Status.Conditions, metav1.Condition{Type: ConditionUploaded, Status: metav1.ConditionTrue, Reason: "Uploaded", Message: msg, ObservedGeneration: d.Generation})
 		},
+		// A tenant's uploaded content goes, like the disk key, to the node that prepares the
+		// disk only.
+		nodeMayRead: func(obj runtime.Object, node string) error {
+			if d := obj.(*apps.VMDisk); d.Status.Node != node {
+				return fmt.Errorf("the disk is placed on node %q, not %q", d.Status.Node, node)
+			}
+			return nil
+		},
 	}
 }
 
 func imageUploads(images *registry.Storage, dir string) *uploadREST {
 	return &uploadREST{store: images, resource: kumo.Resource("goldenimages"), dir: dir,
 		accepts: func(obj runtime.Object) error {
-			if obj.(*kumo.GoldenImage).Spec.Source.Upload == nil {
+			g := obj.(*kumo.GoldenImage)
+			if g.Spec.Source.Upload == nil {
 				return errors.New("golden image does not take uploads: its spec.source is not upload")
+			}
+			// Nodes key their copies (and the Ceph bases made from them) by the image's UID:
+			// new content under the same object would never reach a node that has the old.
+			if g.Status.Phase == kumo.GoldenImageReady || meta.IsStatusConditionTrue(g.Status.Conditions, ConditionUploaded) {
+				return errors.New("golden image already holds its content; delete it and import it again to change it")
 			}
 			return nil
 		},
@@ -183,12 +205,22 @@ func (u *uploadREST) Connect(ctx context.Context, name string, _ runtime.Object,
 	}
 	uid := m.GetUID()
 	user, _ := genericapirequest.UserFrom(ctx)
-	isNode := user != nil && auth.NodeOf(user) != ""
+	node := ""
+	if user != nil {
+		node = auth.NodeOf(user)
+	}
+	isNode := node != ""
 	path := u.stagedPath(m.GetNamespace(), uid)
 	sub := schema.GroupResource{Group: u.resource.Group, Resource: u.resource.Resource + "/upload"}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.Method == http.MethodGet && isNode:
+			if u.nodeMayRead != nil {
+				if err := u.nodeMayRead(got, node); err != nil {
+					responder.Error(apierrors.NewForbidden(sub, name, err))
+					return
+				}
+			}
 			if _, err := os.Stat(path); err != nil {
 				responder.Error(apierrors.NewNotFound(sub, name))
 				return

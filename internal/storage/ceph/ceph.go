@@ -252,6 +252,13 @@ func (d *Driver) goldenSource(ctx context.Context, name string) (source, error) 
 	return source{file: img.Path, info: info, size: info.VirtualSize}, nil
 }
 
+// goldenGone says whether the golden image is known not to exist any more (false: it exists, or
+// this node cannot tell).
+func (d *Driver) goldenGone(name string) bool {
+	g, ok := d.Golden.(interface{ Gone(name string) bool })
+	return ok && g.Gone(name)
+}
+
 func (d *Driver) golden(name string) (storage.GoldenImage, bool) {
 	if d.Golden == nil {
 		return storage.GoldenImage{}, false

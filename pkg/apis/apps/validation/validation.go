@@ -90,7 +90,7 @@ func ValidateVMDiskUpdate(d, old *apps.VMDisk) field.ErrorList {
 	spec := field.NewPath("spec")
 	if d.Spec.StorageClass != old.Spec.StorageClass {
 		errs = append(errs, field.Forbidden(spec.Child("storageClass"),
-			fmt.Sprintf("cannot change from %q to %q: create a new disk with source.disk to copy it", old.Spec.StorageClass, d.Spec.StorageClass)))
+			fmt.Sprintf("cannot change from %q to %q: a disk keeps its storage class", old.Spec.StorageClass, d.Spec.StorageClass)))
 	}
 	if d.Spec.Storage != nil && old.Spec.Storage != nil && d.Spec.Storage.Cmp(*old.Spec.Storage) < 0 {
 		errs = append(errs, field.Forbidden(spec.Child("storage"),
