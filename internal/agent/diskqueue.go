@@ -183,16 +183,3 @@ func (a *Agent) writeVMDiskKey(ctx context.Context, d *apps.VMDisk, dir string) 
 	}
 	return storage.Key{File: path}, nil
 }
-
-// diskReady checks, before a VM starts, that its disk was prepared: a start opens Ready disks
-// only, it never imports.
-func (a *Agent) diskReady(ctx context.Context, namespace, name string) error {
-	d := &apps.VMDisk{}
-	if err := a.c.Apps.Get().Namespace(namespace).Resource("vmdisks").Name(name).Do(ctx).Into(d); err != nil {
-		return fmt.Errorf("read disk %s: %w", name, err)
-	}
-	if d.Status.Phase != apps.DiskReady {
-		return fmt.Errorf("disk %s is not ready (phase %s): a VM starts only from prepared disks", name, d.Status.Phase)
-	}
-	return nil
-}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -75,6 +76,45 @@ func (a *Agent) prepareDisk(ctx context.Context, namespace, name string, key sto
 			}
 			meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Prepared",
 				Message: fmt.Sprintf("prepared on node %s", a.opts.Node), ObservedGeneration: cur.Generation})
+		})
+	}
+	return preparedDisk{vol: vol, optical: d.Spec.Optical}, nil
+}
+
+// openDisk opens a Ready disk for a VM start. It never creates anything: a Ready disk whose data
+// this node does not find is an error (a new blank or freshly imported disk in its place would
+// hide the loss), and a failure to open it (a transient Ceph or qemu-img error) fails this start
+// only: the disk stays Ready, its data untouched. It grows the disk to spec.storage (Open does)
+// and reports a changed size.
+func (a *Agent) openDisk(ctx context.Context, namespace, name string, key storage.Key) (preparedDisk, error) {
+	d, err := a.getDisk(ctx, namespace, name)
+	if apierrors.IsNotFound(err) {
+		return preparedDisk{}, fmt.Errorf("disk %s does not exist", name)
+	}
+	if err != nil {
+		return preparedDisk{}, fmt.Errorf("read disk %s: %w", name, err)
+	}
+	if d.Status.Phase != apps.DiskReady {
+		return preparedDisk{}, fmt.Errorf("disk %s is not ready (phase %s): a VM starts only from prepared disks", name, d.Status.Phase)
+	}
+	if d.Spec.StorageClass == apps.StorageLocal && d.Status.Node != a.opts.Node {
+		return preparedDisk{}, fmt.Errorf("local disk %s lives on node %q, not %s", name, d.Status.Node, a.opts.Node)
+	}
+	drv, err := a.drives.For(d)
+	if err != nil {
+		return preparedDisk{}, fmt.Errorf("disk %s: %w", name, err)
+	}
+	vol, err := drv.Open(ctx, d, key)
+	if errors.Is(err, storage.ErrNotFound) {
+		a.event(d, corev1.EventTypeWarning, "DataMissing", fmt.Sprintf("the disk is Ready but node %s does not find its data: %v", a.opts.Node, err))
+		return preparedDisk{}, fmt.Errorf("disk %s is Ready but node %s does not find its data (not created again): %w", name, a.opts.Node, err)
+	}
+	if err != nil {
+		return preparedDisk{}, fmt.Errorf("open disk %s: %w", name, err)
+	}
+	if d.Status.Size == nil || d.Status.Size.Value() != vol.SizeBytes {
+		a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
+			cur.Status.Size = resource.NewQuantity(vol.SizeBytes, resource.BinarySI)
 		})
 	}
 	return preparedDisk{vol: vol, optical: d.Spec.Optical}, nil

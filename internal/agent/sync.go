@@ -375,11 +375,9 @@ func (a *Agent) qemuConfig(ctx context.Context, vm *apps.VMInstance, runDir stri
 		RunDir: runDir,
 	}
 	for i, ref := range vm.Spec.Disks {
-		// Disks are prepared by the disk queue before the VM is scheduled; here they are only opened.
-		if err := a.diskReady(ctx, vm.Namespace, ref.Name); err != nil {
-			return qemu.Config{}, err
-		}
-		d, err := a.prepareDisk(ctx, vm.Namespace, ref.Name, key)
+		// Disks are prepared by the disk queue before the VM is scheduled; here they are only
+		// opened: a start never creates or imports a disk, and never marks one Failed.
+		d, err := a.openDisk(ctx, vm.Namespace, ref.Name, key)
 		if err != nil {
 			return qemu.Config{}, err
 		}

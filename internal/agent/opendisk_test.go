@@ -1,0 +1,148 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+
+	"kumo.dev/kumo/internal/storage"
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
+	"kumo.dev/kumo/pkg/client"
+)
+
+// recordingDriver is a storage driver whose Open answers what the test says and which records
+// whether anything was created.
+type recordingDriver struct {
+	openErr error
+	mu      sync.Mutex
+	created []string
+}
+
+func (d *recordingDriver) Info() storage.Info { return storage.Info{Name: "local"} }
+func (d *recordingDriver) Open(context.Context, *apps.VMDisk, storage.Key) (storage.Volume, error) {
+	if d.openErr != nil {
+		return storage.Volume{}, d.openErr
+	}
+	return storage.Volume{Driver: "file", Path: "/nonexistent/disk.qcow2", Format: "qcow2", SizeBytes: 1 << 30}, nil
+}
+func (d *recordingDriver) Create(_ context.Context, req storage.Request) (storage.Volume, error) {
+	d.mu.Lock()
+	d.created = append(d.created, req.Disk.Name)
+	d.mu.Unlock()
+	return storage.Volume{Driver: "file", Path: "/nonexistent/new.qcow2", Format: "qcow2", SizeBytes: 1 << 30}, nil
+}
+func (d *recordingDriver) Delete(context.Context, string, string) error { return nil }
+func (d *recordingDriver) List(context.Context) (map[string][]string, error) {
+	return nil, nil
+}
+
+// fakeDiskAPI serves one VMDisk and records the status it is sent.
+type fakeDiskAPI struct {
+	mu       sync.Mutex
+	disk     *apps.VMDisk
+	statuses []apps.VMDiskStatus
+}
+
+func (f *fakeDiskAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	path := "/apis/apps.cozystack.io/v1alpha1/namespaces/" + f.disk.Namespace + "/vmdisks/" + f.disk.Name
+	w.Header().Set("Content-Type", "application/json")
+	switch {
+	case r.Method == http.MethodGet && r.URL.Path == path:
+		json.NewEncoder(w).Encode(f.disk)
+	case r.Method == http.MethodPut && r.URL.Path == path+"/status":
+		body, _ := io.ReadAll(r.Body)
+		d := &apps.VMDisk{}
+		if err := json.Unmarshal(body, d); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		f.statuses = append(f.statuses, d.Status)
+		f.disk = d
+		json.NewEncoder(w).Encode(d)
+	default:
+		w.WriteHeader(http.StatusNotFound)
+		json.NewEncoder(w).Encode(metav1.Status{Status: metav1.StatusFailure, Reason: metav1.StatusReasonNotFound, Code: http.StatusNotFound})
+	}
+}
+
+// startAgentWithDisk is an agent of node n1 whose API holds one Ready local disk "data" of
+// tenant namespace t, used by VM "vm".
+func startAgentWithDisk(t *testing.T, drv storage.Driver) (*Agent, *fakeDiskAPI, *apps.VMInstance) {
+	t.Helper()
+	size := resource.MustParse("1Gi")
+	api := &fakeDiskAPI{disk: &apps.VMDisk{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps.cozystack.io/v1alpha1", Kind: "VMDisk"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "t", Name: "data", UID: types.UID("11111111-2222"), ResourceVersion: "5"},
+		Spec:       apps.VMDiskSpec{StorageClass: apps.StorageLocal, Storage: &size},
+		Status:     apps.VMDiskStatus{Phase: apps.DiskReady, Node: "n1", Size: &size},
+	}}
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	c, err := client.New(&rest.Config{Host: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	instanceTypes := cache.NewStore(cache.MetaNamespaceKeyFunc)
+	instanceTypes.Add(&kumo.InstanceType{ObjectMeta: metav1.ObjectMeta{Name: "s1.small"}, Spec: kumo.InstanceTypeSpec{CPUs: 1, Memory: resource.MustParse("256Mi")}})
+	a := &Agent{opts: Options{Node: "n1", DataDir: t.TempDir()}, c: c, types: storeInformer{store: instanceTypes},
+		drives: storage.Drivers{apps.StorageLocal: drv}}
+	vm := &apps.VMInstance{ObjectMeta: metav1.ObjectMeta{Namespace: "t", Name: "vm", UID: types.UID("0b6c7a3e-2a44-4d55-9d0e-8e2b1c3d4e5f")},
+		Spec: apps.VMInstanceSpec{InstanceType: "s1.small", Disks: []apps.VMDiskRef{{Name: "data"}}}}
+	return a, api, vm
+}
+
+// A VM start opens its Ready disks only: when the node does not find a Ready disk's data, the
+// start fails and nothing is created in its place (a blank or freshly imported disk would hide
+// the loss of the tenant's data).
+func TestStartNeverCreatesAReadyDiskWhoseDataIsMissing(t *testing.T) {
+	drv := &recordingDriver{openErr: storage.ErrNotFound}
+	a, api, vm := startAgentWithDisk(t, drv)
+	_, err := a.qemuConfig(context.Background(), vm, a.runDir(string(vm.UID)), storage.Key{File: "/nonexistent/key"})
+	if len(drv.created) != 0 {
+		t.Fatalf("the start created disks %v in place of a Ready disk's missing data (err = %v)", drv.created, err)
+	}
+	if err == nil || !strings.Contains(err.Error(), "data") || !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("start with a Ready disk whose data is missing: err = %v, want an error naming disk data that wraps ErrNotFound", err)
+	}
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	if api.disk.Status.Phase != apps.DiskReady {
+		t.Fatalf("disk phase after the failed start = %s, want Ready", api.disk.Status.Phase)
+	}
+}
+
+// A transient failure to open a Ready disk at a VM start fails that start only: the disk stays
+// Ready (Failed is for good: the scheduler would never place a VM with it again).
+func TestStartFailureToOpenLeavesTheDiskReady(t *testing.T) {
+	drv := &recordingDriver{openErr: errors.New("rbd: exit status 110 (connection timed out)")}
+	a, api, vm := startAgentWithDisk(t, drv)
+	_, err := a.qemuConfig(context.Background(), vm, a.runDir(string(vm.UID)), storage.Key{File: "/nonexistent/key"})
+	if err == nil || !strings.Contains(err.Error(), "data") || !strings.Contains(err.Error(), "timed out") {
+		t.Fatalf("start with a disk that cannot be opened: err = %v, want the cause naming disk data", err)
+	}
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	for _, st := range api.statuses {
+		if st.Phase != apps.DiskReady {
+			t.Fatalf("a failed start reported disk phase %s: the disk's data is intact, it must stay Ready", st.Phase)
+		}
+	}
+	if len(drv.created) != 0 {
+		t.Fatalf("the start created disks %v", drv.created)
+	}
+}
