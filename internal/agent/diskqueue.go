@@ -117,8 +117,11 @@ func (q *diskQueue) cancel(key string, uid types.UID, why string) {
 }
 
 // needsPreparing says whether a disk placed on this node still has to be prepared here.
-func (q *diskQueue) needsPreparing(d *apps.VMDisk) bool {
-	if d.DeletionTimestamp != nil || d.Status.Node != q.a.opts.Node || d.Status.Phase == apps.DiskReady || d.Status.Phase == apps.DiskFailed {
+func (q *diskQueue) needsPreparing(d *apps.VMDisk) bool { return needsPreparing(d, q.a.opts.Node) }
+
+// needsPreparing says whether a disk placed on node still has to be prepared there.
+func needsPreparing(d *apps.VMDisk, node string) bool {
+	if d.DeletionTimestamp != nil || d.Status.Node != node || d.Status.Phase == apps.DiskReady || d.Status.Phase == apps.DiskFailed {
 		return false
 	}
 	return d.Spec.Source.Upload == nil || meta.IsStatusConditionTrue(d.Status.Conditions, "Uploaded")
@@ -157,7 +160,7 @@ func (q *diskQueue) prepare(parent context.Context, key string) error {
 		return err
 	}
 	start := time.Now()
-	if _, err := q.a.prepareDisk(ctx, d.Namespace, d.Name, k); err != nil {
+	if err := q.a.prepareDisk(ctx, d.Namespace, d.Name, k); err != nil {
 		if ctx.Err() != nil {
 			slog.Info("disk preparation cancelled", "disk", key, "err", err)
 			return nil // deleted, moved or the agent stops; a restarted agent resumes it

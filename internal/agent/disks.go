@@ -29,25 +29,25 @@ type preparedDisk struct {
 	optical bool
 }
 
-// prepareDisk makes a VM's disk ready on this node through its storage class's driver and
+// prepareDisk makes a disk placed on this node ready through its storage class's driver and
 // records the outcome in the disk's status (a local disk is bound to this node from then on).
-func (a *Agent) prepareDisk(ctx context.Context, namespace, name string, key storage.Key) (preparedDisk, error) {
+// It looks at the disk as the API has it now, not as the queue's watch last showed it: a disk
+// that is Ready (a VM may be using it), Failed, deleted or placed elsewhere is left alone.
+func (a *Agent) prepareDisk(ctx context.Context, namespace, name string, key storage.Key) error {
 	d := &apps.VMDisk{}
 	if err := a.c.Apps.Get().Namespace(namespace).Resource("vmdisks").Name(name).Do(ctx).Into(d); err != nil {
 		if apierrors.IsNotFound(err) {
-			return preparedDisk{}, fmt.Errorf("disk %s does not exist", name)
+			return fmt.Errorf("disk %s does not exist", name)
 		}
-		return preparedDisk{}, fmt.Errorf("read disk %s: %w", name, err)
+		return fmt.Errorf("read disk %s: %w", name, err)
 	}
-	if d.Spec.StorageClass == apps.StorageLocal && d.Status.Node != "" && d.Status.Node != a.opts.Node {
-		return preparedDisk{}, fmt.Errorf("local disk %s lives on node %s, not %s", name, d.Status.Node, a.opts.Node)
+	if !needsPreparing(d, a.opts.Node) {
+		return nil
 	}
 	drv, err := a.drives.For(d)
 	var vol storage.Volume
 	if err == nil {
-		if d.Status.Phase != apps.DiskReady {
-			a.event(d, corev1.EventTypeNormal, "Preparing", fmt.Sprintf("preparing the %s disk on node %s from %s", d.Spec.StorageClass, a.opts.Node, describeSource(d)))
-		}
+		a.event(d, corev1.EventTypeNormal, "Preparing", fmt.Sprintf("preparing the %s disk on node %s from %s", d.Spec.StorageClass, a.opts.Node, describeSource(d)))
 		vol, err = storage.Ensure(ctx, drv, storage.Request{Disk: d, Key: key, Progress: a.importProgress(ctx, d),
 			ResolveSource: func(ctx context.Context) (*apps.VMDisk, error) { return sourceDisk(ctx, a.getDisk, d) }})
 	}
@@ -61,24 +61,19 @@ func (a *Agent) prepareDisk(ctx context.Context, namespace, name string, key sto
 			cur.Status.Phase = apps.DiskFailed
 			meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionFalse, Reason: "PrepareFailed", Message: err.Error(), ObservedGeneration: cur.Generation})
 		})
-		return preparedDisk{}, fmt.Errorf("disk %s: %w", name, err)
+		return fmt.Errorf("disk %s: %w", name, err)
 	}
-	if d.Status.Phase != apps.DiskReady {
-		a.event(d, corev1.EventTypeNormal, "Ready", fmt.Sprintf("disk ready on node %s: %s", a.opts.Node, resource.NewQuantity(vol.SizeBytes, resource.BinarySI)))
-	}
-	if d.Status.Phase != apps.DiskReady || (d.Spec.StorageClass == apps.StorageLocal && d.Status.Node == "") ||
-		d.Status.Size == nil || d.Status.Size.Value() != vol.SizeBytes {
-		a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
-			cur.Status.Phase, cur.Status.Progress = apps.DiskReady, "100%"
-			cur.Status.Size = resource.NewQuantity(vol.SizeBytes, resource.BinarySI)
-			if cur.Spec.StorageClass == apps.StorageLocal {
-				cur.Status.Node = a.opts.Node
-			}
-			meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Prepared",
-				Message: fmt.Sprintf("prepared on node %s", a.opts.Node), ObservedGeneration: cur.Generation})
-		})
-	}
-	return preparedDisk{vol: vol, optical: d.Spec.Optical}, nil
+	a.event(d, corev1.EventTypeNormal, "Ready", fmt.Sprintf("disk ready on node %s: %s", a.opts.Node, resource.NewQuantity(vol.SizeBytes, resource.BinarySI)))
+	a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
+		cur.Status.Phase, cur.Status.Progress = apps.DiskReady, "100%"
+		cur.Status.Size = resource.NewQuantity(vol.SizeBytes, resource.BinarySI)
+		if cur.Spec.StorageClass == apps.StorageLocal {
+			cur.Status.Node = a.opts.Node
+		}
+		meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Prepared",
+			Message: fmt.Sprintf("prepared on node %s", a.opts.Node), ObservedGeneration: cur.Generation})
+	})
+	return nil
 }
 
 // openDisk opens a Ready disk for a VM start. It never creates anything: a Ready disk whose data

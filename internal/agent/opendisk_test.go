@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
 
 	"kumo.dev/kumo/internal/storage"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
@@ -29,10 +30,14 @@ type recordingDriver struct {
 	openErr error
 	mu      sync.Mutex
 	created []string
+	opened  int
 }
 
 func (d *recordingDriver) Info() storage.Info { return storage.Info{Name: "local"} }
 func (d *recordingDriver) Open(context.Context, *apps.VMDisk, storage.Key) (storage.Volume, error) {
+	d.mu.Lock()
+	d.opened++
+	d.mu.Unlock()
 	if d.openErr != nil {
 		return storage.Volume{}, d.openErr
 	}
@@ -62,6 +67,8 @@ func (f *fakeDiskAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := "/apis/apps.cozystack.io/v1alpha1/namespaces/" + f.disk.Namespace + "/vmdisks/" + f.disk.Name
 	w.Header().Set("Content-Type", "application/json")
 	switch {
+	case r.Method == http.MethodGet && r.URL.Path == path+"/diskkey":
+		json.NewEncoder(w).Encode(&kumo.TenantKey{TypeMeta: metav1.TypeMeta{APIVersion: "kumo.dev/v1alpha1", Kind: "TenantKey"}, Key: "0123456789abcdef"})
 	case r.Method == http.MethodGet && r.URL.Path == path:
 		json.NewEncoder(w).Encode(f.disk)
 	case r.Method == http.MethodPut && r.URL.Path == path+"/status":
@@ -144,5 +151,33 @@ func TestStartFailureToOpenLeavesTheDiskReady(t *testing.T) {
 	}
 	if len(drv.created) != 0 {
 		t.Fatalf("the start created disks %v", drv.created)
+	}
+}
+
+// The disk queue acts on the disk as the API has it, not as its watch last showed it: a disk its
+// watch still shows Importing (the Ready update not delivered yet) but that is Ready, perhaps in
+// use by a VM, is not prepared again, and a failure to look at it again never marks it Failed.
+func TestDiskQueueLeavesADiskThatIsReadyAlone(t *testing.T) {
+	drv := &recordingDriver{openErr: errors.New(`qemu-img resize: Failed to get "write" lock`)}
+	a, api, _ := startAgentWithDisk(t, drv)
+	stale := api.disk.DeepCopy()
+	stale.Status.Phase, stale.Status.Progress = apps.DiskImporting, "95%"
+	store := cache.NewStore(cache.MetaNamespaceKeyFunc)
+	store.Add(stale)
+	q := &diskQueue{a: a, inf: storeInformer{store: store}, active: map[string]preparation{},
+		queue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())}
+	defer q.queue.ShutDown()
+	if err := q.prepare(context.Background(), "t/data"); err != nil {
+		t.Fatal(err)
+	}
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	if api.disk.Status.Phase != apps.DiskReady {
+		t.Fatalf("a Ready disk the watch showed as importing ended %s: %+v", api.disk.Status.Phase, api.disk.Status.Conditions)
+	}
+	drv.mu.Lock()
+	defer drv.mu.Unlock()
+	if drv.opened != 0 || len(drv.created) != 0 {
+		t.Fatalf("the disk queue opened (%d) or created (%v) a disk that is Ready", drv.opened, drv.created)
 	}
 }
