@@ -71,6 +71,18 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 			}
 			return a.start(ctx, vm)
 		case apps.VMRunning, apps.VMStopping:
+			// No incarnation is registered (e.g. a run directory left without a readable state):
+			// its QEMU is gone only if the run directory's lock says so. An exit reported while
+			// it lives would let the next incarnation start, perhaps on another node, on the
+			// same disks.
+			runDir := a.runDir(string(vm.UID))
+			if alive, err := qemu.Alive(runDir); alive || err != nil {
+				if err == nil {
+					err = fmt.Errorf("a process holds %s, which the agent has no state of", filepath.Join(runDir, "qemu.lock"))
+				}
+				a.queue.AddAfter(key, attachRetryMax)
+				return a.reportUnresponsive(ctx, vm, err)
+			}
 			return a.reportExit(ctx, vm, apps.ExitFailed, "the QEMU process of this incarnation is gone")
 		}
 		return nil
