@@ -84,8 +84,21 @@ func (a *Agent) runDiskQueue(ctx context.Context) {
 	if !cache.WaitForCacheSync(ctx.Done(), q.inf.HasSynced) {
 		return
 	}
+	a.removeLeftoverKeys()
 	for i := 0; i < diskWorkers; i++ {
 		go q.work(ctx)
+	}
+}
+
+// prepareKeysDir holds, per disk being prepared, the tenant key qemu-img reads.
+func (a *Agent) prepareKeysDir() string { return filepath.Join(a.opts.DataDir, "prepare") }
+
+// removeLeftoverKeys removes the tenant keys a previous run of the agent left when it ended in
+// the middle of a preparation (a crash, a reboot): a key does not stay on disk, even when its
+// disk is deleted before the agent is back. Called before any preparation starts.
+func (a *Agent) removeLeftoverKeys() {
+	if err := os.RemoveAll(a.prepareKeysDir()); err != nil {
+		slog.Warn("remove the disk keys a previous run left", "dir", a.prepareKeysDir(), "err", err)
 	}
 }
 
@@ -150,7 +163,7 @@ func (q *diskQueue) prepare(parent context.Context, key string) error {
 		q.mu.Unlock()
 	}()
 
-	dir := filepath.Join(q.a.opts.DataDir, "prepare", string(d.UID))
+	dir := filepath.Join(q.a.prepareKeysDir(), string(d.UID))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("key directory of disk %s: %w", key, err)
 	}

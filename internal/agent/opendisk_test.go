@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -179,5 +181,23 @@ func TestDiskQueueLeavesADiskThatIsReadyAlone(t *testing.T) {
 	defer drv.mu.Unlock()
 	if drv.opened != 0 || len(drv.created) != 0 {
 		t.Fatalf("the disk queue opened (%d) or created (%v) a disk that is Ready", drv.opened, drv.created)
+	}
+}
+
+// A tenant key written for a preparation that an agent crash interrupted does not stay on disk:
+// the next run removes it before preparing anything.
+func TestLeftoverPreparationKeysAreRemoved(t *testing.T) {
+	a := &Agent{opts: Options{Node: "n1", DataDir: t.TempDir()}}
+	dir := filepath.Join(a.opts.DataDir, "prepare", "11111111-2222")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, "disk.key")
+	if err := os.WriteFile(key, []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.removeLeftoverKeys()
+	if _, err := os.Stat(key); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("key %s left by an interrupted preparation: stat err = %v, want it removed", key, err)
 	}
 }
