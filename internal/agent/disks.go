@@ -64,7 +64,9 @@ func (a *Agent) prepareDisk(ctx context.Context, namespace, name string, key sto
 		return fmt.Errorf("disk %s: %w", name, err)
 	}
 	a.event(d, corev1.EventTypeNormal, "Ready", fmt.Sprintf("disk ready on node %s: %s", a.opts.Node, resource.NewQuantity(vol.SizeBytes, resource.BinarySI)))
-	a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
+	// Unless the API has it Ready, no VM is ever bound to the disk: a failed report is an error
+	// of the preparation, which the queue retries (the disk is then found made and opened).
+	return a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
 		cur.Status.Phase, cur.Status.Progress = apps.DiskReady, "100%"
 		cur.Status.Size = resource.NewQuantity(vol.SizeBytes, resource.BinarySI)
 		if cur.Spec.StorageClass == apps.StorageLocal {
@@ -73,7 +75,6 @@ func (a *Agent) prepareDisk(ctx context.Context, namespace, name string, key sto
 		meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Prepared",
 			Message: fmt.Sprintf("prepared on node %s", a.opts.Node), ObservedGeneration: cur.Generation})
 	})
-	return nil
 }
 
 // openDisk opens a Ready disk for a VM start. It never creates anything: a Ready disk whose data
@@ -141,7 +142,8 @@ func (a *Agent) getDisk(ctx context.Context, namespace, name string) (*apps.VMDi
 	return d, a.c.Apps.Get().Namespace(namespace).Resource("vmdisks").Name(name).Do(ctx).Into(d)
 }
 
-func (a *Agent) reportDisk(ctx context.Context, d *apps.VMDisk, mutate func(*apps.VMDisk)) {
+// reportDisk changes a disk's status, retrying on conflicts; a failure is logged and returned.
+func (a *Agent) reportDisk(ctx context.Context, d *apps.VMDisk, mutate func(*apps.VMDisk)) error {
 	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
 		cur := &apps.VMDisk{}
 		if err := a.c.Apps.Get().Namespace(d.Namespace).Resource("vmdisks").Name(d.Name).Do(ctx).Into(cur); err != nil {
@@ -152,7 +154,9 @@ func (a *Agent) reportDisk(ctx context.Context, d *apps.VMDisk, mutate func(*app
 	})
 	if err != nil {
 		slog.Warn("report disk status", "disk", d.Namespace+"/"+d.Name, "err", err)
+		return fmt.Errorf("report the status of disk %s: %w", d.Name, err)
 	}
+	return nil
 }
 
 // importProgress reports an import's progress on the disk (phase Importing), every 5%.

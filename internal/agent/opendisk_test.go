@@ -30,16 +30,22 @@ import (
 // whether anything was created.
 type recordingDriver struct {
 	openErr error
-	mu      sync.Mutex
-	created []string
-	opened  int
+	// missingUntilCreated: Open says ErrNotFound until Create was called.
+	missingUntilCreated bool
+	mu                  sync.Mutex
+	created             []string
+	opened              int
 }
 
 func (d *recordingDriver) Info() storage.Info { return storage.Info{Name: "local"} }
 func (d *recordingDriver) Open(context.Context, *apps.VMDisk, storage.Key) (storage.Volume, error) {
 	d.mu.Lock()
 	d.opened++
+	missing := d.missingUntilCreated && len(d.created) == 0
 	d.mu.Unlock()
+	if missing {
+		return storage.Volume{}, storage.ErrNotFound
+	}
 	if d.openErr != nil {
 		return storage.Volume{}, d.openErr
 	}
@@ -61,6 +67,8 @@ type fakeDiskAPI struct {
 	mu       sync.Mutex
 	disk     *apps.VMDisk
 	statuses []apps.VMDiskStatus
+	// failPuts is how many status writes still fail (503).
+	failPuts int
 }
 
 func (f *fakeDiskAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -73,6 +81,10 @@ func (f *fakeDiskAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(&kumo.TenantKey{TypeMeta: metav1.TypeMeta{APIVersion: "kumo.dev/v1alpha1", Kind: "TenantKey"}, Key: "0123456789abcdef"})
 	case r.Method == http.MethodGet && r.URL.Path == path:
 		json.NewEncoder(w).Encode(f.disk)
+	case r.Method == http.MethodPut && r.URL.Path == path+"/status" && f.failPuts > 0:
+		f.failPuts--
+		w.WriteHeader(http.StatusServiceUnavailable)
+		json.NewEncoder(w).Encode(metav1.Status{Status: metav1.StatusFailure, Reason: metav1.StatusReasonServiceUnavailable, Code: http.StatusServiceUnavailable})
 	case r.Method == http.MethodPut && r.URL.Path == path+"/status":
 		body, _ := io.ReadAll(r.Body)
 		d := &apps.VMDisk{}
@@ -199,5 +211,30 @@ func TestLeftoverPreparationKeysAreRemoved(t *testing.T) {
 	a.removeLeftoverKeys()
 	if _, err := os.Stat(key); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("key %s left by an interrupted preparation: stat err = %v, want it removed", key, err)
+	}
+}
+
+// A disk prepared while its Ready status could not be written is not left Importing for ever
+// (no VM would ever be bound to it): the failed report fails the preparation, which the queue
+// retries, and the retry finds the disk made and reports it Ready.
+func TestAFailedReadyReportIsRetried(t *testing.T) {
+	drv := &recordingDriver{missingUntilCreated: true}
+	a, api, _ := startAgentWithDisk(t, drv)
+	api.disk.Status = apps.VMDiskStatus{Phase: apps.DiskPending, Node: "n1"}
+	api.failPuts = 1
+	key := storage.Key{File: "/nonexistent/key"}
+	if err := a.prepareDisk(context.Background(), "t", "data", key); err == nil {
+		t.Fatal("prepareDisk succeeded although the disk's Ready status was never written")
+	}
+	if err := a.prepareDisk(context.Background(), "t", "data", key); err != nil {
+		t.Fatal(err)
+	}
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	if api.disk.Status.Phase != apps.DiskReady {
+		t.Fatalf("disk phase after the retry = %s, want Ready", api.disk.Status.Phase)
+	}
+	if len(drv.created) != 1 {
+		t.Fatalf("disk created %d times, want once", len(drv.created))
 	}
 }
