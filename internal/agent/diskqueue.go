@@ -48,7 +48,10 @@ type preparation struct {
 	cancel context.CancelFunc
 }
 
-// runDiskQueue watches the disks placed on this node and prepares them until ctx ends.
+// runDiskQueue watches the disks placed on this node and prepares them until ctx ends. It
+// returns once every preparation has ended: a cancelled preparation removes what it made (a
+// half-filled RBD image) before the agent may exit, or the next run would find it and take it
+// for the finished disk.
 func (a *Agent) runDiskQueue(ctx context.Context) {
 	q := &diskQueue{a: a, active: map[string]preparation{},
 		inf:   client.NewInformer(a.c.Apps, "vmdisks", &apps.VMDisk{}, "status.node="+a.opts.Node, 0),
@@ -85,9 +88,11 @@ func (a *Agent) runDiskQueue(ctx context.Context) {
 		return
 	}
 	a.removeLeftoverKeys()
-	for i := 0; i < diskWorkers; i++ {
-		go q.work(ctx)
+	var workers sync.WaitGroup
+	for range diskWorkers {
+		workers.Go(func() { q.work(ctx) })
 	}
+	workers.Wait()
 }
 
 // prepareKeysDir holds, per disk being prepared, the tenant key qemu-img reads.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -29,7 +30,11 @@ import (
 // recordingDriver is a storage driver whose Open answers what the test says and which records
 // whether anything was created.
 type recordingDriver struct {
-	openErr error
+	// createBlocks makes Create wait for its context, then take undoTime to remove what it made.
+	createBlocks bool
+	undoTime     time.Duration
+	undone       chan struct{}
+	openErr      error
 	// missingUntilCreated: Open says ErrNotFound until Create was called.
 	missingUntilCreated bool
 	mu                  sync.Mutex
@@ -51,10 +56,16 @@ func (d *recordingDriver) Open(context.Context, *apps.VMDisk, storage.Key) (stor
 	}
 	return storage.Volume{Driver: "file", Path: "/nonexistent/disk.qcow2", Format: "qcow2", SizeBytes: 1 << 30}, nil
 }
-func (d *recordingDriver) Create(_ context.Context, req storage.Request) (storage.Volume, error) {
+func (d *recordingDriver) Create(ctx context.Context, req storage.Request) (storage.Volume, error) {
 	d.mu.Lock()
 	d.created = append(d.created, req.Disk.Name)
 	d.mu.Unlock()
+	if d.createBlocks {
+		<-ctx.Done()
+		time.Sleep(d.undoTime) // removing the half-made image
+		close(d.undone)
+		return storage.Volume{}, ctx.Err()
+	}
 	return storage.Volume{Driver: "file", Path: "/nonexistent/new.qcow2", Format: "qcow2", SizeBytes: 1 << 30}, nil
 }
 func (d *recordingDriver) Delete(context.Context, string, string) error { return nil }
@@ -77,6 +88,23 @@ func (f *fakeDiskAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := "/apis/apps.cozystack.io/v1alpha1/namespaces/" + f.disk.Namespace + "/vmdisks/" + f.disk.Name
 	w.Header().Set("Content-Type", "application/json")
 	switch {
+	case r.Method == http.MethodGet && r.URL.Path == "/apis/apps.cozystack.io/v1alpha1/vmdisks" && r.URL.Query().Get("watch") == "true":
+		// A watch that sends the disk (and, for a streamed list, the end of the initial events),
+		// then nothing until the client goes.
+		w.WriteHeader(http.StatusOK)
+		if r.URL.Query().Get("sendInitialEvents") == "true" {
+			enc := json.NewEncoder(w)
+			enc.Encode(map[string]any{"type": "ADDED", "object": f.disk})
+			enc.Encode(map[string]any{"type": "BOOKMARK", "object": &apps.VMDisk{TypeMeta: f.disk.TypeMeta,
+				ObjectMeta: metav1.ObjectMeta{ResourceVersion: "10", Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"}}}})
+		}
+		w.(http.Flusher).Flush()
+		f.mu.Unlock()
+		<-r.Context().Done()
+		f.mu.Lock()
+	case r.Method == http.MethodGet && r.URL.Path == "/apis/apps.cozystack.io/v1alpha1/vmdisks":
+		json.NewEncoder(w).Encode(&apps.VMDiskList{TypeMeta: metav1.TypeMeta{APIVersion: "apps.cozystack.io/v1alpha1", Kind: "VMDiskList"},
+			ListMeta: metav1.ListMeta{ResourceVersion: "10"}, Items: []apps.VMDisk{*f.disk}})
 	case r.Method == http.MethodGet && r.URL.Path == path+"/diskkey":
 		json.NewEncoder(w).Encode(&kumo.TenantKey{TypeMeta: metav1.TypeMeta{APIVersion: "kumo.dev/v1alpha1", Kind: "TenantKey"}, Key: "0123456789abcdef"})
 	case r.Method == http.MethodGet && r.URL.Path == path:
@@ -236,5 +264,43 @@ func TestAFailedReadyReportIsRetried(t *testing.T) {
 	}
 	if len(drv.created) != 1 {
 		t.Fatalf("disk created %d times, want once", len(drv.created))
+	}
+}
+
+// When the agent stops, the disk queue returns only once its preparations have ended: a
+// cancelled preparation removes what it made (a half-filled RBD image lives under the disk's
+// own name) before the agent exits; otherwise the next run would find the image and report the
+// half-imported disk Ready.
+func TestDiskQueueReturnsOnlyOnceItsPreparationsEnded(t *testing.T) {
+	drv := &recordingDriver{missingUntilCreated: true, createBlocks: true, undoTime: 200 * time.Millisecond, undone: make(chan struct{})}
+	a, api, _ := startAgentWithDisk(t, drv)
+	api.disk.Status = apps.VMDiskStatus{Phase: apps.DiskPending, Node: "n1"}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	returned := make(chan struct{})
+	go func() { a.runDiskQueue(ctx); close(returned) }()
+	// Wait for the preparation to be under way.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		drv.mu.Lock()
+		n := len(drv.created)
+		drv.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the disk queue did not start preparing the disk")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case <-returned:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the disk queue did not return after its context ended")
+	}
+	select {
+	case <-drv.undone:
+	default:
+		t.Fatal("the disk queue returned while a cancelled preparation was still removing what it made")
 	}
 }
