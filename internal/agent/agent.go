@@ -189,7 +189,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.reattach()
 	go a.resync(ctx)
-	go a.runDiskQueue(ctx)
+	var diskQueue sync.WaitGroup
+	diskQueue.Go(func() { a.runDiskQueue(ctx) })
 	imagesChanged := make(chan struct{}, 1)
 	poke := func(interface{}) {
 		select {
@@ -223,6 +224,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		})
 	}
 	workers.Wait()
+	diskQueue.Wait() // preparations cancelled by ctx undo what they made before the agent exits
 	a.detachAll()
 	return nil
 }
