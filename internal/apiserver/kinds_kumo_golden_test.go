@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 )
 
@@ -21,5 +22,12 @@ func TestGoldenImageURLWithCredentialsIsRefused(t *testing.T) {
 	g.Spec.Source.HTTP.URL = "https://mirror.example/os.qcow2"
 	if errs := k.Validate(context.Background(), g); len(errs) != 0 {
 		t.Fatalf("plain URL: %v", errs)
+	}
+}
+
+func TestSourceSummaryHidesCredentialsOfOldObjects(t *testing.T) {
+	got := sourceSummary(apps.VMDiskSource{HTTP: &apps.HTTPSource{URL: "https://user:hunter2@mirror.example/os.qcow2"}})
+	if strings.Contains(got, "hunter2") || !strings.Contains(got, "mirror.example/os.qcow2") {
+		t.Fatalf("summary %q", got)
 	}
 }
