@@ -168,3 +168,17 @@ func TestParseNetworks(t *testing.T) {
 		t.Errorf("bad network: %v", err)
 	}
 }
+
+// The check is on the address connected to, never the name: a name resolving to loopback is
+// refused like the address itself.
+func TestDownloadChecksTheResolvedAddressNotTheName(t *testing.T) {
+	srv, hits := recorder(t, "127.0.0.1:0")
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	_, err := Fetch(context.Background(), Source{URL: "http://localhost:" + port + "/x.raw"}, filepath.Join(t.TempDir(), "dl"), nil)
+	if !IsRefused(err) || !strings.Contains(err.Error(), "is not allowed for imports (loopback)") {
+		t.Fatalf("localhost without an allow-list: %v", err)
+	}
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("the server received %d requests", n)
+	}
+}
