@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -201,7 +202,11 @@ func (a *Agent) event(d *apps.VMDisk, kind, reason, msg string) {
 func describeSource(d *apps.VMDisk) string {
 	switch src := d.Spec.Source; {
 	case src.HTTP != nil:
-		return src.HTTP.URL
+		// Never a password an object stored before such URLs were refused may hold.
+		if u, err := url.Parse(src.HTTP.URL); err == nil {
+			return u.Redacted()
+		}
+		return "an unparsable URL"
 	case src.Image != nil:
 		return "golden image " + src.Image.Name
 	case src.Upload != nil:
