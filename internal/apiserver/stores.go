@@ -37,6 +37,7 @@ func (s *stores) build(opts generic.RESTOptionsGetter, refs *lookups) error {
 		}
 		*b.dst = st
 	}
+	(&namespaceGate{}).install(s)
 	return nil
 }
 
