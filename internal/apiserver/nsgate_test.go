@@ -13,10 +13,7 @@ import (
 func TestNamespaceMarkedTerminatingWaitsForCreatesInFlight(t *testing.T) {
 	g := &namespaceGate{}
 	ctx := genericapirequest.WithNamespace(context.Background(), "tenant-a")
-	finish, err := g.beginCreate(ctx, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	finish := g.enter(ctx)
 	drained := make(chan struct{})
 	go func() {
 		g.afterNamespaceUpdate(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tenant-a"}, Status: corev1.NamespaceStatus{Phase: corev1.NamespaceTerminating}}, nil)
@@ -27,15 +24,13 @@ func TestNamespaceMarkedTerminatingWaitsForCreatesInFlight(t *testing.T) {
 		t.Fatal("the terminating mark returned while a create admitted before it was still being written")
 	case <-time.After(200 * time.Millisecond):
 	}
-	finish(ctx, true)
-	finish(ctx, false) // the store may call it twice: harmless
+	finish()
 	select {
 	case <-drained:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the terminating mark still waits after the create finished")
 	}
 	// An update that leaves the namespace live does not wait for anything.
-	f2, _ := g.beginCreate(ctx, nil, nil)
-	defer f2(ctx, true)
+	defer g.enter(ctx)()
 	g.afterNamespaceUpdate(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tenant-a"}, Status: corev1.NamespaceStatus{Phase: corev1.NamespaceActive}}, nil)
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -10,12 +11,13 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 )
 
-// Three clients create VMs with the tenant's token while the tenant is deleted. Whatever the
+// Three clients create VMs with the tenant's token (two by POST, one by server-side apply) while the tenant is deleted. Whatever the
 // race gives, once the deletion completes nothing of the old tenant is left in its namespace, and
 // a new tenant of the same name lists nothing; the old token does not reach the new tenant.
 func TestTenantDeletedWhileVMsAreCreatedLeavesNothingForTheNextOwner(t *testing.T) {
@@ -40,8 +42,22 @@ func TestTenantDeletedWhileVMsAreCreatedLeavesNothingForTheNextOwner(t *testing.
 				for i := 0; i < 100 && !stop.Load(); i++ {
 					vm := newVM(fmt.Sprintf("r%d-w%d-%d", round, w, i))
 					vm.Spec.CloudInit = "#cloud-config\npassword: secret-of-the-old-owner\n"
-					if err := old.Apps.Post().Namespace(ns).Resource("vminstances").Body(vm).Do(ctx).Error(); err != nil {
-						return // refused: the tenant is going
+					req := old.Apps.Post().Namespace(ns).Resource("vminstances").Body(vm)
+					if w == 2 { // kumo apply's way: a server-side apply that creates
+						vm.APIVersion, vm.Kind = apps.SchemeGroupVersion.String(), "VMInstance"
+						body, err := json.Marshal(vm)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						req = old.Apps.Patch(types.ApplyPatchType).Namespace(ns).Resource("vminstances").Name(vm.Name).
+							Param("fieldManager", "race").Body(body)
+					}
+					if err := req.Do(ctx).Error(); err != nil {
+						if !apierrors.IsForbidden(err) && !apierrors.IsNotFound(err) && !apierrors.IsUnauthorized(err) {
+							t.Errorf("creator %d: want a refusal (the tenant is going), got %v", w, err)
+						}
+						return
 					}
 					created.Add(1)
 				}
