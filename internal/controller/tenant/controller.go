@@ -143,8 +143,22 @@ func (ctl *Controller) reconcile(ctx context.Context, name string) error {
 }
 
 func (ctl *Controller) createNamespace(ctx context.Context, t *kumo.Tenant, ns string) error {
+	// A namespace that does not exist takes no content, so whatever is found under its name
+	// belongs to an earlier tenant of this name (left by a version of Kumo whose deletion raced
+	// with creates): it goes before the new tenant gets the namespace. The informer may lag, so
+	// only a namespace etcd does not have counts as absent.
+	_, err := ctl.c.Core.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("read namespace %s: %w", ns, err)
+	}
+	if err := ctl.removeContent(ctx, ns); err != nil {
+		return fmt.Errorf("clear what an earlier tenant left in %s: %w", ns, err)
+	}
 	owner := metav1.NewControllerRef(t, kumo.SchemeGroupVersion.WithKind("Tenant"))
-	_, err := ctl.c.Core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+	_, err = ctl.c.Core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 		Name: ns, Labels: map[string]string{ctl.labelKey: t.Name}, OwnerReferences: []metav1.OwnerReference{*owner},
 	}}, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
@@ -187,6 +201,9 @@ func (ctl *Controller) finalize(ctx context.Context, t *kumo.Tenant) error {
 			return fmt.Errorf("delete namespace %s: %w", ns, err)
 		}
 	} else if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("read namespace %s: %w", ns, err)
+	} else if err := ctl.removeContent(ctx, ns); err != nil {
+		// The namespace is gone (no create is admitted): what is left there goes too.
 		return err
 	}
 	if t.Status.Phase != kumo.TenantTerminating {
