@@ -1,5 +1,6 @@
 // Package tenant reconciles Tenants: each gets its namespace, tenant-<name>, owned by it; a
-// deleted tenant's namespace and events go before the tenant itself (a finalizer holds it).
+// deleted tenant's namespace is marked Terminating, emptied of whatever raced in (VMs, then
+// disks, then events) and removed before the tenant itself goes (a finalizer holds it).
 package tenant
 
 import (
