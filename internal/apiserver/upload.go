@@ -48,6 +48,12 @@ type uploadREST struct {
 	uploaded func(obj runtime.Object, msg string, info importer.Info)
 	// nodeMayRead says whether a node may read the staged content (nil: every node may).
 	nodeMayRead func(obj runtime.Object, node string) error
+	// key, when set, is the key staged uploads of obj are sealed with (upload_seal.go): a
+	// tenant's disk is tenant data. Golden images (the administrator's) are staged as they are.
+	key func(ctx context.Context, obj runtime.Object) ([]byte, error)
+	// consumed, when set, says an object no longer needs its staged upload (a disk that is Ready
+	// holds the content): the file is removed when the object's status says so.
+	consumed func(obj runtime.Object) bool
 
 	mu sync.Mutex
 	// receiving holds the objects (by UID) an upload is being received for: one at a time.
@@ -55,10 +61,12 @@ type uploadREST struct {
 }
 
 // Staged uploads live under dir/<resource>/<namespace or _cluster>/<UID>.img, received into
-// <UID>.img.receiving first: a file belongs to one object, never to a later one of the same name.
+// <UID>.img.receiving first (and sealed into <UID>.img.sealed.receiving): a file belongs to one
+// object, never to a later one of the same name.
 const (
 	stagedSuffix    = ".img"
 	receivingSuffix = ".receiving"
+	sealingSuffix   = ".sealed" + receivingSuffix
 )
 
 func (u *uploadREST) stagedPath(ns string, uid types.UID) string {
@@ -96,10 +104,27 @@ func (u *uploadREST) forget(obj runtime.Object, _ *metav1.DeleteOptions) {
 		return
 	}
 	path := u.stagedPath(m.GetNamespace(), m.GetUID())
-	for _, p := range []string{path, path + receivingSuffix} {
+	for _, p := range []string{path, path + receivingSuffix, path + sealingSuffix} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			slog.Error("remove the staged upload of a deleted object", "resource", u.resource.String(), "object", m.GetNamespace()+"/"+m.GetName(), "file", p, "err", err)
 		}
+	}
+}
+
+// afterStatus is the status store's AfterUpdate hook: an upload its object has consumed goes.
+func (u *uploadREST) afterStatus(obj runtime.Object, _ *metav1.UpdateOptions) {
+	if u.consumed == nil || !u.consumed(obj) {
+		return
+	}
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return
+	}
+	path := u.stagedPath(m.GetNamespace(), m.GetUID())
+	if err := os.Remove(path); err == nil {
+		slog.Info("removed a consumed staged upload", "resource", u.resource.String(), "object", m.GetNamespace()+"/"+m.GetName(), "file", path)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		slog.Error("remove a consumed staged upload", "resource", u.resource.String(), "object", m.GetNamespace()+"/"+m.GetName(), "file", path, "err", err)
 	}
 }
 
@@ -109,9 +134,12 @@ func (s *Server) uploads(dir string) (disks, images *uploadREST, err error) {
 	if err := removeReceiving(dir); err != nil {
 		return nil, nil, err
 	}
-	disks, images = diskUploads(s.stores.vmDisks, dir), imageUploads(s.stores.goldenImages, dir)
+	disks, images = diskUploads(s.stores.vmDisks, s.stores.tenantKeys, dir), imageUploads(s.stores.goldenImages, dir)
 	for _, u := range []*uploadREST{disks, images} {
 		u.store.AfterDelete = u.forget
+		if u.consumed != nil {
+			u.store.Status.AfterUpdate = u.afterStatus
+		}
 		hook := "kumo-orphaned-uploads-" + u.resource.Resource
 		u := u
 		if err := s.generic.AddPostStartHook(hook, func(ctx genericapiserver.PostStartHookContext) error {
@@ -126,8 +154,15 @@ func (s *Server) uploads(dir string) (disks, images *uploadREST, err error) {
 	return disks, images, nil
 }
 
-func diskUploads(disks *registry.Storage, dir string) *uploadREST {
+func diskUploads(disks, keys *registry.Storage, dir string) *uploadREST {
 	return &uploadREST{store: disks, resource: apps.Resource("vmdisks"), dir: dir,
+		key: func(ctx context.Context, obj runtime.Object) ([]byte, error) {
+			return tenantKeyOf(ctx, keys, obj.(*apps.VMDisk).Namespace)
+		},
+		consumed: func(obj runtime.Object) bool {
+			d := obj.(*apps.VMDisk)
+			return d.Spec.Source.Upload != nil && d.Status.Phase == apps.DiskReady
+		},
 		accepts: func(obj runtime.Object) error {
 			d := obj.(*apps.VMDisk)
 			if d.Spec.Source.Upload == nil {
@@ -225,7 +260,11 @@ func (u *uploadREST) Connect(ctx context.Context, name string, _ runtime.Object,
 				responder.Error(apierrors.NewNotFound(sub, name))
 				return
 			}
-			http.ServeFile(w, r, path)
+			if u.key == nil {
+				http.ServeFile(w, r, path)
+				return
+			}
+			u.serveSealed(ctx, w, responder, got, sub, name, path)
 		case r.Method == http.MethodGet:
 			responder.Error(apierrors.NewForbidden(sub, name, errors.New("uploads are read by nodes only")))
 		case isNode:
@@ -240,7 +279,16 @@ func (u *uploadREST) Connect(ctx context.Context, name string, _ runtime.Object,
 				return
 			}
 			defer u.end(uid)
-			msg, info, err := u.receive(r.Context(), r.Body, path)
+			var key []byte
+			if u.key != nil {
+				k, err := u.key(ctx, got)
+				if err != nil {
+					responder.Error(err)
+					return
+				}
+				key = k
+			}
+			msg, info, err := u.receive(r.Context(), r.Body, path, key, string(uid))
 			if err != nil {
 				responder.Error(err)
 				return
@@ -275,8 +323,9 @@ func (u *uploadREST) record(ctx context.Context, name string, uid types.UID, mut
 	return nil
 }
 
-// receive stages an upload and inspects it; a refused image is removed.
-func (u *uploadREST) receive(ctx context.Context, body io.Reader, path string) (string, importer.Info, error) {
+// receive stages an upload and inspects it; a refused image is removed. With a key, the staged
+// file is sealed for the object uid, and the plaintext exists only while it is inspected.
+func (u *uploadREST) receive(ctx context.Context, body io.Reader, path string, key []byte, uid string) (string, importer.Info, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", importer.Info{}, err
 	}
@@ -295,11 +344,23 @@ func (u *uploadREST) receive(ctx context.Context, body io.Reader, path string) (
 		}
 		return "", importer.Info{}, err
 	}
-	// The staged upload must outlive a crash of the server until a node has fetched it.
-	if err := syncFile(tmp); err != nil {
+	staged := tmp
+	if key != nil {
+		staged = path + sealingSuffix
+		defer os.Remove(staged)
+		if err := sealFile(tmp, staged, key, uid); err != nil {
+			return "", importer.Info{}, fmt.Errorf("seal the staged upload: %w", err)
+		}
+		// The plaintext goes now, not when the request ends.
+		if err := os.Remove(tmp); err != nil {
+			return "", importer.Info{}, fmt.Errorf("remove the plaintext of a sealed upload: %w", err)
+		}
+	} else if err := syncFile(tmp); err != nil {
+		// The staged upload must outlive a crash of the server until a node has fetched it
+		// (sealFile syncs what it writes).
 		return "", importer.Info{}, err
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := os.Rename(staged, path); err != nil {
 		return "", importer.Info{}, err
 	}
 	return fmt.Sprintf("uploaded a %s image of %d bytes (virtual size)", info.Format, info.VirtualSize), info, nil

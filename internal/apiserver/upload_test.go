@@ -90,7 +90,7 @@ func TestRemoveReceivingCleansOnlyInterruptedUploads(t *testing.T) {
 // An upload replaces the staged file a node may be reading: once content was received it is
 // the object's for good (a disk whose preparation failed excepted).
 func TestUploadRefusedOnceContentWasReceived(t *testing.T) {
-	disks := diskUploads(nil, t.TempDir())
+	disks := diskUploads(nil, nil, t.TempDir())
 	uploaded := []metav1.Condition{{Type: ConditionUploaded, Status: metav1.ConditionTrue, Reason: "Uploaded"}}
 	disk := func(phase apps.VMDiskPhase, conds []metav1.Condition) *apps.VMDisk {
 		return &apps.VMDisk{Spec: apps.VMDiskSpec{Source: apps.VMDiskSource{Upload: &apps.UploadSource{}}},
@@ -122,7 +122,7 @@ func TestUploadRefusedOnceContentWasReceived(t *testing.T) {
 
 // Like the disk key, a tenant's uploaded content is handed to the node preparing the disk only.
 func TestUploadedDiskIsReadByItsNodeOnly(t *testing.T) {
-	disks := diskUploads(nil, t.TempDir())
+	disks := diskUploads(nil, nil, t.TempDir())
 	d := &apps.VMDisk{Status: apps.VMDiskStatus{Node: "n1"}}
 	if err := disks.nodeMayRead(d, "n1"); err != nil {
 		t.Errorf("the disk's node: %v", err)
