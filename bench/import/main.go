@@ -131,7 +131,8 @@ func run(ctx context.Context, o options) (err error) {
 	defer stopHTTP()
 
 	srv, err := kumoserver.Start(o.kumod, filepath.Join(tmp, "data"), filepath.Join(tmp, "kumod.log"),
-		"--accel", "tcg", "--images-dir", imagesDir, "--node", "aio", "--datacenter", "dc1", "--cpus", "64", "--memory", "256Gi",
+		"--accel", "tcg", "--import-allowed-networks", "127.0.0.1/32", // the image server is on loopback
+		"--images-dir", imagesDir, "--node", "aio", "--datacenter", "dc1", "--cpus", "64", "--memory", "256Gi",
 		"--ceph-conf", o.cephConf, "--ceph-user", o.cephUser, "--ceph-pool", o.pool)
 	if err != nil {
 		return err

@@ -6,8 +6,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -17,6 +19,7 @@ import (
 
 	"kumo.dev/kumo/internal/agent"
 	"kumo.dev/kumo/internal/daemon"
+	"kumo.dev/kumo/internal/storage/importer"
 	"kumo.dev/kumo/internal/version"
 )
 
@@ -120,7 +123,34 @@ func addNodeFlags(f *pflag.FlagSet, o *agent.Options, defaultNode string) {
 	f.StringVar(&o.CephConf, "ceph-conf", "", "ceph.conf of the cluster holding replicated disks (empty: this node has no replicated class)")
 	f.StringVar(&o.CephUser, "ceph-user", "kumo", "cephx user of the replicated class (its keyring is found through ceph.conf)")
 	f.StringVar(&o.CephPool, "ceph-pool", "kumo", "RBD pool of the replicated class")
+	f.Var(networksFlag{&o.ImportAllowedNetworks}, "import-allowed-networks",
+		"CIDRs tenant disk imports (source.http) may reach although internal: loopback, private, link-local, CGNAT, multicast, this host's and the API server's addresses are refused otherwise (default none)")
+	f.Var(networksFlag{&o.ImageImportAllowedNetworks}, "image-import-allowed-networks",
+		"CIDRs golden-image imports may reach although internal (same rules as --import-allowed-networks; default none)")
 }
+
+// networksFlag parses a comma-separated list of CIDRs (a bare address is one host).
+type networksFlag struct{ p *[]netip.Prefix }
+
+func (f networksFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	s := make([]string, len(*f.p))
+	for i, p := range *f.p {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+func (f networksFlag) Set(v string) error {
+	p, err := importer.ParseNetworks(strings.Split(v, ","))
+	if err != nil {
+		return err
+	}
+	*f.p = append(*f.p, p...)
+	return nil
+}
+func (f networksFlag) Type() string { return "CIDRs" }
 
 // quantityFlag parses Kubernetes quantities such as 16Gi.
 type quantityFlag struct{ q *resource.Quantity }

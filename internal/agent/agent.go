@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -67,6 +70,11 @@ type Options struct {
 	ListenAddress, AdvertiseAddress string
 	// CephConf, CephUser and CephPool give the node the replicated storage class (Ceph RBD).
 	CephConf, CephUser, CephPool string
+	// ImportAllowedNetworks are the internal networks (loopback, private, link-local, the
+	// platform's own, ...) tenant disk imports may nonetheless reach; empty: none.
+	ImportAllowedNetworks []netip.Prefix
+	// ImageImportAllowedNetworks are the same for admin golden-image imports.
+	ImageImportAllowedNetworks []netip.Prefix
 }
 
 // Agent is a running node agent.
@@ -82,8 +90,10 @@ type Agent struct {
 	recorder record.EventRecorder
 	// golden is the node's golden images (see images.go).
 	golden *golden.Catalog
-	local  *local.Driver
-	drives storage.Drivers
+	// imageNets are the addresses golden-image downloads may connect to.
+	imageNets importer.Networks
+	local     *local.Driver
+	drives    storage.Drivers
 
 	vms, types, profiles, images cache.SharedIndexInformer
 	queue                        workqueue.TypedRateLimitingInterface[string]
@@ -133,8 +143,13 @@ func New(opts Options) (*Agent, error) {
 	if len(caPEM) == 0 {
 		return nil, fmt.Errorf("node credentials carry no cluster CA: the agent could not authenticate the API server's streams")
 	}
+	platform, err := platformNetworks(cfg.Host)
+	if err != nil {
+		return nil, err
+	}
 	cat := &golden.Catalog{Dir: filepath.Join(opts.DataDir, "golden"), ImagesDir: opts.ImagesDir}
-	loc := &local.Driver{Dir: filepath.Join(opts.DataDir, "disks"), Golden: cat}
+	diskNets := importer.Networks{Allowed: opts.ImportAllowedNetworks, Platform: platform}
+	loc := &local.Driver{Dir: filepath.Join(opts.DataDir, "disks"), Golden: cat, Networks: diskNets}
 	uploads := func(ctx context.Context, ns, name, dst string, progress func(done, total int64)) error {
 		return importer.Stream(func(ctx context.Context) (io.ReadCloser, int64, error) {
 			rc, err := c.Apps.Get().Namespace(ns).Resource("vmdisks").Name(name).SubResource("upload").Stream(ctx)
@@ -144,13 +159,14 @@ func New(opts Options) (*Agent, error) {
 	loc.Uploads = uploads
 	a := &Agent{token: token,
 		opts: opts, c: c, caPEM: caPEM, local: loc, golden: cat,
-		drives:  storage.Drivers{apps.StorageLocal: loc},
-		running: map[string]*runtimeVM{},
-		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
+		imageNets: importer.Networks{Allowed: opts.ImageImportAllowedNetworks, Platform: platform},
+		drives:    storage.Drivers{apps.StorageLocal: loc},
+		running:   map[string]*runtimeVM{},
+		queue:     workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
 	}
 	if opts.CephConf != "" {
 		a.drives[apps.StorageReplicated] = &ceph.Driver{Conf: opts.CephConf, User: opts.CephUser, Pool: opts.CephPool,
-			Golden: cat, ScratchDir: filepath.Join(opts.DataDir, "scratch"), Uploads: uploads}
+			Golden: cat, ScratchDir: filepath.Join(opts.DataDir, "scratch"), Uploads: uploads, Networks: diskNets}
 	}
 	a.vms = client.NewInformer(c.Apps, "vminstances", &apps.VMInstance{}, "status.node="+opts.Node, 0)
 	a.types = client.NewInformer(c.Kumo, "instancetypes", &kumo.InstanceType{}, "", 0)
@@ -193,7 +209,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.reattach()
 	go a.resync(ctx)
-	go a.runDiskQueue(ctx)
+	var diskQueue sync.WaitGroup
+	diskQueue.Go(func() { a.runDiskQueue(ctx) })
 	imagesChanged := make(chan struct{}, 1)
 	poke := func(interface{}) {
 		select {
@@ -227,6 +244,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		})
 	}
 	workers.Wait()
+	diskQueue.Wait() // preparations cancelled by ctx undo what they made before the agent exits
 	a.detachAll()
 	return nil
 }
@@ -286,4 +304,25 @@ func (a *Agent) resync(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// platformNetworks are the platform's own addresses imports must not reach unless allowed: those
+// the API server's name resolves to (this host's own addresses are refused by the importer).
+func platformNetworks(apiHost string) ([]netip.Prefix, error) {
+	u, err := url.Parse(apiHost)
+	if err != nil || u.Hostname() == "" {
+		return nil, fmt.Errorf("API server URL %q: cannot tell its address", apiHost)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", u.Hostname())
+	if err != nil {
+		return nil, fmt.Errorf("resolve the API server %s (imports must not reach it): %w", u.Hostname(), err)
+	}
+	var out []netip.Prefix
+	for _, ip := range ips {
+		ip = ip.Unmap().WithZone("")
+		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+	}
+	return out, nil
 }

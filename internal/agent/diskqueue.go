@@ -48,7 +48,10 @@ type preparation struct {
 	cancel context.CancelFunc
 }
 
-// runDiskQueue watches the disks placed on this node and prepares them until ctx ends.
+// runDiskQueue watches the disks placed on this node and prepares them until ctx ends. It
+// returns once every preparation has ended: a cancelled preparation removes what it made (a
+// half-filled RBD image) before the agent may exit, or the next run would find it and take it
+// for the finished disk.
 func (a *Agent) runDiskQueue(ctx context.Context) {
 	q := &diskQueue{a: a, active: map[string]preparation{},
 		inf:   client.NewInformer(a.c.Apps, "vmdisks", &apps.VMDisk{}, "status.node="+a.opts.Node, 0),
@@ -84,8 +87,23 @@ func (a *Agent) runDiskQueue(ctx context.Context) {
 	if !cache.WaitForCacheSync(ctx.Done(), q.inf.HasSynced) {
 		return
 	}
-	for i := 0; i < diskWorkers; i++ {
-		go q.work(ctx)
+	a.removeLeftoverKeys()
+	var workers sync.WaitGroup
+	for range diskWorkers {
+		workers.Go(func() { q.work(ctx) })
+	}
+	workers.Wait()
+}
+
+// prepareKeysDir holds, per disk being prepared, the tenant key qemu-img reads.
+func (a *Agent) prepareKeysDir() string { return filepath.Join(a.opts.DataDir, "prepare") }
+
+// removeLeftoverKeys removes the tenant keys a previous run of the agent left when it ended in
+// the middle of a preparation (a crash, a reboot): a key does not stay on disk, even when its
+// disk is deleted before the agent is back. Called before any preparation starts.
+func (a *Agent) removeLeftoverKeys() {
+	if err := os.RemoveAll(a.prepareKeysDir()); err != nil {
+		slog.Warn("remove the disk keys a previous run left", "dir", a.prepareKeysDir(), "err", err)
 	}
 }
 
@@ -117,8 +135,11 @@ func (q *diskQueue) cancel(key string, uid types.UID, why string) {
 }
 
 // needsPreparing says whether a disk placed on this node still has to be prepared here.
-func (q *diskQueue) needsPreparing(d *apps.VMDisk) bool {
-	if d.DeletionTimestamp != nil || d.Status.Node != q.a.opts.Node || d.Status.Phase == apps.DiskReady || d.Status.Phase == apps.DiskFailed {
+func (q *diskQueue) needsPreparing(d *apps.VMDisk) bool { return needsPreparing(d, q.a.opts.Node) }
+
+// needsPreparing says whether a disk placed on node still has to be prepared there.
+func needsPreparing(d *apps.VMDisk, node string) bool {
+	if d.DeletionTimestamp != nil || d.Status.Node != node || d.Status.Phase == apps.DiskReady || d.Status.Phase == apps.DiskFailed {
 		return false
 	}
 	return d.Spec.Source.Upload == nil || meta.IsStatusConditionTrue(d.Status.Conditions, "Uploaded")
@@ -147,7 +168,7 @@ func (q *diskQueue) prepare(parent context.Context, key string) error {
 		q.mu.Unlock()
 	}()
 
-	dir := filepath.Join(q.a.opts.DataDir, "prepare", string(d.UID))
+	dir := filepath.Join(q.a.prepareKeysDir(), string(d.UID))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("key directory of disk %s: %w", key, err)
 	}
@@ -157,7 +178,7 @@ func (q *diskQueue) prepare(parent context.Context, key string) error {
 		return err
 	}
 	start := time.Now()
-	if _, err := q.a.prepareDisk(ctx, d.Namespace, d.Name, k); err != nil {
+	if err := q.a.prepareDisk(ctx, d.Namespace, d.Name, k); err != nil {
 		if ctx.Err() != nil {
 			slog.Info("disk preparation cancelled", "disk", key, "err", err)
 			return nil // deleted, moved or the agent stops; a restarted agent resumes it
@@ -182,17 +203,4 @@ func (a *Agent) writeVMDiskKey(ctx context.Context, d *apps.VMDisk, dir string) 
 		return storage.Key{}, fmt.Errorf("write the disk key of disk %s/%s: %w", d.Namespace, d.Name, err)
 	}
 	return storage.Key{File: path}, nil
-}
-
-// diskReady checks, before a VM starts, that its disk was prepared: a start opens Ready disks
-// only, it never imports.
-func (a *Agent) diskReady(ctx context.Context, namespace, name string) error {
-	d := &apps.VMDisk{}
-	if err := a.c.Apps.Get().Namespace(namespace).Resource("vmdisks").Name(name).Do(ctx).Into(d); err != nil {
-		return fmt.Errorf("read disk %s: %w", name, err)
-	}
-	if d.Status.Phase != apps.DiskReady {
-		return fmt.Errorf("disk %s is not ready (phase %s): a VM starts only from prepared disks", name, d.Status.Phase)
-	}
-	return nil
 }

@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,25 +30,25 @@ type preparedDisk struct {
 	optical bool
 }
 
-// prepareDisk makes a VM's disk ready on this node through its storage class's driver and
+// prepareDisk makes a disk placed on this node ready through its storage class's driver and
 // records the outcome in the disk's status (a local disk is bound to this node from then on).
-func (a *Agent) prepareDisk(ctx context.Context, namespace, name string, key storage.Key) (preparedDisk, error) {
+// It looks at the disk as the API has it now, not as the queue's watch last showed it: a disk
+// that is Ready (a VM may be using it), Failed, deleted or placed elsewhere is left alone.
+func (a *Agent) prepareDisk(ctx context.Context, namespace, name string, key storage.Key) error {
 	d := &apps.VMDisk{}
 	if err := a.c.Apps.Get().Namespace(namespace).Resource("vmdisks").Name(name).Do(ctx).Into(d); err != nil {
 		if apierrors.IsNotFound(err) {
-			return preparedDisk{}, fmt.Errorf("disk %s does not exist", name)
+			return fmt.Errorf("disk %s does not exist", name)
 		}
-		return preparedDisk{}, fmt.Errorf("read disk %s: %w", name, err)
+		return fmt.Errorf("read disk %s: %w", name, err)
 	}
-	if d.Spec.StorageClass == apps.StorageLocal && d.Status.Node != "" && d.Status.Node != a.opts.Node {
-		return preparedDisk{}, fmt.Errorf("local disk %s lives on node %s, not %s", name, d.Status.Node, a.opts.Node)
+	if !needsPreparing(d, a.opts.Node) {
+		return nil
 	}
 	drv, err := a.drives.For(d)
 	var vol storage.Volume
 	if err == nil {
-		if d.Status.Phase != apps.DiskReady {
-			a.event(d, corev1.EventTypeNormal, "Preparing", fmt.Sprintf("preparing the %s disk on node %s from %s", d.Spec.StorageClass, a.opts.Node, describeSource(d)))
-		}
+		a.event(d, corev1.EventTypeNormal, "Preparing", fmt.Sprintf("preparing the %s disk on node %s from %s", d.Spec.StorageClass, a.opts.Node, describeSource(d)))
 		vol, err = storage.Ensure(ctx, drv, storage.Request{Disk: d, Key: key, Progress: a.importProgress(ctx, d),
 			ResolveSource: func(ctx context.Context) (*apps.VMDisk, error) { return sourceDisk(ctx, a.getDisk, d) }})
 	}
@@ -60,21 +62,56 @@ func (a *Agent) prepareDisk(ctx context.Context, namespace, name string, key sto
 			cur.Status.Phase = apps.DiskFailed
 			meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionFalse, Reason: "PrepareFailed", Message: err.Error(), ObservedGeneration: cur.Generation})
 		})
-		return preparedDisk{}, fmt.Errorf("disk %s: %w", name, err)
+		return fmt.Errorf("disk %s: %w", name, err)
+	}
+	a.event(d, corev1.EventTypeNormal, "Ready", fmt.Sprintf("disk ready on node %s: %s", a.opts.Node, resource.NewQuantity(vol.SizeBytes, resource.BinarySI)))
+	// Unless the API has it Ready, no VM is ever bound to the disk: a failed report is an error
+	// of the preparation, which the queue retries (the disk is then found made and opened).
+	return a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
+		cur.Status.Phase, cur.Status.Progress = apps.DiskReady, "100%"
+		cur.Status.Size = resource.NewQuantity(vol.SizeBytes, resource.BinarySI)
+		if cur.Spec.StorageClass == apps.StorageLocal {
+			cur.Status.Node = a.opts.Node
+		}
+		meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Prepared",
+			Message: fmt.Sprintf("prepared on node %s", a.opts.Node), ObservedGeneration: cur.Generation})
+	})
+}
+
+// openDisk opens a Ready disk for a VM start. It never creates anything: a Ready disk whose data
+// this node does not find is an error (a new blank or freshly imported disk in its place would
+// hide the loss), and a failure to open it (a transient Ceph or qemu-img error) fails this start
+// only: the disk stays Ready, its data untouched. It grows the disk to spec.storage (Open does)
+// and reports a changed size.
+func (a *Agent) openDisk(ctx context.Context, namespace, name string, key storage.Key) (preparedDisk, error) {
+	d, err := a.getDisk(ctx, namespace, name)
+	if apierrors.IsNotFound(err) {
+		return preparedDisk{}, fmt.Errorf("disk %s does not exist", name)
+	}
+	if err != nil {
+		return preparedDisk{}, fmt.Errorf("read disk %s: %w", name, err)
 	}
 	if d.Status.Phase != apps.DiskReady {
-		a.event(d, corev1.EventTypeNormal, "Ready", fmt.Sprintf("disk ready on node %s: %s", a.opts.Node, resource.NewQuantity(vol.SizeBytes, resource.BinarySI)))
+		return preparedDisk{}, fmt.Errorf("disk %s is not ready (phase %s): a VM starts only from prepared disks", name, d.Status.Phase)
 	}
-	if d.Status.Phase != apps.DiskReady || (d.Spec.StorageClass == apps.StorageLocal && d.Status.Node == "") ||
-		d.Status.Size == nil || d.Status.Size.Value() != vol.SizeBytes {
+	if d.Spec.StorageClass == apps.StorageLocal && d.Status.Node != a.opts.Node {
+		return preparedDisk{}, fmt.Errorf("local disk %s lives on node %q, not %s", name, d.Status.Node, a.opts.Node)
+	}
+	drv, err := a.drives.For(d)
+	if err != nil {
+		return preparedDisk{}, fmt.Errorf("disk %s: %w", name, err)
+	}
+	vol, err := drv.Open(ctx, d, key)
+	if errors.Is(err, storage.ErrNotFound) {
+		a.event(d, corev1.EventTypeWarning, "DataMissing", fmt.Sprintf("the disk is Ready but node %s does not find its data: %v", a.opts.Node, err))
+		return preparedDisk{}, fmt.Errorf("disk %s is Ready but node %s does not find its data (not created again): %w", name, a.opts.Node, err)
+	}
+	if err != nil {
+		return preparedDisk{}, fmt.Errorf("open disk %s: %w", name, err)
+	}
+	if d.Status.Size == nil || d.Status.Size.Value() != vol.SizeBytes {
 		a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
-			cur.Status.Phase, cur.Status.Progress = apps.DiskReady, "100%"
 			cur.Status.Size = resource.NewQuantity(vol.SizeBytes, resource.BinarySI)
-			if cur.Spec.StorageClass == apps.StorageLocal {
-				cur.Status.Node = a.opts.Node
-			}
-			meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Prepared",
-				Message: fmt.Sprintf("prepared on node %s", a.opts.Node), ObservedGeneration: cur.Generation})
 		})
 	}
 	return preparedDisk{vol: vol, optical: d.Spec.Optical}, nil
@@ -106,7 +143,8 @@ func (a *Agent) getDisk(ctx context.Context, namespace, name string) (*apps.VMDi
 	return d, a.c.Apps.Get().Namespace(namespace).Resource("vmdisks").Name(name).Do(ctx).Into(d)
 }
 
-func (a *Agent) reportDisk(ctx context.Context, d *apps.VMDisk, mutate func(*apps.VMDisk)) {
+// reportDisk changes a disk's status, retrying on conflicts; a failure is logged and returned.
+func (a *Agent) reportDisk(ctx context.Context, d *apps.VMDisk, mutate func(*apps.VMDisk)) error {
 	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
 		cur := &apps.VMDisk{}
 		if err := a.c.Apps.Get().Namespace(d.Namespace).Resource("vmdisks").Name(d.Name).Do(ctx).Into(cur); err != nil {
@@ -117,7 +155,9 @@ func (a *Agent) reportDisk(ctx context.Context, d *apps.VMDisk, mutate func(*app
 	})
 	if err != nil {
 		slog.Warn("report disk status", "disk", d.Namespace+"/"+d.Name, "err", err)
+		return fmt.Errorf("report the status of disk %s: %w", d.Name, err)
 	}
+	return nil
 }
 
 // importProgress reports an import's progress on the disk (phase Importing), every 5%.
@@ -162,7 +202,11 @@ func (a *Agent) event(d *apps.VMDisk, kind, reason, msg string) {
 func describeSource(d *apps.VMDisk) string {
 	switch src := d.Spec.Source; {
 	case src.HTTP != nil:
-		return src.HTTP.URL
+		// Never a password an object stored before such URLs were refused may hold.
+		if u, err := url.Parse(src.HTTP.URL); err == nil {
+			return u.Redacted()
+		}
+		return "an unparsable URL"
 	case src.Image != nil:
 		return "golden image " + src.Image.Name
 	case src.Upload != nil:

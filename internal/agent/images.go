@@ -64,7 +64,7 @@ func (a *Agent) goldenObjects() (map[string]string, bool) {
 func (a *Agent) cacheImage(ctx context.Context, g *kumo.GoldenImage) error {
 	var info importer.Info
 	err := a.golden.Cache(ctx, g.Name, string(g.UID), func(ctx context.Context, s *storage.Scratch, dst string) error {
-		var src importer.Source
+		src := importer.Source{Networks: a.imageNets}
 		if g.Spec.Source.HTTP != nil {
 			src.URL = g.Spec.Source.HTTP.URL
 		} else {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 
 	"kumo.dev/kumo/internal/storage"
 	"kumo.dev/kumo/internal/storage/golden"
+	"kumo.dev/kumo/internal/storage/importer"
 	"kumo.dev/kumo/internal/storage/local"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
@@ -76,7 +78,8 @@ func TestGoldenImageImportedAgainGivesNewDisksTheNewContent(t *testing.T) {
 	inf := storeInformer{store: store}
 	data := t.TempDir()
 	cat := &golden.Catalog{Dir: filepath.Join(data, "golden"), ImagesDir: filepath.Join(data, "images")}
-	a := &Agent{opts: Options{Node: "n1"}, images: inf, golden: cat, local: &local.Driver{Dir: filepath.Join(data, "disks"), Golden: cat}}
+	a := &Agent{opts: Options{Node: "n1"}, images: inf, golden: cat,
+		imageNets: importer.Networks{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}, local: &local.Driver{Dir: filepath.Join(data, "disks"), Golden: cat}}
 	cat.Objects = a.goldenObjects
 	keyPath := filepath.Join(t.TempDir(), "key")
 	os.WriteFile(keyPath, []byte("tenant-key-0123456789abcdef0123456789"), 0o600)

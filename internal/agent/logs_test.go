@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,5 +86,32 @@ func TestEndedIncarnationsLogsAreKeptBounded(t *testing.T) {
 	}
 	if _, ok := readKept(t, a, key, "uid-1", 5); !ok {
 		t.Error("a recent incarnation's log was pruned")
+	}
+}
+
+// The serial log of an incarnation the node neither runs nor keeps is not found (404), even while
+// another incarnation of the VM runs: an empty answer would say that incarnation printed nothing.
+func TestShowLogOfAnIncarnationNotKeptIsNotFound(t *testing.T) {
+	a := &Agent{opts: Options{Node: "n1", DataDir: t.TempDir()}, running: map[string]*runtimeVM{}}
+	dir := filepath.Join(t.TempDir(), "run")
+	a.running["t/vm"] = &runtimeVM{key: "t/vm", uid: "u1", incarnation: 5, dir: dir, cfg: qemu.Config{RunDir: dir}}
+	for _, q := range []string{"incarnation=4", "uid=u0"} {
+		r := httptest.NewRequest("GET", "/v1/vms/t/vm/console?showLog=true&"+q, nil)
+		r.SetPathValue("ns", "t")
+		r.SetPathValue("name", "vm")
+		w := httptest.NewRecorder()
+		a.serveSerialLog(w, r)
+		if w.Code != http.StatusNotFound {
+			t.Errorf("show-log ?%s while incarnation 5 runs and nothing is kept: %d %q, want 404", q, w.Code, w.Body.String())
+		}
+	}
+	// The running incarnation that printed nothing yet: empty, not an error.
+	r := httptest.NewRequest("GET", "/v1/vms/t/vm/console?showLog=true&incarnation=5", nil)
+	r.SetPathValue("ns", "t")
+	r.SetPathValue("name", "vm")
+	w := httptest.NewRecorder()
+	a.serveSerialLog(w, r)
+	if w.Code != http.StatusOK || w.Body.Len() != 0 {
+		t.Errorf("show-log of the running incarnation that printed nothing: %d %q, want 200 and nothing", w.Code, w.Body.String())
 	}
 }

@@ -206,13 +206,14 @@ func (a *Agent) serveSerialLog(w http.ResponseWriter, r *http.Request) {
 	a.mu.Unlock()
 	var data []byte
 	var err error = os.ErrNotExist
-	if rt != nil && (inc == 0 || rt.incarnation == inc) && (uid == "" || rt.uid == uid) {
+	asked := rt != nil && (inc == 0 || rt.incarnation == inc) && (uid == "" || rt.uid == uid)
+	if asked {
 		data, err = os.ReadFile(rt.serialLog())
 	}
 	if errors.Is(err, os.ErrNotExist) { // ended (perhaps just now): its log is kept
 		if path, ok := a.keptSerialLog(key, uid, inc); ok {
 			data, err = os.ReadFile(path)
-		} else if rt != nil {
+		} else if asked {
 			err = nil // running, nothing printed yet
 		}
 	}

@@ -71,6 +71,18 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 			}
 			return a.start(ctx, vm)
 		case apps.VMRunning, apps.VMStopping:
+			// No incarnation is registered (e.g. a run directory left without a readable state):
+			// its QEMU is gone only if the run directory's lock says so. An exit reported while
+			// it lives would let the next incarnation start, perhaps on another node, on the
+			// same disks.
+			runDir := a.runDir(string(vm.UID))
+			if alive, err := qemu.Alive(runDir); alive || err != nil {
+				if err == nil {
+					err = fmt.Errorf("a process holds %s, which the agent has no state of", filepath.Join(runDir, "qemu.lock"))
+				}
+				a.queue.AddAfter(key, attachRetryMax)
+				return a.reportUnresponsive(ctx, vm, err)
+			}
 			return a.reportExit(ctx, vm, apps.ExitFailed, "the QEMU process of this incarnation is gone")
 		}
 		return nil
@@ -375,11 +387,9 @@ func (a *Agent) qemuConfig(ctx context.Context, vm *apps.VMInstance, runDir stri
 		RunDir: runDir,
 	}
 	for i, ref := range vm.Spec.Disks {
-		// Disks are prepared by the disk queue before the VM is scheduled; here they are only opened.
-		if err := a.diskReady(ctx, vm.Namespace, ref.Name); err != nil {
-			return qemu.Config{}, err
-		}
-		d, err := a.prepareDisk(ctx, vm.Namespace, ref.Name, key)
+		// Disks are prepared by the disk queue before the VM is scheduled; here they are only
+		// opened: a start never creates or imports a disk, and never marks one Failed.
+		d, err := a.openDisk(ctx, vm.Namespace, ref.Name, key)
 		if err != nil {
 			return qemu.Config{}, err
 		}

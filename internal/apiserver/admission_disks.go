@@ -76,6 +76,40 @@ func (l *lookups) exclusiveDisks(ctx context.Context, vm, old *apps.VMInstance) 
 	return errs
 }
 
+// detachedWhileBound refuses to take a disk that is not optical out of a VM bound to a node: its
+// QEMU keeps the disk open until the incarnation ends, while the rules above (and the delete
+// guard, and the scheduler) would already give the disk to another VM, or let it be deleted.
+func (l *lookups) detachedWhileBound(ctx context.Context, vm, old *apps.VMInstance) field.ErrorList {
+	if old == nil || old.Status.Node == "" {
+		return nil
+	}
+	kept := map[string]bool{}
+	for _, d := range vm.Spec.Disks {
+		kept[d.Name] = true
+	}
+	var errs field.ErrorList
+	nsCtx := genericapirequest.WithNamespace(ctx, vm.Namespace)
+	for i, d := range old.Spec.Disks {
+		if d.Name == "" || kept[d.Name] {
+			continue
+		}
+		obj, err := l.vmDisks.Get(nsCtx, d.Name, &metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			continue // no disk, no data to protect
+		case err == nil && obj.(*apps.VMDisk).Spec.Optical:
+			continue
+		case err != nil:
+			errs = append(errs, field.InternalError(field.NewPath("spec", "disks"), fmt.Errorf("read VMDisk %s: %w", d.Name, err)))
+			continue
+		}
+		errs = append(errs, field.Forbidden(field.NewPath("spec", "disks"), fmt.Sprintf(
+			"VMDisk %s (spec.disks[%d] before this update) is attached to incarnation %d running on node %s: stop the VM before detaching it",
+			d.Name, i, old.Status.Incarnation, old.Status.Node)))
+	}
+	return errs
+}
+
 // usersOf names the VMs (other than self) that attach disk, sorted.
 func usersOf(vms []apps.VMInstance, disk, self string) []string {
 	var out []string
@@ -120,6 +154,12 @@ func (l *lookups) cloneSource(ctx context.Context, d *apps.VMDisk) field.ErrorLi
 		return field.ErrorList{field.InternalError(path, fmt.Errorf("read VMDisk %s: %w", src.Name, err))}
 	case obj.(*apps.VMDisk).DeletionTimestamp != nil:
 		return field.ErrorList{field.Forbidden(path, fmt.Sprintf("VMDisk %s is being deleted", src.Name))}
+	case obj.(*apps.VMDisk).Spec.StorageClass != d.Spec.StorageClass:
+		// Each driver copies its own class's data only: a copy across classes would be placed
+		// and then fail on the node.
+		return field.ErrorList{field.Forbidden(field.NewPath("spec", "storageClass"), fmt.Sprintf(
+			"a copy of VMDisk %s must have its storage class %q (copies between storage classes are not supported)",
+			src.Name, obj.(*apps.VMDisk).Spec.StorageClass))}
 	}
 	return nil
 }

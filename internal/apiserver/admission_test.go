@@ -376,8 +376,16 @@ func TestNodeWritesStatusOfItsOwnVMsOnly(t *testing.T) {
 	}
 	onNode := func(n string) *apps.VMDisk { return disk("d", func(d *apps.VMDisk) { d.Status.Node = n }) }
 	disks := apps.Resource("vmdisks")
+	if err := status(onNode("n1"), onNode("n1"), disks); err != nil {
+		t.Errorf("n1 writes the status of its disk: %v", err)
+	}
+	// Placing a disk would hand the node the tenant's disk key (vmdisks/NAME/diskkey): a node
+	// cannot claim any unplaced disk of any tenant.
 	if err := status(onNode("n1"), onNode(""), disks); !apierrors.IsForbidden(err) {
-		t.Errorf("n1 placing an unplaced disk on itself (placement is the scheduler's): want 403, got %v", err)
+		t.Errorf("n1 placing an unplaced disk on itself: want 403, got %v", err)
+	}
+	if err := status(onNode(""), onNode("n1"), disks); !apierrors.IsForbidden(err) {
+		t.Errorf("n1 unplacing its disk: want 403, got %v", err)
 	}
 	if err := status(onNode("n1"), onNode("n2"), disks); !apierrors.IsForbidden(err) {
 		t.Errorf("n1 taking n2's disk: want 403, got %v", err)
@@ -401,5 +409,64 @@ func TestVMReferencesResolve(t *testing.T) {
 	// An update that keeps a type deleted since is accepted.
 	if errs := w.lookups().vmReferences(context.Background(), vm, vm.DeepCopy()); len(errs) != 0 {
 		t.Fatalf("an unchanged reference is not re-checked: %v", errs)
+	}
+}
+
+// A running VM keeps its disks open until its incarnation ends: detaching one in the spec would
+// let another VM take it (or let it be deleted) while QEMU still writes it.
+func TestDiskCannotBeDetachedFromABoundVM(t *testing.T) {
+	w := newWorld()
+	w.disks.objs = []runtime.Object{disk("root"), disk("data"), disk("iso", optical)}
+	old := vmUsing("a", "root", "data", "iso", "gone")
+	old.Status.Node, old.Status.Incarnation = "n1", 3
+	w.vms.objs = []runtime.Object{old}
+
+	errs := w.lookups().detachedWhileBound(ctxIn(testNS), vmUsing("a", "root", "gone"), old)
+	oneError(t, errs, field.ErrorTypeForbidden, "spec.disks", "VMDisk data", "node n1", "incarnation 3")
+	// The API's update validation runs it.
+	found := false
+	for _, e := range vmInstanceKind(w.lookups()).ValidateUpdate(ctxIn(testNS), vmUsing("a", "root", "gone"), old) {
+		found = found || (e.Type == field.ErrorTypeForbidden && e.Field == "spec.disks" && strings.Contains(e.Detail, "VMDisk data"))
+	}
+	if !found {
+		t.Error("a VM update detaching a disk from its running incarnation passes validation")
+	}
+
+	// Once detached, the disk is free for admission (and the scheduler, and the delete guard):
+	// this check is all that keeps it with the QEMU that still has it open.
+	w.vms.objs = []runtime.Object{vmUsing("a", "root", "gone")}
+	if errs := w.lookups().exclusiveDisks(ctxIn(testNS), vmUsing("b", "data"), nil); len(errs) != 0 {
+		t.Fatalf("precondition: %v", errs)
+	}
+	w.vms.objs = []runtime.Object{old}
+	// Reordering, adding, or detaching an optical disk (or one that does not exist) is fine.
+	if errs := w.lookups().detachedWhileBound(ctxIn(testNS), vmUsing("a", "data", "new", "root"), old); len(errs) != 0 {
+		t.Errorf("reorder/add refused: %v", errs)
+	}
+	// A stopped VM (released by its node) may drop any disk.
+	stopped := old.DeepCopy()
+	stopped.Status.Node = ""
+	if errs := w.lookups().detachedWhileBound(ctxIn(testNS), vmUsing("a"), stopped); len(errs) != 0 {
+		t.Errorf("detaching from a stopped VM refused: %v", errs)
+	}
+	// A disk whose kind cannot be read is not taken for optical.
+	w.disks.err = errors.New("etcd unreachable")
+	errs = w.lookups().detachedWhileBound(ctxIn(testNS), vmUsing("a", "root", "data", "gone"), old)
+	oneError(t, errs, field.ErrorTypeInternal, "spec.disks", "etcd unreachable")
+}
+
+// The drivers copy data of their own class only (local: a file of the node; replicated: an RBD
+// image): a copy across classes was accepted, placed, and then failed on the node.
+func TestCloneAcrossStorageClassesIsRefused(t *testing.T) {
+	w := newWorld()
+	w.disks.objs = []runtime.Object{disk("db", func(d *apps.VMDisk) { d.Spec.StorageClass = apps.StorageLocal })}
+	clone := disk("copy", func(d *apps.VMDisk) {
+		d.Spec.StorageClass = apps.StorageReplicated
+		d.Spec.Source.Disk = &apps.DiskSource{Name: "db"}
+	})
+	oneError(t, w.lookups().cloneSource(ctxIn(testNS), clone), field.ErrorTypeForbidden, "spec.storageClass", "VMDisk db", `"local"`)
+	clone.Spec.StorageClass = apps.StorageLocal
+	if errs := w.lookups().cloneSource(ctxIn(testNS), clone); len(errs) != 0 {
+		t.Errorf("a copy in the source's class: %v", errs)
 	}
 }

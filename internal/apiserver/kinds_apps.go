@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"net/url"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/fields"
@@ -34,6 +35,7 @@ func vmInstanceKind(refs *lookups) *registry.Kind {
 		},
 		ValidateUpdate: func(ctx context.Context, o, old runtime.Object) field.ErrorList {
 			errs := append(validation.ValidateVMInstanceUpdate(vm(o), vm(old)), refs.vmReferences(ctx, vm(o), vm(old))...)
+			errs = append(errs, refs.detachedWhileBound(ctx, vm(o), vm(old))...)
 			return append(errs, refs.exclusiveDisks(ctx, vm(o), vm(old))...)
 		},
 		Table: registry.Table{
@@ -102,7 +104,11 @@ func vmDiskKind(refs *lookups) *registry.Kind {
 func sourceSummary(s apps.VMDiskSource) string {
 	switch {
 	case s.HTTP != nil:
-		return "http:" + s.HTTP.URL
+		// Objects stored before URLs with credentials were refused must not show them.
+		if u, err := url.Parse(s.HTTP.URL); err == nil {
+			return "http:" + u.Redacted()
+		}
+		return "http:(unparsable URL)"
 	case s.Image != nil:
 		return "image:" + s.Image.Name
 	case s.Upload != nil:

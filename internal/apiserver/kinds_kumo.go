@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"context"
-	"net/url"
 
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 
@@ -13,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"kumo.dev/kumo/internal/apiserver/registry"
+	appsvalidation "kumo.dev/kumo/pkg/apis/apps/validation"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 )
 
@@ -184,9 +184,7 @@ func goldenImageKind() *registry.Kind {
 		case g.Spec.Source.HTTP == nil && g.Spec.Source.Upload == nil:
 			errs = append(errs, field.Required(src, "http (a URL) or upload (kumo image import --file)"))
 		case g.Spec.Source.HTTP != nil:
-			if u, err := url.Parse(g.Spec.Source.HTTP.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				errs = append(errs, field.Invalid(src.Child("http", "url"), g.Spec.Source.HTTP.URL, "must be an http:// or https:// URL with a host"))
-			}
+			errs = append(errs, appsvalidation.ValidateImportURL(g.Spec.Source.HTTP.URL, src.Child("http", "url"))...)
 		}
 		return errs
 	}

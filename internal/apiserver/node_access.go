@@ -12,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 
-	"kumo.dev/kumo/internal/apiserver/registry"
 	"kumo.dev/kumo/internal/auth"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
@@ -27,14 +26,14 @@ import (
 
 // nodeScopedDisks is the VMDisk storage with reads by name narrowed for nodes.
 type nodeScopedDisks struct {
-	*registry.Storage
+	*gatedStorage
 	l *lookups
 }
 
 // Get answers a node only for disks it may read (nodeMayReadDisk); everyone else as the store
 // does (the authorizer has confined tenants to their namespace already).
 func (s *nodeScopedDisks) Get(ctx context.Context, name string, opts *metav1.GetOptions) (runtime.Object, error) {
-	obj, err := s.Storage.Get(ctx, name, opts)
+	obj, err := s.gatedStorage.Get(ctx, name, opts)
 	if err != nil {
 		return nil, err
 	}

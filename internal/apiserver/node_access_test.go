@@ -82,7 +82,7 @@ func TestNodeReadsOnlyDisksPlacedOnItOrUsedByItsVMs(t *testing.T) {
 }
 
 func TestNodeReadsOnlyTheUploadOfADiskPlacedOnIt(t *testing.T) {
-	u := diskUploads(nil, t.TempDir())
+	u := diskUploads(nil, nil, t.TempDir())
 	if err := u.nodeMayRead(disk("up", placedOn("n1")), "n1"); err != nil {
 		t.Errorf("n1 reading the upload of its disk: %v", err)
 	}

@@ -53,16 +53,14 @@ func (r *nodeTokenREST) Create(ctx context.Context, name string, obj runtime.Obj
 		return nil, apierrors.NewInvalid(kumo.SchemeGroupVersion.WithKind("NodeToken").GroupKind(), name,
 			field.ErrorList{field.Invalid(field.NewPath("metadata", "name"), name, msgs[0])})
 	}
-	lifetime := defaultNodeTokenLifetime
 	if u, ok := genericapirequest.UserFrom(ctx); ok && auth.NodeOf(u) != "" {
 		// An agent renewing its token gets the default lifetime, never a longer one.
 		req.Spec.ExpirationSeconds = nil
 	}
-	if s := req.Spec.ExpirationSeconds; s != nil {
-		if lifetime = time.Duration(*s) * time.Second; lifetime < minTokenLifetime {
-			return nil, apierrors.NewInvalid(kumo.SchemeGroupVersion.WithKind("NodeToken").GroupKind(), name,
-				field.ErrorList{field.Invalid(field.NewPath("spec", "expirationSeconds"), *s, "must be at least 600")})
-		}
+	// Bounded before any arithmetic (auth.Lifetime): no value overflows into another lifetime.
+	lifetime, ferr := auth.Lifetime(req.Spec.ExpirationSeconds, defaultNodeTokenLifetime, auth.MaxTokenLifetime, field.NewPath("spec", "expirationSeconds"))
+	if ferr != nil {
+		return nil, apierrors.NewInvalid(kumo.SchemeGroupVersion.WithKind("NodeToken").GroupKind(), name, field.ErrorList{ferr})
 	}
 	if createValidation != nil {
 		if err := createValidation(ctx, obj); err != nil {

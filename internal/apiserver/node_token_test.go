@@ -83,6 +83,10 @@ func TestNodeTokensAreBoundToTheNodeObject(t *testing.T) {
 	if err != nil || reborn.NodeUID == c.NodeUID {
 		t.Errorf("a token for a Node registered again: %+v %v, want a new UID", reborn, err)
 	}
+	overflow := int64(9300000000000)
+	if _, err := issueNodeToken(t, r, ctx, "n2", &overflow); !apierrors.IsInvalid(err) {
+		t.Errorf("expirationSeconds %d: want 422, got %v", overflow, err)
+	}
 	// An agent renewing its own token gets the default lifetime whatever it asks for.
 	year := int64(365 * 24 * 3600)
 	nodeCtx := genericapirequest.WithUser(context.Background(), node1)

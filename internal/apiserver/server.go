@@ -185,14 +185,14 @@ func (s *Server) install() error {
 	lk := st.lookups()
 	appsInfo := genericapiserver.NewDefaultAPIGroupInfo(apps.GroupName, Scheme, runtime.NewParameterCodec(Scheme), Codecs)
 	appsInfo.VersionedResourcesStorageMap[apps.SchemeGroupVersion.Version] = map[string]rest.Storage{
-		"vminstances": st.vmInstances, "vminstances/status": st.vmInstances.Status,
+		"vminstances": st.gate.gated(st.vmInstances), "vminstances/status": st.vmInstances.Status,
 		"vminstances/start":   &vmAction{action: "start", vms: st.vmInstances},
 		"vminstances/stop":    &vmAction{action: "stop", vms: st.vmInstances},
 		"vminstances/restart": &vmAction{action: "restart", vms: st.vmInstances},
 		"vminstances/console": &vmStream{kind: "console", vms: st.vmInstances, nodes: st.nodes, agents: agents},
 		"vminstances/vnc":     &vmStream{kind: "vnc", vms: st.vmInstances, nodes: st.nodes, agents: agents},
 		"vminstances/diskkey": &diskKeyREST{vms: st.vmInstances, keys: st.tenantKeys},
-		"vmdisks":             &nodeScopedDisks{Storage: st.vmDisks, l: &lk}, "vmdisks/status": st.vmDisks.Status,
+		"vmdisks":             &nodeScopedDisks{gatedStorage: st.gate.gated(st.vmDisks), l: &lk}, "vmdisks/status": st.vmDisks.Status,
 		"vmdisks/upload":  diskUploads,
 		"vmdisks/diskkey": &vmDiskKeyREST{disks: st.vmDisks, keys: st.tenantKeys},
 	}
@@ -217,7 +217,7 @@ func (s *Server) install() error {
 	coreInfo := genericapiserver.NewDefaultAPIGroupInfo("", Scheme, metav1.ParameterCodec, Codecs)
 	coreInfo.VersionedResourcesStorageMap["v1"] = map[string]rest.Storage{
 		"namespaces": st.namespaces, "namespaces/status": st.namespaces.Status,
-		"events": st.events,
+		"events": st.gate.gated(st.events),
 	}
 	if err := s.generic.InstallLegacyAPIGroup(genericapiserver.DefaultLegacyAPIPrefix, &coreInfo); err != nil {
 		return fmt.Errorf("install core group: %w", err)

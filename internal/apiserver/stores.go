@@ -19,6 +19,8 @@ type stores struct {
 	instanceProfiles, tenants, nodes *registry.Storage
 	namespaces, events, tenantKeys   *registry.Storage
 	goldenImages                     *registry.Storage
+	// gate serializes creates in a namespace with its termination (nsgate.go).
+	gate namespaceGate
 }
 
 func (s *stores) build(opts generic.RESTOptionsGetter, refs *lookups) error {
@@ -37,6 +39,7 @@ func (s *stores) build(opts generic.RESTOptionsGetter, refs *lookups) error {
 		}
 		*b.dst = st
 	}
+	s.gate.watchNamespaces(s.namespaces)
 	return nil
 }
 

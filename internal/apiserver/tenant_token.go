@@ -16,10 +16,7 @@ import (
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 )
 
-const (
-	defaultTokenLifetime = 365 * 24 * time.Hour
-	minTokenLifetime     = 10 * time.Minute
-)
+const defaultTokenLifetime = 365 * 24 * time.Hour
 
 // tenantTokenREST serves POST tenants/NAME/token: it issues a bearer token for a user of the
 // tenant, like Kubernetes' serviceaccounts/NAME/token. Nothing is stored.
@@ -44,12 +41,9 @@ func (r *tenantTokenREST) Create(ctx context.Context, name string, obj runtime.O
 	} else if msgs := validation.IsQualifiedName(req.Spec.User); len(msgs) > 0 {
 		errs = append(errs, field.Invalid(field.NewPath("spec", "user"), req.Spec.User, msgs[0]))
 	}
-	lifetime := defaultTokenLifetime
-	if s := req.Spec.ExpirationSeconds; s != nil {
-		lifetime = time.Duration(*s) * time.Second
-		if lifetime < minTokenLifetime {
-			errs = append(errs, field.Invalid(field.NewPath("spec", "expirationSeconds"), *s, "must be at least 600"))
-		}
+	lifetime, ferr := auth.Lifetime(req.Spec.ExpirationSeconds, defaultTokenLifetime, auth.MaxTokenLifetime, field.NewPath("spec", "expirationSeconds"))
+	if ferr != nil {
+		errs = append(errs, ferr)
 	}
 	if len(errs) > 0 {
 		return nil, apierrors.NewInvalid(kumo.SchemeGroupVersion.WithKind("TenantToken").GroupKind(), name, errs)

@@ -46,8 +46,14 @@ type uploadREST struct {
 	accepts func(obj runtime.Object) error
 	// uploaded records a received upload in the object's status.
 	uploaded func(obj runtime.Object, msg string, info importer.Info)
-	// nodeMayRead, when set, says whether a node may fetch the object's upload (nil) or why not.
+	// nodeMayRead says whether a node may read the staged content (nil: every node may).
 	nodeMayRead func(obj runtime.Object, node string) error
+	// key, when set, is the key staged uploads of obj are sealed with (upload_seal.go): a
+	// tenant's disk is tenant data. Golden images (the administrator's) are staged as they are.
+	key func(ctx context.Context, obj runtime.Object) ([]byte, error)
+	// consumed, when set, says an object no longer needs its staged upload (a disk that is Ready
+	// holds the content): the file is removed when the object's status says so.
+	consumed func(obj runtime.Object) bool
 
 	mu sync.Mutex
 	// receiving holds the objects (by UID) an upload is being received for: one at a time.
@@ -55,10 +61,12 @@ type uploadREST struct {
 }
 
 // Staged uploads live under dir/<resource>/<namespace or _cluster>/<UID>.img, received into
-// <UID>.img.receiving first: a file belongs to one object, never to a later one of the same name.
+// <UID>.img.receiving first (and sealed into <UID>.img.sealed.receiving): a file belongs to one
+// object, never to a later one of the same name.
 const (
 	stagedSuffix    = ".img"
 	receivingSuffix = ".receiving"
+	sealingSuffix   = ".sealed" + receivingSuffix
 )
 
 func (u *uploadREST) stagedPath(ns string, uid types.UID) string {
@@ -96,10 +104,27 @@ func (u *uploadREST) forget(obj runtime.Object, _ *metav1.DeleteOptions) {
 		return
 	}
 	path := u.stagedPath(m.GetNamespace(), m.GetUID())
-	for _, p := range []string{path, path + receivingSuffix} {
+	for _, p := range []string{path, path + receivingSuffix, path + sealingSuffix} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			slog.Error("remove the staged upload of a deleted object", "resource", u.resource.String(), "object", m.GetNamespace()+"/"+m.GetName(), "file", p, "err", err)
 		}
+	}
+}
+
+// afterStatus is the status store's AfterUpdate hook: an upload its object has consumed goes.
+func (u *uploadREST) afterStatus(obj runtime.Object, _ *metav1.UpdateOptions) {
+	if u.consumed == nil || !u.consumed(obj) {
+		return
+	}
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return
+	}
+	path := u.stagedPath(m.GetNamespace(), m.GetUID())
+	if err := os.Remove(path); err == nil {
+		slog.Info("removed a consumed staged upload", "resource", u.resource.String(), "object", m.GetNamespace()+"/"+m.GetName(), "file", path)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		slog.Error("remove a consumed staged upload", "resource", u.resource.String(), "object", m.GetNamespace()+"/"+m.GetName(), "file", path, "err", err)
 	}
 }
 
@@ -109,9 +134,12 @@ func (s *Server) uploads(dir string) (disks, images *uploadREST, err error) {
 	if err := removeReceiving(dir); err != nil {
 		return nil, nil, err
 	}
-	disks, images = diskUploads(s.stores.vmDisks, dir), imageUploads(s.stores.goldenImages, dir)
+	disks, images = diskUploads(s.stores.vmDisks, s.stores.tenantKeys, dir), imageUploads(s.stores.goldenImages, dir)
 	for _, u := range []*uploadREST{disks, images} {
 		u.store.AfterDelete = u.forget
+		if u.consumed != nil {
+			u.store.Status.AfterUpdate = u.afterStatus
+		}
 		hook := "kumo-orphaned-uploads-" + u.resource.Resource
 		u := u
 		if err := s.generic.AddPostStartHook(hook, func(ctx genericapiserver.PostStartHookContext) error {
@@ -126,14 +154,14 @@ func (s *Server) uploads(dir string) (disks, images *uploadREST, err error) {
 	return disks, images, nil
 }
 
-func diskUploads(disks *registry.Storage, dir string) *uploadREST {
+func diskUploads(disks, keys *registry.Storage, dir string) *uploadREST {
 	return &uploadREST{store: disks, resource: apps.Resource("vmdisks"), dir: dir,
-		// Only the node that imports the disk reads its upload: it is the tenant's data.
-		nodeMayRead: func(obj runtime.Object, node string) error {
-			if d := obj.(*apps.VMDisk); d.Status.Node != node {
-				return fmt.Errorf("the disk is placed on node %q, not %q: only that node reads its upload", d.Status.Node, node)
-			}
-			return nil
+		key: func(ctx context.Context, obj runtime.Object) ([]byte, error) {
+			return tenantKeyOf(ctx, keys, obj.(*apps.VMDisk).Namespace)
+		},
+		consumed: func(obj runtime.Object) bool {
+			d := obj.(*apps.VMDisk)
+			return d.Spec.Source.Upload != nil && d.Status.Phase == apps.DiskReady
 		},
 		accepts: func(obj runtime.Object) error {
 			d := obj.(*apps.VMDisk)
@@ -142,6 +170,12 @@ func diskUploads(disks *registry.Storage, dir string) *uploadREST {
 			}
 			if d.Status.Phase == apps.DiskReady {
 				return errors.New("disk already holds its content")
+			}
+			// Once an upload is received a node fetches it: a second one would replace the
+			// staged file under it, so the disk would keep whichever the node happened to read.
+			// A disk whose preparation failed takes a new upload.
+			if meta.IsStatusConditionTrue(d.Status.Conditions, ConditionUploaded) && d.Status.Phase != apps.DiskFailed {
+				return fmt.Errorf("disk already received an upload and is being prepared (phase %s); delete it and create it again to upload other content", d.Status.Phase)
 			}
 			return nil
 		},
@@ -152,14 +186,28 @@ func diskUploads(disks *registry.Storage, dir string) *uploadREST {
 			}
 			meta.SetStatusCondition(&d.Status.Conditions, metav1.Condition{Type: ConditionUploaded, Status: metav1.ConditionTrue, Reason: "Uploaded", Message: msg, ObservedGeneration: d.Generation})
 		},
+		// A tenant's uploaded content goes, like the disk key, to the node that prepares the
+		// disk only.
+		nodeMayRead: func(obj runtime.Object, node string) error {
+			if d := obj.(*apps.VMDisk); d.Status.Node != node {
+				return fmt.Errorf("the disk is placed on node %q, not %q", d.Status.Node, node)
+			}
+			return nil
+		},
 	}
 }
 
 func imageUploads(images *registry.Storage, dir string) *uploadREST {
 	return &uploadREST{store: images, resource: kumo.Resource("goldenimages"), dir: dir,
 		accepts: func(obj runtime.Object) error {
-			if obj.(*kumo.GoldenImage).Spec.Source.Upload == nil {
+			g := obj.(*kumo.GoldenImage)
+			if g.Spec.Source.Upload == nil {
 				return errors.New("golden image does not take uploads: its spec.source is not upload")
+			}
+			// Nodes key their copies (and the Ceph bases made from them) by the image's UID:
+			// new content under the same object would never reach a node that has the old.
+			if g.Status.Phase == kumo.GoldenImageReady || meta.IsStatusConditionTrue(g.Status.Conditions, ConditionUploaded) {
+				return errors.New("golden image already holds its content; delete it and import it again to change it")
 			}
 			return nil
 		},
@@ -212,7 +260,11 @@ func (u *uploadREST) Connect(ctx context.Context, name string, _ runtime.Object,
 				responder.Error(apierrors.NewNotFound(sub, name))
 				return
 			}
-			http.ServeFile(w, r, path)
+			if u.key == nil {
+				http.ServeFile(w, r, path)
+				return
+			}
+			u.serveSealed(ctx, w, responder, got, sub, name, path)
 		case r.Method == http.MethodGet:
 			responder.Error(apierrors.NewForbidden(sub, name, errors.New("uploads are read by nodes only")))
 		case isNode:
@@ -227,7 +279,16 @@ func (u *uploadREST) Connect(ctx context.Context, name string, _ runtime.Object,
 				return
 			}
 			defer u.end(uid)
-			msg, info, err := u.receive(r.Context(), r.Body, path)
+			var key []byte
+			if u.key != nil {
+				k, err := u.key(ctx, got)
+				if err != nil {
+					responder.Error(err)
+					return
+				}
+				key = k
+			}
+			msg, info, err := u.receive(r.Context(), r.Body, path, key, string(uid))
 			if err != nil {
 				responder.Error(err)
 				return
@@ -262,8 +323,9 @@ func (u *uploadREST) record(ctx context.Context, name string, uid types.UID, mut
 	return nil
 }
 
-// receive stages an upload and inspects it; a refused image is removed.
-func (u *uploadREST) receive(ctx context.Context, body io.Reader, path string) (string, importer.Info, error) {
+// receive stages an upload and inspects it; a refused image is removed. With a key, the staged
+// file is sealed for the object uid, and the plaintext exists only while it is inspected.
+func (u *uploadREST) receive(ctx context.Context, body io.Reader, path string, key []byte, uid string) (string, importer.Info, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", importer.Info{}, err
 	}
@@ -282,11 +344,23 @@ func (u *uploadREST) receive(ctx context.Context, body io.Reader, path string) (
 		}
 		return "", importer.Info{}, err
 	}
-	// The staged upload must outlive a crash of the server until a node has fetched it.
-	if err := syncFile(tmp); err != nil {
+	staged := tmp
+	if key != nil {
+		staged = path + sealingSuffix
+		defer os.Remove(staged)
+		if err := sealFile(tmp, staged, key, uid); err != nil {
+			return "", importer.Info{}, fmt.Errorf("seal the staged upload: %w", err)
+		}
+		// The plaintext goes now, not when the request ends.
+		if err := os.Remove(tmp); err != nil {
+			return "", importer.Info{}, fmt.Errorf("remove the plaintext of a sealed upload: %w", err)
+		}
+	} else if err := syncFile(tmp); err != nil {
+		// The staged upload must outlive a crash of the server until a node has fetched it
+		// (sealFile syncs what it writes).
 		return "", importer.Info{}, err
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := os.Rename(staged, path); err != nil {
 		return "", importer.Info{}, err
 	}
 	return fmt.Sprintf("uploaded a %s image of %d bytes (virtual size)", info.Format, info.VirtualSize), info, nil

@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 )
 
 func TestOneUploadAtATimePerObject(t *testing.T) {
@@ -83,5 +84,57 @@ func TestRemoveReceivingCleansOnlyInterruptedUploads(t *testing.T) {
 	}
 	if err := removeReceiving(filepath.Join(dir, "absent")); err != nil {
 		t.Errorf("no uploads directory yet is no error: %v", err)
+	}
+}
+
+// An upload replaces the staged file a node may be reading: once content was received it is
+// the object's for good (a disk whose preparation failed excepted).
+func TestUploadRefusedOnceContentWasReceived(t *testing.T) {
+	disks := diskUploads(nil, nil, t.TempDir())
+	uploaded := []metav1.Condition{{Type: ConditionUploaded, Status: metav1.ConditionTrue, Reason: "Uploaded"}}
+	disk := func(phase apps.VMDiskPhase, conds []metav1.Condition) *apps.VMDisk {
+		return &apps.VMDisk{Spec: apps.VMDiskSpec{Source: apps.VMDiskSource{Upload: &apps.UploadSource{}}},
+			Status: apps.VMDiskStatus{Phase: phase, Conditions: conds}}
+	}
+	if err := disks.accepts(disk(apps.DiskPending, nil)); err != nil {
+		t.Errorf("first upload refused: %v", err)
+	}
+	for _, phase := range []apps.VMDiskPhase{apps.DiskPending, apps.DiskImporting} {
+		if err := disks.accepts(disk(phase, uploaded)); err == nil {
+			t.Errorf("a second upload accepted while the disk is %s with its first one received", phase)
+		}
+	}
+	if err := disks.accepts(disk(apps.DiskFailed, uploaded)); err != nil {
+		t.Errorf("a failed disk must take a new upload: %v", err)
+	}
+
+	images := imageUploads(nil, t.TempDir())
+	img := &kumo.GoldenImage{Spec: kumo.GoldenImageSpec{Source: kumo.GoldenImageSource{Upload: &kumo.GoldenImageUpload{}}}}
+	if err := images.accepts(img); err != nil {
+		t.Errorf("first image upload refused: %v", err)
+	}
+	img.Status.Phase = kumo.GoldenImageReady
+	img.Status.Conditions = uploaded
+	if err := images.accepts(img); err == nil {
+		t.Error("new content accepted under a golden image's UID that nodes already cached")
+	}
+}
+
+// Like the disk key, a tenant's uploaded content is handed to the node preparing the disk only.
+func TestUploadedDiskIsReadByItsNodeOnly(t *testing.T) {
+	disks := diskUploads(nil, nil, t.TempDir())
+	d := &apps.VMDisk{Status: apps.VMDiskStatus{Node: "n1"}}
+	if err := disks.nodeMayRead(d, "n1"); err != nil {
+		t.Errorf("the disk's node: %v", err)
+	}
+	if err := disks.nodeMayRead(d, "n2"); err == nil {
+		t.Error("another node reads a tenant's upload")
+	}
+	d.Status.Node = ""
+	if err := disks.nodeMayRead(d, "n1"); err == nil {
+		t.Error("a node reads the upload of a disk placed nowhere")
+	}
+	if images := imageUploads(nil, t.TempDir()); images.nodeMayRead != nil {
+		t.Error("golden images are for every node")
 	}
 }

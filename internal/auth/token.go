@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/user"
 )
@@ -94,11 +95,13 @@ func (s *Signer) Verify(token string, now time.Time) (Claims, error) {
 	if len(parts) != 3 || parts[0] != tokenPrefix {
 		return Claims{}, ErrNotOurs
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	// Strict: a signature has exactly one spelling (the unused low bits of the last character
+	// must be zero), so a token cannot be altered and still verify.
+	sig, err := strictBase64.DecodeString(parts[2])
 	if err != nil || !hmac.Equal(sig, s.mac(parts[0]+"."+parts[1])) {
 		return Claims{}, errors.New("token signature is invalid")
 	}
-	body, err := base64.RawURLEncoding.DecodeString(parts[1])
+	body, err := strictBase64.DecodeString(parts[1])
 	if err != nil {
 		return Claims{}, errors.New("token is malformed")
 	}
@@ -109,7 +112,45 @@ func (s *Signer) Verify(token string, now time.Time) (Claims, error) {
 	if now.Unix() >= c.Expiry {
 		return Claims{}, errors.New("token has expired")
 	}
+	if c.Expiry-now.Unix() > int64((MaxTokenLifetime+tokenClockSlack)/time.Second) {
+		// Issued before lifetimes were bounded (an expirationSeconds that overflowed): never
+		// honoured.
+		return Claims{}, errors.New("token claims a lifetime longer than allowed")
+	}
 	return c, nil
+}
+
+// strictBase64 is the encoding of every part of a token, decoded strictly.
+var strictBase64 = base64.RawURLEncoding.Strict()
+
+const (
+	// MinTokenLifetime and MaxTokenLifetime bound the lifetime of every token issued.
+	MinTokenLifetime = 10 * time.Minute
+	MaxTokenLifetime = 365 * 24 * time.Hour
+	// tokenClockSlack tolerates an issuing server's clock a little ahead of the verifying one's.
+	tokenClockSlack = 24 * time.Hour
+)
+
+// Lifetime is the lifetime a token request asks for (expirationSeconds, nil for def), refused
+// outside [MinTokenLifetime, max] — checked before any arithmetic, so no value overflows into
+// another lifetime. The error names path.
+func Lifetime(seconds *int64, def, max time.Duration, path *field.Path) (time.Duration, *field.Error) {
+	if seconds == nil {
+		return def, nil
+	}
+	lo, hi := int64(MinTokenLifetime/time.Second), int64(max/time.Second)
+	if *seconds < lo || *seconds > hi {
+		return 0, field.Invalid(path, *seconds, fmt.Sprintf("must be between %d (10 minutes) and %d seconds (%s)", lo, hi, humanDays(max)))
+	}
+	return time.Duration(*seconds) * time.Second, nil
+}
+
+func humanDays(d time.Duration) string {
+	days := int64(d / (24 * time.Hour))
+	if days == 365 {
+		return "one year"
+	}
+	return fmt.Sprintf("%d days", days)
 }
 
 // TenantLookup returns the UID of a live tenant, or false when there is none by that name.
@@ -124,6 +165,9 @@ type TokenAuthenticator struct {
 	Tenants TenantLookup
 	Nodes   NodeLookup
 	Now     func() time.Time
+
+	// log reports refused tokens, rate-limited (see invalid).
+	log invalidTokenLog
 }
 
 var _ authenticator.Token = &TokenAuthenticator{}
@@ -139,20 +183,25 @@ func (a *TokenAuthenticator) AuthenticateToken(ctx context.Context, token string
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, err
+		return a.invalid(err)
 	}
 	if c.Tenant != "" {
 		uid, ok, err := a.Tenants(ctx, c.Tenant)
 		if err != nil {
+			// The server's failure, not the caller's: an error, logged as one.
 			return nil, false, fmt.Errorf("look up tenant %s: %w", c.Tenant, err)
 		}
 		if !ok || uid != c.TenantUID {
-			return nil, false, fmt.Errorf("tenant %s of this token no longer exists", c.Tenant)
+			return a.invalid(fmt.Errorf("tenant %s of this token no longer exists", c.Tenant))
 		}
 	}
 	if node, ok := nodeOfClaims(c); ok {
-		if err := a.nodeLive(ctx, node, c.NodeUID); err != nil {
-			return nil, false, err
+		refused, err := a.nodeLive(ctx, node, c.NodeUID)
+		if err != nil {
+			return nil, false, err // the server's failure, logged as one
+		}
+		if refused != nil {
+			return a.invalid(refused)
 		}
 	}
 	return &authenticator.Response{User: &user.DefaultInfo{Name: c.User, Groups: c.Groups, UID: c.ID}}, true, nil
@@ -168,22 +217,23 @@ func nodeOfClaims(c Claims) (string, bool) {
 	return "", false
 }
 
-// nodeLive checks that the Node a node token was issued for still exists as the same object.
-func (a *TokenAuthenticator) nodeLive(ctx context.Context, node, uid string) error {
+// nodeLive checks that the Node a node token was issued for still exists as the same object:
+// refused says why the caller's token is not honoured, err is the server's own failure.
+func (a *TokenAuthenticator) nodeLive(ctx context.Context, node, uid string) (refused, err error) {
 	if uid == "" {
-		return fmt.Errorf("token of node %s is bound to no Node object: issue a new one (kumo node kubeconfig %s)", node, node)
+		return fmt.Errorf("token of node %s is bound to no Node object: issue a new one (kumo node kubeconfig %s)", node, node), nil
 	}
 	if a.Nodes == nil {
-		return fmt.Errorf("token of node %s cannot be checked: this server has no node lookup", node)
+		return nil, fmt.Errorf("token of node %s cannot be checked: this server has no node lookup", node)
 	}
 	live, err := a.Nodes(ctx, node, uid)
 	if err != nil {
-		return fmt.Errorf("look up node %s: %w", node, err)
+		return nil, fmt.Errorf("look up node %s: %w", node, err)
 	}
 	if !live {
-		return fmt.Errorf("node %s of this token no longer exists (deleted or registered again): issue a new one", node)
+		return fmt.Errorf("node %s of this token no longer exists (deleted or registered again): issue a new one", node), nil
 	}
-	return nil
+	return nil, nil
 }
 
 // TenantClaims are the claims of a token for user of tenant.

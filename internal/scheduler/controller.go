@@ -73,7 +73,8 @@ func NewController(c *client.Client, inf Informers) *Controller {
 		UpdateFunc: func(old, o interface{}) {
 			enqueue(o)
 			if old.(*apps.VMInstance).Status.Node != "" && o.(*apps.VMInstance).Status.Node == "" {
-				ctl.requeuePending() // a released VM may free a disk another VM waits for
+				ctl.requeuePending()      // a released VM may free a disk another VM waits for
+				ctl.requeuePendingDisks() // or a local disk a copy waits to read
 			}
 		},
 		DeleteFunc: func(o interface{}) { ctl.forget(o); ctl.requeuePending() },

@@ -438,3 +438,64 @@ func TestBindingsNotYetInTheWatchStillCountAgainstTheNode(t *testing.T) {
 		t.Errorf("after the watch caught up n1 has %d vCPU free, want 0 (a counted once, b still assumed)", free.CPUs)
 	}
 }
+
+// Local disks spread, but a VM runs on the node of all its local disks: a new local disk of a VM
+// whose other local disk is placed already must go to that node, or the VM never runs.
+func TestLocalDiskOfAVMGoesToTheNodeOfItsOtherLocalDisks(t *testing.T) {
+	f := newFixture(t)
+	f.node("n1", "dc1", true, []string{"local"})
+	f.node("n2", "dc2", true, []string{"local"})
+	f.vm("web", "", "root", "data")
+	f.disk("root", apps.StorageLocal, apps.DiskPending, "")
+	f.disk("data", apps.StorageLocal, apps.DiskPending, "")
+	f.place(t, "root") // the fake API does not feed the watch: the placement is assumed
+	root := f.api.diskWrites(t, "root")
+	if len(root) != 1 || root[0].Status.Node == "" {
+		t.Fatalf("root not placed: %+v", root)
+	}
+	f.place(t, "data")
+	data := f.api.diskWrites(t, "data")
+	if len(data) != 1 || data[0].Status.Node != root[0].Status.Node {
+		t.Fatalf("data placed on %+v, root on %s: VM web could never run", data, root[0].Status.Node)
+	}
+
+	// Pinned to a node that cannot prepare it, the disk waits and says why.
+	f.node("n3", "dc3", true, []string{"local"})
+	f.disk("logs", apps.StorageLocal, apps.DiskPending, "")
+	f.disk("root", apps.StorageLocal, apps.DiskReady, "n3")
+	f.vm("db", "", "root2", "logs")
+	f.disk("root2", apps.StorageLocal, apps.DiskReady, "n1")
+	f.inf.Nodes.GetStore().Delete(&kumo.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
+	f.place(t, "logs")
+	w := f.api.diskWrites(t, "logs")
+	if len(w) != 1 || w[0].Status.Node != "" {
+		t.Fatalf("want logs waiting for node n1, got %+v", w)
+	}
+	if c := meta.FindStatusCondition(w[0].Status.Conditions, ConditionDiskScheduled); c == nil || !strings.Contains(c.Message, "disk root2 of VM db lives on node n1") {
+		t.Errorf("condition %+v", c)
+	}
+}
+
+// qemu-img cannot read a local disk a running QEMU holds (its write lock): a copy placed then
+// failed for good. It waits for the VM to stop.
+func TestCopyOfALocalDiskWaitsWhileAVMRunsOnItsSource(t *testing.T) {
+	f := newFixture(t)
+	f.node("n1", "dc1", true, []string{"local"})
+	f.disk("src", apps.StorageLocal, apps.DiskReady, "n1")
+	f.vm("web", "n1", "src")
+	f.disk("copy", apps.StorageLocal, apps.DiskPending, "", func(d *apps.VMDisk) { d.Spec.Source.Disk = &apps.DiskSource{Name: "src"} })
+	f.place(t, "copy")
+	w := f.api.diskWrites(t, "copy")
+	if len(w) != 1 || w[0].Status.Node != "" {
+		t.Fatalf("want the copy waiting, got %+v", w)
+	}
+	if c := meta.FindStatusCondition(w[0].Status.Conditions, ConditionDiskScheduled); c == nil || c.Reason != ReasonWaitingForSource || !strings.Contains(c.Message, "VM web") {
+		t.Errorf("condition %+v", c)
+	}
+	stopped := f.vm("web", "", "src")
+	stopped.Status.Phase = apps.VMStopped
+	f.place(t, "copy")
+	if w := f.api.diskWrites(t, "copy"); w[len(w)-1].Status.Node != "n1" {
+		t.Errorf("want the copy placed on n1 once the VM stopped, got %+v", w[len(w)-1].Status)
+	}
+}

@@ -115,9 +115,85 @@ func (ctl *Controller) diskRequest(d *apps.VMDisk) (Request, error) {
 		}
 		if s.Spec.StorageClass == apps.StorageLocal {
 			req.Node = s.Status.Node // its data is on that node only
+			// qemu-img does not read an image a running QEMU writes (its write lock): the copy
+			// would fail for good. It waits until no VM runs on the source.
+			if vm := ctl.boundUser(s); vm != "" {
+				return Request{}, &Unschedulable{Reason: ReasonWaitingForSource,
+					Message: fmt.Sprintf("waits for VM %s to stop: it runs on the source disk %s, and a local disk is copied while no VM writes it", vm, s.Name)}
+			}
 		}
 	}
+	if d.Spec.StorageClass == apps.StorageLocal && req.Node == "" {
+		// A VM runs on the node of its local disks: a disk of a VM whose other local disks are
+		// placed already goes to their node, or the VM could never run.
+		req.Node, req.NodeBy = ctl.siblingsNode(d)
+	}
 	return req, nil
+}
+
+// siblingsNode is the node holding (or chosen for) the other local disks of the VMs that name
+// local disk d, and which disk that is; "" when there is none or they are on several nodes.
+func (ctl *Controller) siblingsNode(d *apps.VMDisk) (node, by string) {
+	ctl.mu.Lock()
+	assumed := map[string]string{}
+	for k, n := range ctl.assumedDisks {
+		assumed[k] = n
+	}
+	ctl.mu.Unlock()
+	vms, _ := ctl.inf.VMs.GetIndexer().ByIndex(cache.NamespaceIndex, d.Namespace)
+	for _, obj := range vms {
+		vm := obj.(*apps.VMInstance)
+		if !namesDisk(vm, d.Name) {
+			continue
+		}
+		for _, ref := range vm.Spec.Disks {
+			key := d.Namespace + "/" + ref.Name
+			obj, ok, _ := ctl.inf.Disks.GetStore().GetByKey(key)
+			if ref.Name == d.Name || !ok {
+				continue
+			}
+			other := obj.(*apps.VMDisk)
+			n := other.Status.Node
+			if n == "" {
+				n = assumed[key]
+			}
+			if other.Spec.StorageClass != apps.StorageLocal || other.Status.Phase == apps.DiskFailed || n == "" {
+				continue
+			}
+			if node != "" && node != n {
+				return "", "" // the VM cannot run anyway; its scheduling says why
+			}
+			node, by = n, fmt.Sprintf("disk %s of VM %s", other.Name, vm.Name)
+		}
+	}
+	return node, by
+}
+
+// boundUser names a VM bound to a node (or just bound by this scheduler) that has disk d, or "".
+func (ctl *Controller) boundUser(d *apps.VMDisk) string {
+	ctl.mu.Lock()
+	assumed := map[string]bool{}
+	for k := range ctl.assumed {
+		assumed[k] = true
+	}
+	ctl.mu.Unlock()
+	vms, _ := ctl.inf.VMs.GetIndexer().ByIndex(cache.NamespaceIndex, d.Namespace)
+	for _, obj := range vms {
+		vm := obj.(*apps.VMInstance)
+		if (vm.Status.Node != "" || assumed[vm.Namespace+"/"+vm.Name]) && namesDisk(vm, d.Name) {
+			return vm.Name
+		}
+	}
+	return ""
+}
+
+func namesDisk(vm *apps.VMInstance, disk string) bool {
+	for _, ref := range vm.Spec.Disks {
+		if ref.Name == disk {
+			return true
+		}
+	}
+	return false
 }
 
 func (ctl *Controller) bindDisk(ctx context.Context, d *apps.VMDisk, n Node) error {

@@ -57,6 +57,8 @@ type Request struct {
 	Resources Resources
 	// Node, when set, is the only node the VM may run on (its local disks live there).
 	Node string
+	// NodeBy says, for a disk, what pins it to Node ("" : its source disk).
+	NodeBy string
 	// Images are golden images the node must hold (to create the VM's local disks).
 	Images []string
 	// StorageClasses the VM's disks need.
@@ -106,9 +108,13 @@ func Place(req Request, nodes []Node) (Node, error) {
 // already placed as well as the VMs, so that local disks (and the VMs that follow them) spread.
 func PlaceDisk(req Request, nodes []Node) (Node, error) {
 	req.Resources = Resources{}
+	by := req.NodeBy
+	if by == "" {
+		by = "its source disk"
+	}
 	return place(req, nodes, func(n Node) int { return n.VMs + n.Disks }, "no node can prepare the disk",
-		fmt.Sprintf("its source disk lives on node %s, which cannot prepare it", req.Node),
-		fmt.Sprintf("its source disk lives on node %s, which is not registered", req.Node))
+		fmt.Sprintf("%s lives on node %s, which cannot prepare it", by, req.Node),
+		fmt.Sprintf("%s lives on node %s, which is not registered", by, req.Node))
 }
 
 // place filters nodes for req and ranks the rest by load (lowest first, per datacenter then per

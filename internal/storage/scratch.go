@@ -30,9 +30,16 @@ func NewScratch(parent, prefix string) (*Scratch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scratch directory under %s: %w", parent, err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, scratchLock), os.O_CREATE|os.O_RDWR, 0o600)
+	// The lock file is locked before it takes its name: a sweep that finds the directory sees
+	// either no lock file (being set up) or a held lock, never a free lock it could take first
+	// and then remove the directory of a running operation.
+	f, err := os.OpenFile(filepath.Join(dir, scratchLock+".new"), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
 	if err == nil {
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			beforeScratchLockNamed(dir)
+			err = os.Rename(filepath.Join(dir, scratchLock+".new"), filepath.Join(dir, scratchLock))
+		}
 		if err != nil {
 			f.Close()
 		}
@@ -43,6 +50,10 @@ func NewScratch(parent, prefix string) (*Scratch, error) {
 	}
 	return &Scratch{Dir: dir, lock: f}, nil
 }
+
+// beforeScratchLockNamed runs between the lock being taken and the lock file being named; tests
+// sweep there.
+var beforeScratchLockNamed = func(dir string) {}
 
 // Path is a file of the scratch directory.
 func (s *Scratch) Path(name string) string { return filepath.Join(s.Dir, name) }

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"os"
 	"testing"
 
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
@@ -70,5 +71,40 @@ func TestEnsureCreatesOnlyWhatIsKnownAbsent(t *testing.T) {
 	bad := Request{Disk: clone, ResolveSource: func(context.Context) (*apps.VMDisk, error) { return nil, errors.New("source disk src is not ready") }}
 	if _, err := Ensure(context.Background(), drv, bad); err == nil || len(drv.calls) != 1 {
 		t.Errorf("unresolvable source: %v, calls %v", err, drv.calls)
+	}
+}
+
+// A sweep running while a scratch directory is being set up must leave it alone: it used to
+// take the new directory's lock before its owner, remove the directory, and the operation then
+// failed (a disk import failed for good).
+func TestSweepDuringScratchSetUpLeavesItAlone(t *testing.T) {
+	parent := t.TempDir()
+	swept := -1
+	beforeScratchLockNamed = func(string) { swept, _ = SweepScratch(parent, ".x-") }
+	defer func() { beforeScratchLockNamed = func(string) {} }()
+	s, err := NewScratch(parent, ".x-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if swept != 0 {
+		t.Errorf("the sweep removed %d directories", swept)
+	}
+	if err := os.WriteFile(s.Path("f"), []byte("x"), 0o600); err != nil {
+		t.Errorf("the scratch directory is gone under its operation: %v", err)
+	}
+	// And a sweep afterwards still sees the lock held.
+	if n, err := SweepScratch(parent, ".x-"); n != 0 || err != nil {
+		t.Errorf("sweep of a live scratch directory: %d %v", n, err)
+	}
+	s.Close()
+	// Once its owner is gone (lock free), it is swept.
+	s2, err := NewScratch(parent, ".x-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.lock.Close()
+	if n, err := SweepScratch(parent, ".x-"); n != 1 || err != nil {
+		t.Errorf("sweep of a dead scratch directory: %d %v", n, err)
 	}
 }

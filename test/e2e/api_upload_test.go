@@ -92,8 +92,13 @@ func TestConcurrentUploadsToOneDiskOneWins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got, winner) {
-		t.Errorf("the accepted file is not the winner's bytes (%d bytes, %d of them 'A')", len(got), bytes.Count(got, []byte{'A'}))
+	// Staged sealed with the tenant's key: a 48-byte header, then 16 chunks of 64Ki with their
+	// 16-byte tags; no run of the plaintext survives.
+	if !bytes.HasPrefix(got, []byte("KUMOSTG1")) || len(got) != 48+len(winner)+16*16 {
+		t.Errorf("the accepted file is not the winner's upload sealed (%d bytes, header %q)", len(got), got[:min(8, len(got))])
+	}
+	if bytes.Contains(got, bytes.Repeat([]byte{'A'}, 32)) || bytes.Contains(got, bytes.Repeat([]byte{'B'}, 32)) {
+		t.Error("the staged upload holds the tenant's plaintext")
 	}
 	if _, err := os.Stat(staged + ".receiving"); !os.IsNotExist(err) {
 		t.Errorf("a .receiving file outlives the upload: %v", err)
@@ -164,7 +169,7 @@ func TestInterruptedUploadIsCleanedAtRestart(t *testing.T) {
 		_, err := os.Stat(orphan)
 		return os.IsNotExist(err)
 	})
-	if got, err := os.ReadFile(filepath.Join(dir, "uploads", "vmdisks", ns, string(kept.UID)+".img")); err != nil || !bytes.Equal(got, rawImage('K')) {
+	if got, err := os.ReadFile(filepath.Join(dir, "uploads", "vmdisks", ns, string(kept.UID)+".img")); err != nil || !bytes.HasPrefix(got, []byte("KUMOSTG1")) || len(got) != 48+len(rawImage('K'))+16*16 {
 		t.Errorf("the staged upload of a live disk must survive the restart: %v", err)
 	}
 }

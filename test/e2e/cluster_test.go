@@ -129,8 +129,11 @@ func imagesDir() string {
 
 // agentFlags are the flags every test agent gets: TCG (KVM hangs on the test machines) and
 // the test images.
+// agentFlags are every agent's flags; the tests serve images on 127.0.0.1, which imports reach
+// only because it is allow-listed.
 func agentFlags() []string {
-	return []string{"--accel", "tcg", "--images-dir", imagesDir()}
+	return []string{"--accel", "tcg", "--images-dir", imagesDir(),
+		"--import-allowed-networks", "127.0.0.1/32", "--image-import-allowed-networks", "127.0.0.1/32"}
 }
 
 // Start (re)starts the server process on the cluster's directory and ports.

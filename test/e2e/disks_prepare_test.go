@@ -147,6 +147,10 @@ func TestDisksArePreparedBeforeAnyVMNeedsThem(t *testing.T) {
 		d := getDisk(t, cl, ns, "uploaded")
 		return d.Status.Phase == apps.DiskReady && d.Status.Node == "aio"
 	})
+	// The node fetched the upload (decrypted by the server): once the disk holds it, it goes.
+	if _, err := os.Stat(filepath.Join(c.Dir, "uploads", "vmdisks", ns, string(getDisk(t, cl, ns, "uploaded").UID)+".img")); !os.IsNotExist(err) {
+		t.Errorf("the staged upload outlives its consumption by a Ready disk: %v", err)
+	}
 
 	// A VM created afterwards starts from the ready disk (no import in its start).
 	vm := "apiVersion: apps.cozystack.io/v1alpha1\nkind: VMInstance\nmetadata:\n  name: later\nspec:\n  instanceType: s1.small\n  instanceProfile: debian\n  disks:\n  - alone\n"

@@ -1,5 +1,6 @@
 // Package tenant reconciles Tenants: each gets its namespace, tenant-<name>, owned by it; a
-// deleted tenant's namespace and events go before the tenant itself (a finalizer holds it).
+// deleted tenant's namespace is marked Terminating, emptied of whatever raced in (VMs, then
+// disks, then events) and removed before the tenant itself goes (a finalizer holds it).
 package tenant
 
 import (
@@ -15,11 +16,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 
 	"kumo.dev/kumo/internal/controller/events"
+	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 	"kumo.dev/kumo/pkg/client"
 )
@@ -141,8 +144,22 @@ func (ctl *Controller) reconcile(ctx context.Context, name string) error {
 }
 
 func (ctl *Controller) createNamespace(ctx context.Context, t *kumo.Tenant, ns string) error {
+	// A namespace that does not exist takes no content, so whatever is found under its name
+	// belongs to an earlier tenant of this name (left by a version of Kumo whose deletion raced
+	// with creates): it goes before the new tenant gets the namespace. The informer may lag, so
+	// only a namespace etcd does not have counts as absent.
+	_, err := ctl.c.Core.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("read namespace %s: %w", ns, err)
+	}
+	if err := ctl.removeContent(ctx, ns); err != nil {
+		return fmt.Errorf("clear what an earlier tenant left in %s: %w", ns, err)
+	}
 	owner := metav1.NewControllerRef(t, kumo.SchemeGroupVersion.WithKind("Tenant"))
-	_, err := ctl.c.Core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+	_, err = ctl.c.Core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 		Name: ns, Labels: map[string]string{ctl.labelKey: t.Name}, OwnerReferences: []metav1.OwnerReference{*owner},
 	}}, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
@@ -156,9 +173,12 @@ func (ctl *Controller) createNamespace(ctx context.Context, t *kumo.Tenant, ns s
 	return nil
 }
 
-// finalize removes a deleted tenant's namespace and events, then lets the tenant go. Admission
-// has already refused the deletion while the tenant held VMs or disks, and refuses new content
-// in a terminating namespace.
+// finalize removes a deleted tenant's namespace and everything in it, then lets the tenant go.
+// Admission refused the deletion while the tenant held VMs or disks, but creates racing the
+// deletion may have landed since: the namespace is marked Terminating first (no create is
+// admitted after that), then what it still holds is deleted, and the namespace goes only once it
+// is empty. A tenant created again under the same name starts with a namespace of its own, and
+// its tokens (bound to the tenant's UID) differ from the old ones.
 func (ctl *Controller) finalize(ctx context.Context, t *kumo.Tenant) error {
 	ns := kumo.TenantNamespace(t.Name)
 	core := ctl.c.Core.CoreV1()
@@ -169,6 +189,12 @@ func (ctl *Controller) finalize(ctx context.Context, t *kumo.Tenant) error {
 				return fmt.Errorf("mark namespace %s terminating: %w", ns, err)
 			}
 		}
+		// The namespace takes no new content from here on (admission refuses creates in a
+		// terminating namespace, and the mark returned only once every create admitted before it
+		// was written). What raced in between the tenant's emptiness check and the mark goes now.
+		if err := ctl.removeContent(ctx, ns); err != nil {
+			return err
+		}
 		if err := core.Events(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
 			return fmt.Errorf("delete events of namespace %s: %w", ns, err)
 		}
@@ -176,6 +202,9 @@ func (ctl *Controller) finalize(ctx context.Context, t *kumo.Tenant) error {
 			return fmt.Errorf("delete namespace %s: %w", ns, err)
 		}
 	} else if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("read namespace %s: %w", ns, err)
+	} else if err := ctl.removeContent(ctx, ns); err != nil {
+		// The namespace is gone (no create is admitted): what is left there goes too.
 		return err
 	}
 	if t.Status.Phase != kumo.TenantTerminating {
@@ -217,5 +246,59 @@ func (ctl *Controller) ensureKey(ctx context.Context, t *kumo.Tenant) error {
 		return fmt.Errorf("create the disk key of tenant %s: %w", t.Name, err)
 	}
 	ctl.recorder.Event(t, corev1.EventTypeNormal, "KeyCreated", "Created the tenant's disk encryption key")
+	return nil
+}
+
+// contentRemaining is returned while a terminating namespace still holds VMs or disks; the
+// tenant is reconciled again until they are gone.
+type contentRemaining struct {
+	ns   string
+	left []string
+}
+
+func (e *contentRemaining) Error() string {
+	return fmt.Sprintf("namespace %s still holds %v: deleting them", e.ns, e.left)
+}
+
+// removeContent deletes the VMs of a terminating namespace, then (once no VM names them) its
+// disks. It returns nil only when the namespace holds neither.
+func (ctl *Controller) removeContent(ctx context.Context, ns string) error {
+	var left []string
+	for _, r := range []string{"vminstances", "vmdisks"} {
+		var list runtime.Object = &apps.VMInstanceList{}
+		if r == "vmdisks" {
+			list = &apps.VMDiskList{}
+		}
+		if err := ctl.c.Apps.Get().Namespace(ns).Resource(r).Do(ctx).Into(list); err != nil {
+			return fmt.Errorf("list %s of terminating namespace %s: %w", r, ns, err)
+		}
+		var items []metav1.ObjectMeta
+		_ = meta.EachListItem(list, func(o runtime.Object) error {
+			if m, err := meta.Accessor(o); err == nil {
+				items = append(items, metav1.ObjectMeta{Name: m.GetName(), UID: m.GetUID()})
+			}
+			return nil
+		})
+		if len(items) == 0 {
+			continue
+		}
+		if r == "vmdisks" && len(left) > 0 {
+			// Disks a VM names cannot be deleted: wait for the VMs to go first.
+			left = append(left, fmt.Sprintf("%d %s", len(items), r))
+			break
+		}
+		for _, o := range items {
+			err := ctl.c.Apps.Delete().Namespace(ns).Resource(r).Name(o.Name).
+				Body(&metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &o.UID}}).Do(ctx).Error()
+			if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+				return fmt.Errorf("delete %s %s/%s of a deleted tenant: %w", r, ns, o.Name, err)
+			}
+			slog.Info("deleted the content of a deleted tenant", "resource", r, "namespace", ns, "name", o.Name)
+		}
+		left = append(left, fmt.Sprintf("%d %s", len(items), r))
+	}
+	if len(left) > 0 {
+		return &contentRemaining{ns: ns, left: left}
+	}
 	return nil
 }

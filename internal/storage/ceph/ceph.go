@@ -34,6 +34,8 @@ type Driver struct {
 	ScratchDir string
 	// Uploads fetches uploaded content (nil: uploads are not available).
 	Uploads storage.Uploads
+	// Networks are the addresses http imports may connect to (zero: no internal address).
+	Networks importer.Networks
 }
 
 var _ storage.Driver = &Driver{}
@@ -200,7 +202,7 @@ func (d *Driver) fetch(ctx context.Context, req storage.Request, report func(int
 			return d.Uploads(ctx, disk.Namespace, disk.Name, dst, p)
 		}}
 		if src.HTTP != nil {
-			fetch = importer.Source{URL: src.HTTP.URL}
+			fetch = importer.Source{URL: src.HTTP.URL, Networks: d.Networks}
 		}
 		if n, err := storage.SweepScratch(d.ScratchDir, scratchPrefix); err != nil {
 			slog.Warn("remove what crashed downloads left", "dir", d.ScratchDir, "err", err)
@@ -250,6 +252,13 @@ func (d *Driver) goldenSource(ctx context.Context, name string) (source, error) 
 		return source{}, fmt.Errorf("golden image %s: %w", name, err)
 	}
 	return source{file: img.Path, info: info, size: info.VirtualSize}, nil
+}
+
+// goldenGone says whether the golden image is known not to exist any more (false: it exists, or
+// this node cannot tell).
+func (d *Driver) goldenGone(name string) bool {
+	g, ok := d.Golden.(interface{ Gone(name string) bool })
+	return ok && g.Gone(name)
 }
 
 func (d *Driver) golden(name string) (storage.GoldenImage, bool) {

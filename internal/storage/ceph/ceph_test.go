@@ -72,6 +72,12 @@ func (g *testGolden) Golden(name string) (storage.GoldenImage, bool) {
 	return storage.GoldenImage{Name: name, Path: g.path(name), ID: id, Managed: true}, true
 }
 
+// Gone: the test's catalog knows every image; one not in ids was deleted.
+func (g *testGolden) Gone(name string) bool {
+	_, ok := g.ids[name]
+	return !ok
+}
+
 // ensure opens or creates a disk as the agent does (source: the resolved disk it clones).
 func ensure(d *Driver, dk *apps.VMDisk, key storage.Key, source ...*apps.VMDisk) (storage.Volume, error) {
 	req := storage.Request{Disk: dk, Key: key}

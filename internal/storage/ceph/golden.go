@@ -61,7 +61,17 @@ func (d *Driver) cloneBase(ctx context.Context, disk *apps.VMDisk, img *storage.
 	if content := baseRaw - 2*luksHeader; content > size {
 		return &importer.RefusedError{Reason: fmt.Sprintf("golden image %s is %s, larger than spec.storage %s", golden, importer.HumanBytes(content), disk.Spec.Storage.String())}
 	}
-	if _, err := d.rbd(ctx, "clone", "--rbd-default-clone-format", "2", base+"@"+baseSnap, spec(img)); err != nil {
+	_, err = d.rbd(ctx, "clone", "--rbd-default-clone-format", "2", base+"@"+baseSnap, spec(img))
+	for attempt := 1; isAbsent(err) && attempt < baseAttempts; attempt++ {
+		// The base (or its snapshot) vanished between the look and the clone: another node's
+		// pruning saw no clone of it yet. Make it again.
+		slog.Info("tenant base removed while cloning it; making it again", "base", base, "image", spec(img))
+		if base, baseRaw, err = d.ensureBase(ctx, disk.Namespace, golden, key); err != nil {
+			return fmt.Errorf("tenant base, made again: %w", err)
+		}
+		_, err = d.rbd(ctx, "clone", "--rbd-default-clone-format", "2", base+"@"+baseSnap, spec(img))
+	}
+	if err != nil {
 		if isExists(err) {
 			return fmt.Errorf("RBD image %s: %w", spec(img), storage.ErrExists)
 		}
@@ -80,6 +90,9 @@ func (d *Driver) cloneBase(ctx context.Context, disk *apps.VMDisk, img *storage.
 	}
 	return nil
 }
+
+// baseAttempts bounds the clones of a base that vanishes under them (see cloneBase).
+const baseAttempts = 3
 
 // ensureBase returns the tenant's base of a golden image ("": the blank base) as
 // pool/namespace/image and its raw size, making it when it does not exist: an encrypted image
@@ -189,8 +202,11 @@ func (d *Driver) PruneBases(ctx context.Context) error {
 			stale := !hasDisks
 			if golden, id, ok := storage.ParseObjectName(strings.TrimPrefix(image, basePrefix)); ok && !strings.HasPrefix(image, blankBase) {
 				id, _, _ = strings.Cut(id, "-")
+				// Stale when the image is known to hold other content now, or known to be
+				// gone. A node that holds no copy of it (not cached yet) knows neither: the
+				// pool is shared, other nodes clone from the base.
 				img, ok := d.golden(golden)
-				stale = stale || !ok || img.ID != id
+				stale = stale || (ok && img.ID != id) || (!ok && d.goldenGone(golden))
 			}
 			if !stale {
 				continue

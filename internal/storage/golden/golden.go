@@ -75,6 +75,24 @@ func (c *Catalog) Golden(name string) (storage.GoldenImage, bool) {
 	return storage.GoldenImage{Name: name, Path: path, ID: id}, true
 }
 
+// Gone says whether the golden image name is known not to exist: the object list is known and
+// has no GoldenImage of that name, and the node's images directory has no such file. A node
+// that merely has not cached an image yet does not find it gone.
+func (c *Catalog) Gone(name string) bool {
+	if c.Objects == nil {
+		return false
+	}
+	uids, ok := c.Objects()
+	if !ok {
+		return false
+	}
+	if _, exists := uids[name]; exists {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(c.ImagesDir, name+".qcow2"))
+	return errors.Is(err, fs.ErrNotExist)
+}
+
 // Cached says whether the copy of a GoldenImage object is on the node.
 func (c *Catalog) Cached(name, uid string) bool {
 	_, err := os.Stat(c.CachePath(name, uid))

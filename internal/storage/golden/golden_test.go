@@ -81,3 +81,22 @@ func TestAnObjectShadowsTheOperatorsFileAndStaleCopiesGo(t *testing.T) {
 		t.Errorf("Names() = %v", got)
 	}
 }
+
+func TestGoneOnlyWhenKnownAbsent(t *testing.T) {
+	objs, synced := map[string]string{"debian": "uid-1"}, false
+	c := &Catalog{Dir: t.TempDir(), ImagesDir: t.TempDir(), Objects: func() (map[string]string, bool) { return objs, synced }}
+	write(t, filepath.Join(c.ImagesDir, "tiny.qcow2"), "operator tiny")
+	if c.Gone("deleted") {
+		t.Error("gone while the object list is not known")
+	}
+	synced = true
+	if c.Gone("debian") {
+		t.Error("an image whose object exists but is not cached yet is not gone")
+	}
+	if c.Gone("tiny") {
+		t.Error("an operator's image is not gone")
+	}
+	if !c.Gone("deleted") {
+		t.Error("no object, no file: gone")
+	}
+}

@@ -55,7 +55,7 @@ func TestContentMustBeWhatItsNameOrContentTypeSays(t *testing.T) {
 		{"/cd.iso", "", "raw"},
 		{"/whole.bin", "", "raw"},
 	} {
-		info, err := Fetch(context.Background(), Source{URL: srv.URL + tc.path}, filepath.Join(t.TempDir(), "dl"), nil)
+		info, err := Fetch(context.Background(), Source{URL: srv.URL + tc.path, Networks: testNets}, filepath.Join(t.TempDir(), "dl"), nil)
 		switch {
 		case tc.refusal != "" && (!IsRefused(err) || !strings.Contains(err.Error(), tc.refusal)):
 			t.Errorf("%s: %v, want refused: %q", tc.path, err, tc.refusal)

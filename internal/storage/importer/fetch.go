@@ -57,10 +57,10 @@ func (t Timeouts) orDefault() Timeouts {
 	return t
 }
 
-// URL fetches from an http(s) URL with DefaultTimeouts.
-func URL(url string) Fetcher {
+// URL fetches from an http(s) URL with DefaultTimeouts, connecting only where nets allow.
+func URL(url string, nets Networks) Fetcher {
 	return func(ctx context.Context, dst string, progress Progress) error {
-		return Download(ctx, url, dst, progress)
+		return Download(ctx, url, nets, dst, progress)
 	}
 }
 
@@ -80,31 +80,41 @@ func Stream(open func(ctx context.Context) (io.ReadCloser, int64, error)) Fetche
 }
 
 // Download fetches url into dst under DefaultTimeouts, decompressing gzip or xz (recognised by
-// their magic bytes), reporting progress over the bytes received.
-func Download(ctx context.Context, url, dst string, progress Progress) error {
-	_, err := download(ctx, url, dst, progress, DefaultTimeouts)
+// their magic bytes), reporting progress over the bytes received. It connects only to addresses
+// nets allows.
+func Download(ctx context.Context, url string, nets Networks, dst string, progress Progress) error {
+	_, err := download(ctx, url, nets, dst, progress, DefaultTimeouts)
 	return err
 }
 
 // download is Download under the given timeouts; it returns the response's Content-Type.
-func download(ctx context.Context, url, dst string, progress Progress, t Timeouts) (string, error) {
+func download(ctx context.Context, url string, nets Networks, dst string, progress Progress, t Timeouts) (string, error) {
+	if err := CheckURL(url); err != nil {
+		return "", err
+	}
+	shown := redact(url)
 	t = t.orDefault()
 	ctx, w := watch(ctx, t)
 	defer w.stop()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return "", refuse("bad URL %q: %v", url, err)
+		return "", refuse("bad URL %s: %v", shown, redactErr(err))
 	}
-	resp, err := (&http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, ResponseHeaderTimeout: t.Header}}).Do(req)
+	hc := nets.client(t.Header)
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Do(req)
 	if err != nil {
-		return "", w.explain("download "+url, err)
+		if w.ctx.Err() == nil {
+			err = addressRefusal(url, err)
+		}
+		return "", w.explain("download "+shown, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", refuse("download %s: server answered %s", url, resp.Status)
+		return "", refuse("download %s: server answered %s", shown, resp.Status)
 	}
 	counted := &countingReader{r: resp.Body, total: resp.ContentLength, progress: progress}
-	return resp.Header.Get("Content-Type"), w.explain("download "+url, Decompress(ctx, w.reader(counted), dst))
+	return resp.Header.Get("Content-Type"), w.explain("download "+shown, Decompress(ctx, w.reader(counted), dst))
 }
 
 // watchdog cancels a transfer's context when no byte arrived for the idle timeout or when the
@@ -254,6 +264,8 @@ type Source struct {
 	Name string
 	// Timeouts bound a download (zero fields: DefaultTimeouts).
 	Timeouts Timeouts
+	// Networks are the addresses a download may connect to (zero: no internal address).
+	Networks Networks
 }
 
 // Fetch brings an image into path (an OVA's first disk for an OVA) and inspects it, refusing
@@ -273,7 +285,7 @@ func Fetch(ctx context.Context, src Source, path string, progress func(percent i
 		err = src.Fetch(ctx, path, report)
 	case src.URL != "":
 		name = urlName(src.URL)
-		contentType, err = download(ctx, src.URL, path, report, src.Timeouts)
+		contentType, err = download(ctx, src.URL, src.Networks, path, report, src.Timeouts)
 	default:
 		err = errors.New("an import needs a URL or a fetcher")
 	}

@@ -144,7 +144,7 @@ func TestDownloadDecompressesAndConvertReportsProgress(t *testing.T) {
 	for _, name := range []string{"img.qcow2", "img.qcow2.gz", "img.qcow2.xz"} {
 		dst := filepath.Join(dir, "dl-"+name)
 		var calls int
-		if err := Download(context.Background(), srv.URL+"/"+name, dst, func(done, total int64) { calls++ }); err != nil {
+		if err := Download(context.Background(), srv.URL+"/"+name, testNets, dst, func(done, total int64) { calls++ }); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 		got, _ := os.ReadFile(dst)
@@ -155,7 +155,7 @@ func TestDownloadDecompressesAndConvertReportsProgress(t *testing.T) {
 			t.Errorf("%s: no progress reported", name)
 		}
 	}
-	if err := Download(context.Background(), srv.URL+"/missing", filepath.Join(dir, "x"), nil); !IsRefused(err) || !strings.Contains(err.Error(), "404") {
+	if err := Download(context.Background(), srv.URL+"/missing", testNets, filepath.Join(dir, "x"), nil); !IsRefused(err) || !strings.Contains(err.Error(), "404") {
 		t.Errorf("missing image: %v", err)
 	}
 

@@ -33,7 +33,7 @@ func TestDownloadThatStallsEndsWithTheIdleTimeout(t *testing.T) {
 	srv := httptest.NewServer(trickle(100, 3*time.Second))
 	defer srv.Close()
 	dst := filepath.Join(t.TempDir(), "dl")
-	_, err := Fetch(context.Background(), Source{URL: srv.URL + "/slow.raw", Timeouts: Timeouts{Idle: 300 * time.Millisecond}}, dst, nil)
+	_, err := Fetch(context.Background(), Source{URL: srv.URL + "/slow.raw", Timeouts: Timeouts{Idle: 300 * time.Millisecond}, Networks: testNets}, dst, nil)
 	if !errors.Is(err, ErrIdleTimeout) || !strings.Contains(err.Error(), "idle timeout") || !strings.Contains(err.Error(), "300ms") {
 		t.Fatalf("a source sending a byte every 3 s with a 300ms idle timeout: %v", err)
 	}
@@ -47,7 +47,7 @@ func TestDownloadThatNeverEndsHitsTheTotalTimeout(t *testing.T) {
 	defer srv.Close()
 	dst := filepath.Join(t.TempDir(), "dl")
 	// Bytes keep coming (well within the idle timeout); the total timeout still ends it.
-	_, err := Fetch(context.Background(), Source{URL: srv.URL + "/endless.raw", Timeouts: Timeouts{Idle: 10 * time.Second, Total: time.Second}}, dst, nil)
+	_, err := Fetch(context.Background(), Source{URL: srv.URL + "/endless.raw", Timeouts: Timeouts{Idle: 10 * time.Second, Total: time.Second}, Networks: testNets}, dst, nil)
 	if !errors.Is(err, ErrTotalTimeout) || errors.Is(err, ErrIdleTimeout) {
 		t.Fatalf("want the total timeout: %v", err)
 	}
@@ -60,7 +60,7 @@ func TestDownloadStopsWhenItsContextIsCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := Fetch(ctx, Source{URL: srv.URL + "/disk.raw"}, dst, nil) // default timeouts: minutes
+		_, err := Fetch(ctx, Source{URL: srv.URL + "/disk.raw", Networks: testNets}, dst, nil) // default timeouts: minutes
 		done <- err
 	}()
 	time.Sleep(200 * time.Millisecond) // let the download start; the outcome does not depend on it
@@ -82,7 +82,7 @@ func TestStreamThatStallsEndsWithTheIdleTimeout(t *testing.T) {
 	DefaultTimeouts.Idle = 300 * time.Millisecond
 	defer func() { DefaultTimeouts = old }()
 	dst := filepath.Join(t.TempDir(), "dl")
-	_, err := Fetch(context.Background(), Source{Fetch: URL(srv.URL + "/x")}, dst, nil)
+	_, err := Fetch(context.Background(), Source{Fetch: URL(srv.URL+"/x", testNets)}, dst, nil)
 	if !errors.Is(err, ErrIdleTimeout) {
 		t.Fatalf("URL fetcher under DefaultTimeouts: %v", err)
 	}

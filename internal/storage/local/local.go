@@ -40,6 +40,8 @@ type Driver struct {
 	Golden storage.GoldenImages
 	// Uploads fetches uploaded content (nil: uploads are not available).
 	Uploads storage.Uploads
+	// Networks are the addresses http imports may connect to (zero: no internal address).
+	Networks importer.Networks
 
 	// basesMu keeps pruning of unused backing files out of the window between a disk's backing
 	// file being linked and the disk being put in place.
@@ -142,7 +144,7 @@ func (d *Driver) Create(ctx context.Context, req storage.Request) (storage.Volum
 		defer d.basesMu.RUnlock()
 		err = d.fromImage(ctx, disk, tmp, key, &want)
 	case src.HTTP != nil:
-		err = d.fromSource(ctx, disk, s, tmp, key, &want, req.Progress, importer.Source{URL: src.HTTP.URL})
+		err = d.fromSource(ctx, disk, s, tmp, key, &want, req.Progress, importer.Source{URL: src.HTTP.URL, Networks: d.Networks})
 	case src.Disk != nil:
 		err = d.fromDisk(ctx, disk, req.Source, tmp, key, want)
 	case src.Upload != nil && d.Uploads != nil:

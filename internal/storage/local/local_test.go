@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -157,8 +158,15 @@ func TestEnsureImportsFromHTTP(t *testing.T) {
 
 	d := &Driver{Dir: t.TempDir()}
 	key := keyFile(t, "tenant-a-key-0123456789abcdef0123456789")
+	// Without an allow-list the test server, on loopback, is out of reach.
+	_, err := ensure(d, disk("loopback", "1Gi", apps.VMDiskSource{HTTP: &apps.HTTPSource{URL: srv.URL + "/src.vmdk"}}), key, nil)
+	if !importer.IsRefused(err) || !strings.Contains(err.Error(), "address 127.0.0.1 is not allowed for imports") {
+		t.Fatalf("import from loopback without an allow-list: %v", err)
+	}
+	d.Networks = importer.Networks{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
 	var progress []int
-	v, err := ensure(d, disk("imported", "1Gi", apps.VMDiskSource{HTTP: &apps.HTTPSource{URL: srv.URL + "/src.vmdk"}}), key, func(p int) { progress = append(progress, p) })
+	var v storage.Volume
+	v, err = ensure(d, disk("imported", "1Gi", apps.VMDiskSource{HTTP: &apps.HTTPSource{URL: srv.URL + "/src.vmdk"}}), key, func(p int) { progress = append(progress, p) })
 	if err != nil {
 		t.Fatal(err)
 	}

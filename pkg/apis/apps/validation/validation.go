@@ -90,7 +90,7 @@ func ValidateVMDiskUpdate(d, old *apps.VMDisk) field.ErrorList {
 	spec := field.NewPath("spec")
 	if d.Spec.StorageClass != old.Spec.StorageClass {
 		errs = append(errs, field.Forbidden(spec.Child("storageClass"),
-			fmt.Sprintf("cannot change from %q to %q: create a new disk with source.disk to copy it", old.Spec.StorageClass, d.Spec.StorageClass)))
+			fmt.Sprintf("cannot change from %q to %q: a disk keeps its storage class", old.Spec.StorageClass, d.Spec.StorageClass)))
 	}
 	if d.Spec.Storage != nil && old.Spec.Storage != nil && d.Spec.Storage.Cmp(*old.Spec.Storage) < 0 {
 		errs = append(errs, field.Forbidden(spec.Child("storage"),
@@ -105,18 +105,32 @@ func ValidateVMDiskUpdate(d, old *apps.VMDisk) field.ErrorList {
 	return errs
 }
 
+// ValidateImportURL checks the URL of an import (a VMDisk's or a GoldenImage's http source): http
+// or https with a host, and no credentials — they would be echoed in listings, statuses and
+// events. The value shown in an error never holds the password.
+func ValidateImportURL(raw string, path *field.Path) field.ErrorList {
+	if raw == "" {
+		return field.ErrorList{field.Required(path, "the image's URL")}
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return field.ErrorList{field.Invalid(path, "(unparsable URL)", "must be an http:// or https:// URL with a host")}
+	}
+	if u.User != nil {
+		return field.ErrorList{field.Invalid(path, u.Redacted(), "must not carry credentials (user:password@)")}
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return field.ErrorList{field.Invalid(path, raw, "must be an http:// or https:// URL with a host")}
+	}
+	return nil
+}
+
 func validateDiskSource(s apps.VMDiskSource, path *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	var set []string
 	if s.HTTP != nil {
 		set = append(set, "http")
-		u, err := url.Parse(s.HTTP.URL)
-		switch {
-		case s.HTTP.URL == "":
-			errs = append(errs, field.Required(path.Child("http", "url"), "the image's URL"))
-		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-			errs = append(errs, field.Invalid(path.Child("http", "url"), s.HTTP.URL, "must be an http:// or https:// URL with a host"))
-		}
+		errs = append(errs, ValidateImportURL(s.HTTP.URL, path.Child("http", "url"))...)
 	}
 	if s.Image != nil {
 		set = append(set, "image")

@@ -138,6 +138,16 @@ func TestValidateVMDisk(t *testing.T) {
 			want:   []wantErr{{field.ErrorTypeInvalid, "spec.source.http.url"}},
 		},
 		{
+			name:   "url with credentials is rejected at spec.source.http.url",
+			before: func(d *apps.VMDisk) { d.Spec.Source.HTTP = &apps.HTTPSource{URL: "https://user:pw@example.com/a.img"} },
+			want:   []wantErr{{field.ErrorTypeInvalid, "spec.source.http.url"}},
+		},
+		{
+			name:   "url with a user name alone is rejected at spec.source.http.url",
+			before: func(d *apps.VMDisk) { d.Spec.Source.HTTP = &apps.HTTPSource{URL: "https://token@example.com/a.img"} },
+			want:   []wantErr{{field.ErrorTypeInvalid, "spec.source.http.url"}},
+		},
+		{
 			name:   "file url is rejected at spec.source.http.url",
 			before: func(d *apps.VMDisk) { d.Spec.Source.HTTP = &apps.HTTPSource{URL: "file:///etc/passwd"} },
 			want:   []wantErr{{field.ErrorTypeInvalid, "spec.source.http.url"}},
@@ -776,5 +786,12 @@ func TestValidateVMInstanceUpdate(t *testing.T) {
 			tc.change(vm)
 			assertErrors(t, ValidateVMInstanceUpdate(vm, old), tc.want...)
 		})
+	}
+}
+
+func TestImportURLErrorsNeverShowThePassword(t *testing.T) {
+	errs := ValidateImportURL("https://user:hunter2@example.com/a.img", field.NewPath("spec", "source", "http", "url"))
+	if len(errs) != 1 || strings.Contains(errs.ToAggregate().Error(), "hunter2") || !strings.Contains(errs.ToAggregate().Error(), "credentials") {
+		t.Fatalf("errors %v", errs)
 	}
 }
