@@ -316,7 +316,7 @@ func (d *Driver) fetch(ctx context.Context, req storage.Request, report func(int
 func (d *Driver) goldenSource(ctx context.Context, name string) (source, error) {
 	img, ok := d.golden(name)
 	if !ok {
-		return source{}, fmt.Errorf("golden image %s is not on this node", name)
+		return source{}, storage.GoldenNotHere(d.Golden, name)
 	}
 	info, err := importer.Inspect(ctx, img.Path)
 	if err != nil {

@@ -111,7 +111,7 @@ func (d *Driver) ensureBase(ctx context.Context, namespace, golden string, key s
 	if golden != "" {
 		var ok bool
 		if img, ok = d.golden(golden); !ok {
-			return "", 0, fmt.Errorf("golden image %s is not on this node", golden)
+			return "", 0, storage.GoldenNotHere(d.Golden, golden)
 		}
 		short = basePrefix + golden + "." + img.ID + "-" + keyID
 	}
