@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"kumo.dev/kumo/internal/storage"
+	"kumo.dev/kumo/internal/storage/golden"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 )
 
@@ -54,5 +55,22 @@ func TestAnImportInProgressIsNotADiskYet(t *testing.T) {
 	}
 	if err := qemuIO(vol.Path, key, "read -P 0x3c 0 16M"); err != nil {
 		t.Errorf("the finished disk: %v", err)
+	}
+}
+
+// A golden image the node does not hold is final only when the catalog knows it is gone (no
+// GoldenImage of that name): an image not cached yet is tried again, never a Failed disk.
+func TestAGoldenImageNotCachedYetIsNotAMissingSource(t *testing.T) {
+	objects := map[string]string{"os": "11111111-aaaa"}
+	catalog := &golden.Catalog{Dir: t.TempDir(), ImagesDir: t.TempDir(), Objects: func() (map[string]string, bool) { return objects, true }}
+	d := &Driver{Dir: t.TempDir(), Golden: catalog}
+	key := keyFile(t, "tenant-a-key-0123456789abcdef0123456789")
+	_, err := ensure(d, disk("fromos", "64Mi", apps.VMDiskSource{Image: &apps.ImageSource{Name: "os"}}), key, nil)
+	if err == nil || errors.Is(err, storage.ErrNoSource) {
+		t.Fatalf("disk from an image not cached yet: err = %v, want an error that is not ErrNoSource", err)
+	}
+	_, err = ensure(d, disk("fromgone", "64Mi", apps.VMDiskSource{Image: &apps.ImageSource{Name: "gone"}}), key, nil)
+	if !errors.Is(err, storage.ErrNoSource) {
+		t.Fatalf("disk from an image that does not exist: err = %v, want ErrNoSource", err)
 	}
 }
