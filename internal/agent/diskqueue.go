@@ -70,8 +70,9 @@ type preparation struct {
 
 // runDiskQueue watches the disks placed on this node and prepares them until ctx ends. It
 // returns once every preparation has ended: a cancelled preparation removes what it made (a
-// half-filled RBD image) before the agent may exit, or the next run would find it and take it
-// for the finished disk.
+// half-filled image under its temporary name) before the agent may exit. Drivers never put a
+// half-made disk under its final name, so what a killed agent leaves is never taken for a
+// finished disk; the drivers' sweeps remove it later.
 func (a *Agent) runDiskQueue(ctx context.Context) {
 	q := &diskQueue{a: a, active: map[string]preparation{},
 		inf:   client.NewInformer(a.c.Apps, "vmdisks", &apps.VMDisk{}, "status.node="+a.opts.Node, 0),
