@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -28,10 +29,29 @@ import (
 const (
 	// diskWorkers is how many disks the node prepares at once.
 	diskWorkers = 2
-	// diskRecheck is when a disk whose preparation failed is looked at again; by then the watch
-	// shows it Failed (and it is left alone) unless reporting the failure itself failed.
-	diskRecheck = 30 * time.Second
 )
+
+// A preparation that failed for a reason that may pass (see prepareFailsForGood) is tried again
+// after a back-off doubling from prepareRetryMin up to prepareRetryMax; tests shorten them.
+var (
+	prepareRetryMin = 5 * time.Second
+	prepareRetryMax = 5 * time.Minute
+)
+
+func newPrepareQueue() workqueue.TypedRateLimitingInterface[string] {
+	return workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](prepareRetryMin, prepareRetryMax))
+}
+
+// preparationChanged says whether an update of a disk may change what its preparation does: a
+// new object, spec or placement, a deletion, an upload that completed, a phase set by someone
+// else. The status this node writes while preparing (progress, a retrying condition) is not:
+// queueing the disk then would retry a failed preparation at once, past the back-off.
+func preparationChanged(old, cur *apps.VMDisk) bool {
+	uploaded := func(d *apps.VMDisk) bool { return meta.IsStatusConditionTrue(d.Status.Conditions, "Uploaded") }
+	return old.UID != cur.UID || old.Generation != cur.Generation || old.Status.Node != cur.Status.Node ||
+		(old.DeletionTimestamp == nil) != (cur.DeletionTimestamp == nil) || uploaded(old) != uploaded(cur) ||
+		(old.Status.Phase != cur.Status.Phase && cur.Status.Phase != apps.DiskImporting)
+}
 
 type diskQueue struct {
 	a     *Agent
@@ -50,12 +70,13 @@ type preparation struct {
 
 // runDiskQueue watches the disks placed on this node and prepares them until ctx ends. It
 // returns once every preparation has ended: a cancelled preparation removes what it made (a
-// half-filled RBD image) before the agent may exit, or the next run would find it and take it
-// for the finished disk.
+// half-filled image under its temporary name) before the agent may exit. Drivers never put a
+// half-made disk under its final name, so what a killed agent leaves is never taken for a
+// finished disk; the drivers' sweeps remove it later.
 func (a *Agent) runDiskQueue(ctx context.Context) {
 	q := &diskQueue{a: a, active: map[string]preparation{},
 		inf:   client.NewInformer(a.c.Apps, "vmdisks", &apps.VMDisk{}, "status.node="+a.opts.Node, 0),
-		queue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())}
+		queue: newPrepareQueue()}
 	enqueue := func(obj interface{}) {
 		if key, err := cache.MetaNamespaceKeyFunc(obj); err == nil {
 			q.queue.Add(key)
@@ -64,10 +85,13 @@ func (a *Agent) runDiskQueue(ctx context.Context) {
 	q.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: enqueue,
 		UpdateFunc: func(old, o interface{}) {
-			if prev := old.(*apps.VMDisk); prev.UID != o.(*apps.VMDisk).UID {
+			prev, cur := old.(*apps.VMDisk), o.(*apps.VMDisk)
+			if prev.UID != cur.UID {
 				q.cancel(prev.Namespace+"/"+prev.Name, prev.UID, "the disk was deleted and created again")
 			}
-			enqueue(o)
+			if preparationChanged(prev, cur) {
+				enqueue(o)
+			}
 		},
 		// Gone from the watch: deleted, or no longer placed on this node.
 		DeleteFunc: func(obj interface{}) {
@@ -114,7 +138,7 @@ func (q *diskQueue) work(ctx context.Context) {
 			return
 		}
 		if err := q.prepare(ctx, key); err != nil {
-			slog.Warn("prepare disk", "disk", key, "err", err)
+			slog.Warn("prepare disk; will retry", "disk", key, "err", err, "retries", q.queue.NumRequeues(key))
 			q.queue.AddRateLimited(key)
 		} else {
 			q.queue.Forget(key)
@@ -183,9 +207,11 @@ func (q *diskQueue) prepare(parent context.Context, key string) error {
 			slog.Info("disk preparation cancelled", "disk", key, "err", err)
 			return nil // deleted, moved or the agent stops; a restarted agent resumes it
 		}
-		slog.Warn("disk preparation failed", "disk", key, "err", err)
-		q.queue.AddAfter(key, diskRecheck)
-		return nil
+		if errors.Is(err, errPreparedFailed) {
+			slog.Warn("disk preparation failed for good", "disk", key, "err", err)
+			return nil
+		}
+		return err // retried after the back-off
 	}
 	slog.Info("disk prepared", "disk", key, "class", d.Spec.StorageClass, "took", time.Since(start).Round(time.Millisecond))
 	return nil

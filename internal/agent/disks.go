@@ -53,16 +53,28 @@ func (a *Agent) prepareDisk(ctx context.Context, namespace, name string, key sto
 			ResolveSource: func(ctx context.Context) (*apps.VMDisk, error) { return sourceDisk(ctx, a.getDisk, d) }})
 	}
 	if err != nil {
+		if !prepareFailsForGood(err) {
+			// An rbd timeout, an API error, a golden image not cached yet: the disk stays
+			// Pending (or Importing) and the queue tries again after a back-off.
+			a.event(d, corev1.EventTypeWarning, "PrepareRetrying", err.Error())
+			a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
+				meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionFalse, Reason: ReasonPrepareRetrying,
+					Message: err.Error(), ObservedGeneration: cur.Generation})
+			})
+			return fmt.Errorf("disk %s (will retry): %w", name, err)
+		}
 		reason := "PrepareFailed"
 		if importer.IsRefused(err) {
 			reason = "ImageRefused"
 		}
 		a.event(d, corev1.EventTypeWarning, reason, err.Error())
-		a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
+		if rerr := a.reportDisk(ctx, d, func(cur *apps.VMDisk) {
 			cur.Status.Phase = apps.DiskFailed
-			meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionFalse, Reason: "PrepareFailed", Message: err.Error(), ObservedGeneration: cur.Generation})
-		})
-		return fmt.Errorf("disk %s: %w", name, err)
+			meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionFalse, Reason: reason, Message: err.Error(), ObservedGeneration: cur.Generation})
+		}); rerr != nil {
+			return fmt.Errorf("disk %s: %w (%v)", name, err, rerr) // not recorded: tried again
+		}
+		return fmt.Errorf("disk %s: %w: %w", name, errPreparedFailed, err)
 	}
 	a.event(d, corev1.EventTypeNormal, "Ready", fmt.Sprintf("disk ready on node %s: %s", a.opts.Node, resource.NewQuantity(vol.SizeBytes, resource.BinarySI)))
 	// Unless the API has it Ready, no VM is ever bound to the disk: a failed report is an error
@@ -76,6 +88,21 @@ func (a *Agent) prepareDisk(ctx context.Context, namespace, name string, key sto
 		meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Prepared",
 			Message: fmt.Sprintf("prepared on node %s", a.opts.Node), ObservedGeneration: cur.Generation})
 	})
+}
+
+// ReasonPrepareRetrying is the reason of a disk's Ready condition while its preparation failed
+// for a reason that may pass and is tried again.
+const ReasonPrepareRetrying = "PrepareRetrying"
+
+// errPreparedFailed is wrapped by prepareDisk once it recorded the disk Failed: trying again is
+// useless until the disk's spec changes.
+var errPreparedFailed = errors.New("the disk is Failed")
+
+// prepareFailsForGood says whether a preparation error is final: the image was refused, or the
+// disk's source is known not to exist. Any other error (a timeout, an API or Ceph error, an
+// image not cached on the node yet) may pass.
+func prepareFailsForGood(err error) bool {
+	return importer.IsRefused(err) || errors.Is(err, storage.ErrNoSource)
 }
 
 // openDisk opens a Ready disk for a VM start. It never creates anything: a Ready disk whose data
@@ -127,10 +154,13 @@ func sourceDisk(ctx context.Context, get func(ctx context.Context, namespace, na
 	name := d.Spec.Source.Disk.Name
 	src, err := get(ctx, d.Namespace, name)
 	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("source disk %s does not exist", name)
+		return nil, fmt.Errorf("source disk %s: %w", name, storage.ErrNoSource)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read source disk %s: %w", name, err)
+	}
+	if src.Status.Phase == apps.DiskFailed {
+		return nil, fmt.Errorf("source disk %s failed to be prepared: %w", name, storage.ErrNoSource)
 	}
 	if src.Status.Phase != apps.DiskReady || src.DeletionTimestamp != nil {
 		return nil, fmt.Errorf("source disk %s is not ready", name)

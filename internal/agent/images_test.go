@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -164,7 +165,7 @@ func TestACloneNeedsItsSourceDiskReady(t *testing.T) {
 		return &apps.VMDisk{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-a", Name: "c"}, Spec: apps.VMDiskSpec{Source: apps.VMDiskSource{Disk: &apps.DiskSource{Name: src}}}}
 	}
 	ctx := context.Background()
-	if _, err := sourceDisk(ctx, get, clone("db")); err == nil || !strings.Contains(err.Error(), "source disk db does not exist") {
+	if _, err := sourceDisk(ctx, get, clone("db")); !errors.Is(err, storage.ErrNoSource) || !strings.Contains(err.Error(), "source disk db") {
 		t.Errorf("absent source: %v", err)
 	}
 	if _, err := sourceDisk(ctx, get, clone("pending")); err == nil || !strings.Contains(err.Error(), "source disk pending is not ready") {

@@ -35,18 +35,21 @@ type recordingDriver struct {
 	undoTime     time.Duration
 	undone       chan struct{}
 	openErr      error
-	// missingUntilCreated: Open says ErrNotFound until Create was called.
+	// missingUntilCreated: Open says ErrNotFound until Create succeeded.
 	missingUntilCreated bool
-	mu                  sync.Mutex
-	created             []string
-	opened              int
+	// createErrs are the errors of the first calls to Create, one per call.
+	createErrs    []error
+	mu            sync.Mutex
+	created       []string
+	failedCreates int
+	opened        int
 }
 
 func (d *recordingDriver) Info() storage.Info { return storage.Info{Name: "local"} }
 func (d *recordingDriver) Open(context.Context, *apps.VMDisk, storage.Key) (storage.Volume, error) {
 	d.mu.Lock()
 	d.opened++
-	missing := d.missingUntilCreated && len(d.created) == 0
+	missing := d.missingUntilCreated && len(d.created) <= d.failedCreates
 	d.mu.Unlock()
 	if missing {
 		return storage.Volume{}, storage.ErrNotFound
@@ -59,6 +62,13 @@ func (d *recordingDriver) Open(context.Context, *apps.VMDisk, storage.Key) (stor
 func (d *recordingDriver) Create(ctx context.Context, req storage.Request) (storage.Volume, error) {
 	d.mu.Lock()
 	d.created = append(d.created, req.Disk.Name)
+	if len(d.createErrs) > 0 {
+		err := d.createErrs[0]
+		d.createErrs = d.createErrs[1:]
+		d.failedCreates++
+		d.mu.Unlock()
+		return storage.Volume{}, err
+	}
 	d.mu.Unlock()
 	if d.createBlocks {
 		<-ctx.Done()

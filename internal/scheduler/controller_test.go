@@ -499,3 +499,23 @@ func TestCopyOfALocalDiskWaitsWhileAVMRunsOnItsSource(t *testing.T) {
 		t.Errorf("want the copy placed on n1 once the VM stopped, got %+v", w[len(w)-1].Status)
 	}
 }
+
+// A VM waiting for a disk whose preparation failed for a passing reason says so, with the error:
+// the user sees why the wait is long, and that the node tries again.
+func TestVMWaitingForADiskBeingRetriedSaysSo(t *testing.T) {
+	f := newFixture(t)
+	f.node("n1", "dc1", true, []string{"local"})
+	f.disk("data", apps.StorageLocal, apps.DiskImporting, "n1", func(d *apps.VMDisk) {
+		d.Status.Progress = "40%"
+		d.Status.Conditions = []metav1.Condition{{Type: "Ready", Status: metav1.ConditionFalse, Reason: "PrepareRetrying", Message: "rbd clone: exit status 110: connection timed out"}}
+	})
+	f.vm("web", "", "data")
+	f.schedule(t, "web")
+	vm, c := f.lastScheduled(t, "web")
+	if c == nil || c.Reason != ReasonWaitingForDisk || c.Message != "waiting for disk data (preparing on node n1 failed, retrying: rbd clone: exit status 110: connection timed out)" {
+		t.Fatalf("want the VM waiting for disk data naming the retried error, got %+v", c)
+	}
+	if vm.Status.Node != "" {
+		t.Errorf("a VM whose disk is not prepared was bound to %s", vm.Status.Node)
+	}
+}

@@ -240,10 +240,17 @@ func (ctl *Controller) markDiskUnschedulable(ctx context.Context, d *apps.VMDisk
 	return nil
 }
 
+// reasonPrepareRetrying is the reason of a disk's Ready condition the agent sets while a
+// preparation that failed for a passing reason waits to be tried again (agent.ReasonPrepareRetrying).
+const reasonPrepareRetrying = "PrepareRetrying"
+
 // diskState says what a disk that is not ready is doing, for the message of a VM waiting for it.
 func diskState(d *apps.VMDisk) string {
 	c := meta.FindStatusCondition(d.Status.Conditions, ConditionDiskScheduled)
+	ready := meta.FindStatusCondition(d.Status.Conditions, "Ready")
 	switch {
+	case d.Status.Node != "" && ready != nil && ready.Status == metav1.ConditionFalse && ready.Reason == reasonPrepareRetrying:
+		return fmt.Sprintf("preparing on node %s failed, retrying: %s", d.Status.Node, ready.Message)
 	case d.Status.Phase == apps.DiskImporting && d.Status.Progress != "":
 		return "importing " + d.Status.Progress
 	case d.Status.Phase == apps.DiskImporting:

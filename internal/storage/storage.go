@@ -56,6 +56,21 @@ type Uploads func(ctx context.Context, namespace, name, dst string, progress fun
 // taken for absence.
 var ErrNotFound = errors.New("disk data not found")
 
+// ErrNoSource is wrapped when a disk's source is known not to exist (no GoldenImage of that name,
+// no such source disk): preparing the disk again cannot succeed while its spec names it. A source
+// that is merely not here yet (an image not cached yet) is not this error.
+var ErrNoSource = errors.New("the disk's source does not exist")
+
+// GoldenNotHere is the error of a golden image a node does not hold: it wraps ErrNoSource only
+// when images knows the image is gone (it implements Gone(name) bool and says so); otherwise the
+// image may not be cached yet, and a later attempt may find it.
+func GoldenNotHere(images GoldenImages, name string) error {
+	if g, ok := images.(interface{ Gone(name string) bool }); ok && g.Gone(name) {
+		return fmt.Errorf("golden image %s: %w", name, ErrNoSource)
+	}
+	return fmt.Errorf("golden image %s is not on this node (yet)", name)
+}
+
 // ErrExists is wrapped by Create when the disk's data exists already: Create never replaces it.
 var ErrExists = errors.New("disk data exists already")
 

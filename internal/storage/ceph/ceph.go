@@ -7,11 +7,14 @@ package ceph
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -79,8 +82,12 @@ func (d *Driver) Open(ctx context.Context, disk *apps.VMDisk, key storage.Key) (
 	return vol, nil
 }
 
-// Create implements storage.Driver. The image is made by `rbd clone`, which fails when an image
-// of that name exists; only an image this call cloned is removed on failure.
+// Create implements storage.Driver. The image is built under a temporary name (see
+// creatingName) and renamed into place only once it holds its whole content: an image under a
+// disk's final name is always complete, even when the agent is killed in the middle of an import
+// (the restarted agent finds no image and builds it again; the sweep in List removes what the
+// killed build left). The rename fails when an image of the final name appeared meanwhile: that
+// image is left alone and only the temporary one is removed.
 func (d *Driver) Create(ctx context.Context, req storage.Request) (storage.Volume, error) {
 	disk, key := req.Disk, req.Key
 	if key.File == "" {
@@ -88,7 +95,7 @@ func (d *Driver) Create(ctx context.Context, req storage.Request) (storage.Volum
 	}
 	img := d.image(disk)
 	vol := storage.Volume{Driver: "rbd", Path: spec(img), Format: "raw", KeyFile: key.File, RBD: img, SizeBytes: disk.Spec.Storage.Value()}
-	// Look first so that an existing disk costs no download; the clone is what guarantees
+	// Look first so that an existing disk costs no download; the rename is what guarantees
 	// nothing is replaced.
 	if _, err := d.rawSize(ctx, spec(img)); err == nil {
 		return storage.Volume{}, fmt.Errorf("RBD image %s: %w", spec(img), storage.ErrExists)
@@ -98,24 +105,90 @@ func (d *Driver) Create(ctx context.Context, req storage.Request) (storage.Volum
 	if _, err := d.rbd(ctx, "namespace", "create", img.Pool+"/"+img.Namespace); err != nil && !isExists(err) {
 		return storage.Volume{}, fmt.Errorf("RADOS namespace of %s: %w", disk.Namespace, err)
 	}
-	var made bool // whether this call cloned the image: only then may it remove it
+	tmp := *img
+	tmp.Image = creatingName(img.Image)
+	var made bool // whether this call cloned the temporary image: only then may it remove it
 	var err error
 	if src := disk.Spec.Source; src.Image != nil && !disk.Spec.Optical {
-		err = d.cloneBase(ctx, disk, img, key, src.Image.Name, disk.Spec.Storage.Value(), &made)
+		err = d.cloneBase(ctx, disk, &tmp, key, src.Image.Name, disk.Spec.Storage.Value(), &made)
 	} else {
-		vol.SizeBytes, err = d.copyIn(ctx, req, img, &made)
+		vol.SizeBytes, err = d.copyIn(ctx, req, &tmp, &made)
+	}
+	if err == nil && createHook != nil {
+		err = createHook(ctx, spec(&tmp))
+	}
+	if err == nil {
+		if _, err = d.rbd(ctx, "rename", spec(&tmp), spec(img)); isExists(err) {
+			err = fmt.Errorf("RBD image %s appeared while this disk was made: %w", spec(img), storage.ErrExists)
+		} else if err != nil {
+			err = fmt.Errorf("rename the finished image %s to %s: %w", spec(&tmp), spec(img), err)
+		}
 	}
 	if err != nil {
 		if made {
+			// Only the temporary image: the final name is never removed here (after a rename
+			// that timed out but happened, the removal finds nothing and the disk is complete).
 			rmCtx, cancel := context.WithTimeout(context.Background(), rbdTimeout)
 			defer cancel()
-			if _, rmErr := d.rbd(rmCtx, "rm", "--no-progress", spec(img)); rmErr != nil && !isAbsent(rmErr) {
-				err = fmt.Errorf("%w (and removing the half-made image failed: %v)", err, rmErr)
+			if _, rmErr := d.rbd(rmCtx, "rm", "--no-progress", spec(&tmp)); rmErr != nil && !isAbsent(rmErr) {
+				err = fmt.Errorf("%w (and removing the half-made image %s failed: %v)", err, spec(&tmp), rmErr)
 			}
 		}
-		return storage.Volume{}, err // wraps storage.ErrExists when the clone found the image there
+		return storage.Volume{}, err // wraps storage.ErrExists when the image was found there
 	}
 	return vol, nil
+}
+
+// createHook, when set (by tests), runs once a new image is filled and before it is renamed into
+// place; an error stops Create there.
+var createHook func(ctx context.Context, tmpImage string) error
+
+// A disk's image is built as <object name>.creating-<8 hex digits>. A VMDisk object name ends
+// in ".<UID prefix>", so no disk's final name has this form.
+const creatingInfix = ".creating-"
+
+var creatingImage = regexp.MustCompile(`\.creating-[0-9a-f]{8}$`)
+
+// isCreating says whether an image is a disk still being built (or what a killed build left).
+func isCreating(image string) bool { return creatingImage.MatchString(image) }
+
+// creatingName is a fresh temporary name to build the image of a disk named final under.
+func creatingName(final string) string {
+	suffix := make([]byte, 4)
+	rand.Read(suffix)
+	return final + creatingInfix + hex.EncodeToString(suffix)
+}
+
+// creatingAge is when an image still under its temporary name is certainly what a killed build
+// left: the build's download (importer.DefaultTimeouts.Total) and conversion
+// (importer.ConvertTimeout) would both have ended long before.
+var creatingAge = importer.DefaultTimeouts.Total + importer.ConvertTimeout + time.Hour
+
+// sweepCreating removes the images of one namespace that a killed build left under their
+// temporary names, once they are older than any build can last; younger ones may be being built
+// right now, by this node or another.
+func (d *Driver) sweepCreating(ctx context.Context, namespace string, images []string) error {
+	for _, image := range images {
+		if !isCreating(image) {
+			continue
+		}
+		name := d.Pool + "/" + namespace + "/" + image
+		created, err := d.createdAt(ctx, name)
+		if isAbsent(err) {
+			continue // renamed or removed since the listing
+		}
+		if err != nil {
+			return fmt.Errorf("age of the unfinished image %s: %w", name, err)
+		}
+		if now().Sub(created) < creatingAge {
+			continue
+		}
+		if _, err := d.rbd(ctx, "rm", "--no-progress", name); err != nil && !isAbsent(err) {
+			return fmt.Errorf("remove the unfinished image %s a killed build left: %w", name, err)
+		}
+		slog.Info("removed the unfinished image of a disk a killed build left", "image", name, "created", created)
+	}
+	return nil
 }
 
 // source is what a new image is filled from: a file on the node (inspected) or another
@@ -245,7 +318,7 @@ func (d *Driver) fetch(ctx context.Context, req storage.Request, report func(int
 func (d *Driver) goldenSource(ctx context.Context, name string) (source, error) {
 	img, ok := d.golden(name)
 	if !ok {
-		return source{}, fmt.Errorf("golden image %s is not on this node", name)
+		return source{}, storage.GoldenNotHere(d.Golden, name)
 	}
 	info, err := importer.Inspect(ctx, img.Path)
 	if err != nil {
@@ -319,7 +392,8 @@ func (d *Driver) Delete(ctx context.Context, namespace, object string) error {
 }
 
 // List implements storage.Driver: the disk images of every tenant namespace of the pool (not
-// the golden bases). It also removes the node's downloads a crash cut short.
+// the golden bases, nor images still being built). It also removes the node's downloads a crash
+// cut short and the unfinished images of builds killed long ago (see sweepCreating).
 func (d *Driver) List(ctx context.Context) (map[string][]string, error) {
 	if n, err := storage.SweepScratch(d.ScratchDir, scratchPrefix); err != nil {
 		slog.Warn("remove what crashed downloads left", "dir", d.ScratchDir, "err", err)
@@ -332,8 +406,13 @@ func (d *Driver) List(ctx context.Context) (map[string][]string, error) {
 	}
 	out := map[string][]string{}
 	for ns, images := range all {
+		if err := d.sweepCreating(ctx, ns, images); err != nil {
+			slog.Warn("remove what killed disk builds left", "namespace", ns, "err", err)
+		}
 		for _, image := range images {
-			if !isBase(image) {
+			// Neither bases nor images being built are disks: their names are not a disk's
+			// object name, and garbage collection must not remove a build in progress.
+			if !isBase(image) && !isCreating(image) {
 				out[ns] = append(out[ns], image)
 			}
 		}

@@ -111,7 +111,7 @@ func (d *Driver) ensureBase(ctx context.Context, namespace, golden string, key s
 	if golden != "" {
 		var ok bool
 		if img, ok = d.golden(golden); !ok {
-			return "", 0, fmt.Errorf("golden image %s is not on this node", golden)
+			return "", 0, storage.GoldenNotHere(d.Golden, golden)
 		}
 		short = basePrefix + golden + "." + img.ID + "-" + keyID
 	}
@@ -245,22 +245,12 @@ var now = time.Now
 // removeOrphanBase removes a base left under its temporary name by a build that crashed, once
 // it is older than any build can last.
 func (d *Driver) removeOrphanBase(ctx context.Context, base string) error {
-	out, err := d.rbd(ctx, "info", "--format", "json", base)
+	created, err := d.createdAt(ctx, base)
 	if isAbsent(err) {
 		return nil
 	}
 	if err != nil {
 		return err
-	}
-	var info struct {
-		Created string `json:"create_timestamp"`
-	}
-	if err := json.Unmarshal([]byte(out), &info); err != nil {
-		return fmt.Errorf("rbd info %s: %w", base, err)
-	}
-	created, err := time.ParseInLocation(time.ANSIC, info.Created, time.Local)
-	if err != nil {
-		return fmt.Errorf("creation time of %s: %w", base, err)
 	}
 	if now().Sub(created) < orphanAge {
 		return nil // possibly being built right now
@@ -270,6 +260,25 @@ func (d *Driver) removeOrphanBase(ctx context.Context, base string) error {
 	}
 	slog.Info("removed a base a crashed build left", "base", base, "created", created)
 	return nil
+}
+
+// createdAt is when an image was created, as rbd info tells it.
+func (d *Driver) createdAt(ctx context.Context, image string) (time.Time, error) {
+	out, err := d.rbd(ctx, "info", "--format", "json", image)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var info struct {
+		Created string `json:"create_timestamp"`
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		return time.Time{}, fmt.Errorf("rbd info %s: %w", image, err)
+	}
+	created, err := time.ParseInLocation(time.ANSIC, info.Created, time.Local)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("creation time of %s: %w", image, err)
+	}
+	return created, nil
 }
 
 func countBases(images []string) int {

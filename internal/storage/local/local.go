@@ -187,7 +187,7 @@ func (d *Driver) fromImage(ctx context.Context, disk *apps.VMDisk, tmp string, k
 		img, ok = d.Golden.Golden(name)
 	}
 	if !ok {
-		return fmt.Errorf("golden image %s is not on this node", name)
+		return storage.GoldenNotHere(d.Golden, name)
 	}
 	imageSize, err := virtualSize(ctx, img.Path)
 	if err != nil {
