@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"kumo.dev/kumo/internal/storage"
+	"kumo.dev/kumo/internal/storage/importer"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 )
 
@@ -43,6 +45,7 @@ func creatingImages(images []string) []string {
 // removed once no build can still be running.
 func TestAnImportKilledHalfwayLeavesNoDisk(t *testing.T) {
 	d := driver(t)
+	d.Networks = importer.Networks{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}} // the test's server
 	ns := fmt.Sprintf("tenant-killed-%d", time.Now().UnixNano())
 	key := keyFile(t, "tenant-killed-key-0123456789abcdef01")
 	const size = 8 << 20

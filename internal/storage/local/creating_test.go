@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"kumo.dev/kumo/internal/storage"
 	"kumo.dev/kumo/internal/storage/golden"
+	"kumo.dev/kumo/internal/storage/importer"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 )
 
@@ -30,7 +32,7 @@ func TestAnImportInProgressIsNotADiskYet(t *testing.T) {
 	}
 	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
 	defer srv.Close()
-	d := &Driver{Dir: t.TempDir()}
+	d := &Driver{Dir: t.TempDir(), Networks: loopbackAllowed}
 	key := keyFile(t, "tenant-a-key-0123456789abcdef0123456789")
 	dk := disk("imported", "64Mi", apps.VMDiskSource{HTTP: &apps.HTTPSource{URL: srv.URL + "/src.raw"}})
 	var checked, filling int
@@ -74,3 +76,6 @@ func TestAGoldenImageNotCachedYetIsNotAMissingSource(t *testing.T) {
 		t.Fatalf("disk from an image that does not exist: err = %v, want ErrNoSource", err)
 	}
 }
+
+// loopbackAllowed lets a driver import from the test's loopback HTTP server.
+var loopbackAllowed = importer.Networks{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
