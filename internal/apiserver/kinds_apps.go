@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/fields"
@@ -26,6 +27,10 @@ func vmInstanceKind(refs *lookups) *registry.Kind {
 		PrepareForCreate: func(o runtime.Object) {
 			apps.SetDefaultsVMInstance(vm(o))
 			vm(o).Status.Phase = apps.VMPending
+			// A deleted VM stays until its incarnation has ended (see instance controller).
+			if !slices.Contains(vm(o).Finalizers, apps.IncarnationFinalizer) {
+				vm(o).Finalizers = append(vm(o).Finalizers, apps.IncarnationFinalizer)
+			}
 		},
 		PrepareForUpdate: func(o, old runtime.Object) { reconcileRunning(vm(o), vm(old)) },
 		Validate: func(ctx context.Context, o runtime.Object) field.ErrorList {

@@ -48,3 +48,8 @@ func (vm *VMInstance) WantsRunning() bool {
 func (vm *VMInstance) IncarnationEnded() bool {
 	return vm.Status.LastExit != nil && vm.Status.LastExit.Incarnation == vm.Status.Incarnation
 }
+
+// IncarnationFinalizer keeps a deleted VMInstance until its bound incarnation has ended: while
+// the object exists, admission, the scheduler and the disk delete guard count its disks as in
+// use, so no other VM opens them while its QEMU may still write them.
+const IncarnationFinalizer = "kumo.dev/incarnation"
