@@ -56,15 +56,55 @@ func TestNodeReportsTheExitOfADeletedVM(t *testing.T) {
 	}
 }
 
-func TestNewVMGetsTheIncarnationFinalizer(t *testing.T) {
-	vm := vmUsing("vm")
-	vm.Finalizers = []string{"example.com/mine"}
-	vmInstanceKind(nil).PrepareForCreate(vm)
-	if !slices.Equal(vm.Finalizers, []string{"example.com/mine", apps.IncarnationFinalizer}) {
-		t.Fatalf("finalizers %v, want the user's and %s", vm.Finalizers, apps.IncarnationFinalizer)
+// TestIncarnationFinalizerFollowsTheBoundIncarnation: the API server keeps the finalizer on a VM
+// exactly while an incarnation is bound and has not ended, in the same write that binds, reports
+// the end or releases; users cannot add or remove it.
+func TestIncarnationFinalizerFollowsTheBoundIncarnation(t *testing.T) {
+	k := vmInstanceKind(nil)
+	holds := func(vm *apps.VMInstance) bool { return slices.Contains(vm.Finalizers, apps.IncarnationFinalizer) }
+
+	vm := vmUsing("vm", "root")
+	vm.Finalizers = []string{"example.com/mine", apps.IncarnationFinalizer}
+	k.PrepareForCreate(vm)
+	if !slices.Equal(vm.Finalizers, []string{"example.com/mine"}) {
+		t.Fatalf("a new VM (not bound) has finalizers %v, want only the user's", vm.Finalizers)
 	}
-	vmInstanceKind(nil).PrepareForCreate(vm)
-	if len(vm.Finalizers) != 2 {
-		t.Fatalf("finalizer added twice: %v", vm.Finalizers)
+	bound := vm.DeepCopy()
+	bound.Status.Node, bound.Status.Incarnation, bound.Status.Phase = "n1", 1, apps.VMScheduled
+	k.PrepareForStatusUpdate(bound, vm)
+	if !holds(bound) {
+		t.Fatalf("binding did not add the finalizer: %v", bound.Finalizers)
+	}
+	again := bound.DeepCopy()
+	k.PrepareForStatusUpdate(again, bound)
+	if len(again.Finalizers) != 2 {
+		t.Fatalf("finalizer added twice: %v", again.Finalizers)
+	}
+	// A user's update cannot take it away while the incarnation runs, nor add it to an unbound VM.
+	stripped := bound.DeepCopy()
+	stripped.Finalizers = nil
+	k.PrepareForUpdate(stripped, bound)
+	if !holds(stripped) {
+		t.Fatalf("a user's update removed the finalizer of a running VM: %v", stripped.Finalizers)
+	}
+	added := vm.DeepCopy()
+	added.Finalizers = append(added.Finalizers, apps.IncarnationFinalizer)
+	k.PrepareForUpdate(added, vm)
+	if holds(added) {
+		t.Fatalf("a user's update added the finalizer to an unbound VM: %v", added.Finalizers)
+	}
+	// A status write that is not the end keeps it; the node's exit report removes it.
+	running := bound.DeepCopy()
+	running.Status.Phase = apps.VMRunning
+	k.PrepareForStatusUpdate(running, bound)
+	if !holds(running) {
+		t.Fatal("a status write of a running incarnation removed the finalizer")
+	}
+	exited := running.DeepCopy()
+	exited.Status.Phase = apps.VMStopped
+	exited.Status.LastExit = &apps.IncarnationExit{Incarnation: 1, Node: "n1", Reason: apps.ExitStopped}
+	k.PrepareForStatusUpdate(exited, running)
+	if !slices.Equal(exited.Finalizers, []string{"example.com/mine"}) {
+		t.Fatalf("the exit report left finalizers %v, want only the user's", exited.Finalizers)
 	}
 }

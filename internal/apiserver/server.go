@@ -182,7 +182,7 @@ func (s *Server) install() error {
 	agents := newAgentTransports(s.agentClientCert)
 	appsInfo := genericapiserver.NewDefaultAPIGroupInfo(apps.GroupName, Scheme, runtime.NewParameterCodec(Scheme), Codecs)
 	appsInfo.VersionedResourcesStorageMap[apps.SchemeGroupVersion.Version] = map[string]rest.Storage{
-		"vminstances": st.vmInstances, "vminstances/status": st.vmInstances.Status,
+		"vminstances": &vmStorage{st.vmInstances}, "vminstances/status": st.vmInstances.Status,
 		"vminstances/start":   &vmAction{action: "start", vms: st.vmInstances},
 		"vminstances/stop":    &vmAction{action: "stop", vms: st.vmInstances},
 		"vminstances/restart": &vmAction{action: "restart", vms: st.vmInstances},

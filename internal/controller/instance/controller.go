@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
-	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -133,7 +132,9 @@ func (ctl *Controller) reconcile(ctx context.Context, key string) error {
 	}
 	vm := obj.(*apps.VMInstance).DeepCopy()
 	if vm.DeletionTimestamp != nil {
-		return ctl.release(ctx, vm)
+		// A deleted VM that still exists waits for its node to report the end of its incarnation;
+		// that status write removes its finalizer (see the API server), which deletes it.
+		return nil
 	}
 	want := vm.WantsRunning()
 	s := &vm.Status
@@ -175,31 +176,6 @@ func (ctl *Controller) reconcile(ctx context.Context, key string) error {
 		return fmt.Errorf("update VM %s: %w", key, err)
 	}
 	ctl.recorder.Event(vm, corev1.EventTypeNormal, reason, msg)
-	return nil
-}
-
-// release lets a deleted VM go (removes IncarnationFinalizer) once no incarnation of it may
-// run: it was never bound, was released, or its node reported the end of the bound incarnation
-// (the agent does so only once its QEMU is gone). Until then the VM object keeps its disks
-// taken. The update carries the resourceVersion read, so a binding this reconcile has not seen
-// yet makes it conflict instead of letting the VM go.
-func (ctl *Controller) release(ctx context.Context, vm *apps.VMInstance) error {
-	if !slices.Contains(vm.Finalizers, apps.IncarnationFinalizer) {
-		return nil
-	}
-	if s := vm.Status; s.Node != "" && !vm.IncarnationEnded() {
-		slog.Debug("deleted VM waits for its incarnation to end", "vm", vm.Namespace+"/"+vm.Name, "node", s.Node, "incarnation", s.Incarnation)
-		return nil
-	}
-	vm.Finalizers = slices.DeleteFunc(vm.Finalizers, func(f string) bool { return f == apps.IncarnationFinalizer })
-	err := ctl.c.Apps.Put().Namespace(vm.Namespace).Resource("vminstances").Name(vm.Name).Body(vm).Do(ctx).Error()
-	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-		return nil // the watch brings the newer VM (or its deletion)
-	}
-	if err != nil {
-		return fmt.Errorf("remove finalizer %s of deleted VM %s/%s: %w", apps.IncarnationFinalizer, vm.Namespace, vm.Name, err)
-	}
-	slog.Info("deleted VM released", "vm", vm.Namespace+"/"+vm.Name, "incarnation", vm.Status.Incarnation)
 	return nil
 }
 
