@@ -155,6 +155,23 @@ func (b *kumoBench) remove(ctx context.Context, name, disk, uid string) {
 			return
 		}
 	}
+	// The VM object goes once its node reported the incarnation's end (finalizer
+	// kumo.dev/incarnation); until then it holds the disk.
+	for deadline := time.Now().Add(goneTimeout); ; {
+		err = b.c.Apps.Get().Namespace(b.ns).Resource("vminstances").Name(name).Do(ctx).Error()
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.fail(fmt.Errorf("deleted VMInstance %s still present after %s (%v)", name, goneTimeout, err))
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(consolePoll):
+		}
+	}
 	err = b.c.Apps.Delete().Namespace(b.ns).Resource("vmdisks").Name(disk).Do(ctx).Error()
 	if err != nil && !apierrors.IsNotFound(err) {
 		b.fail(fmt.Errorf("delete VMDisk %s: %w", disk, err))

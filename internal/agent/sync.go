@@ -49,7 +49,10 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 		a.mu.Unlock()
 	}
 
-	if vm == nil || vm.Status.Node != a.opts.Node || vm.DeletionTimestamp != nil {
+	// A deleted VM that still exists holds IncarnationFinalizer: its incarnation is stopped like
+	// on a stop request and its exit reported once its QEMU is gone, which lets the VM (and its
+	// disks) go. One that no longer exists (or holds no finalizer) is just stopped.
+	if vm == nil || vm.Status.Node != a.opts.Node {
 		if rt != nil {
 			return a.finishStop(ctx, rt, nil, "")
 		}
@@ -62,10 +65,14 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 	if vm.IncarnationEnded() {
 		return nil
 	}
-	want := vm.WantsRunning() && vm.Status.RestartIncarnation != inc
+	deleted := vm.DeletionTimestamp != nil
+	want := !deleted && vm.WantsRunning() && vm.Status.RestartIncarnation != inc
 	if rt == nil {
 		switch vm.Status.Phase {
 		case apps.VMScheduled, apps.VMStarting:
+			if deleted {
+				return a.reportExit(ctx, vm, apps.ExitStopped, "deleted before it started")
+			}
 			if !want {
 				return a.reportExit(ctx, vm, apps.ExitStopped, "stopped before it started")
 			}
@@ -94,7 +101,10 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 	switch {
 	case stopped:
 		msg := "stopped by Kumo"
-		if vm.Status.RestartIncarnation == inc {
+		switch {
+		case deleted:
+			msg = "stopped: the VM was deleted"
+		case vm.Status.RestartIncarnation == inc:
 			msg = "restarted"
 		}
 		return a.finishStop(ctx, rt, vm, msg)
@@ -102,7 +112,11 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 		return nil
 	case !want:
 		a.stopAsync(rt)
-		return a.setPhase(ctx, vm, apps.VMStopping, metav1.ConditionFalse, "Stopping", "stopping the guest (ACPI power button, then quit)")
+		msg := "stopping the guest (ACPI power button, then quit)"
+		if deleted {
+			msg = "the VM was deleted: " + msg
+		}
+		return a.setPhase(ctx, vm, apps.VMStopping, metav1.ConditionFalse, "Stopping", msg)
 	}
 	select {
 	case <-rt.vm.Exited():

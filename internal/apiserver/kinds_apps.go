@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"net/url"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/fields"
@@ -27,8 +28,14 @@ func vmInstanceKind(refs *lookups) *registry.Kind {
 		PrepareForCreate: func(o runtime.Object) {
 			apps.SetDefaultsVMInstance(vm(o))
 			vm(o).Status.Phase = apps.VMPending
+			holdWhileIncarnationMayRun(vm(o)) // not bound: none
 		},
-		PrepareForUpdate: func(o, old runtime.Object) { reconcileRunning(vm(o), vm(old)) },
+		PrepareForUpdate: func(o, old runtime.Object) {
+			reconcileRunning(vm(o), vm(old))
+			// The finalizer is the API server's: a user's write neither adds nor removes it.
+			setIncarnationFinalizer(vm(o), slices.Contains(vm(old).Finalizers, apps.IncarnationFinalizer))
+		},
+		PrepareForStatusUpdate: func(o, _ runtime.Object) { holdWhileIncarnationMayRun(vm(o)) },
 		Validate: func(ctx context.Context, o runtime.Object) field.ErrorList {
 			errs := append(validation.ValidateVMInstance(vm(o)), refs.vmReferences(ctx, vm(o), nil)...)
 			return append(errs, refs.exclusiveDisks(ctx, vm(o), nil)...)
@@ -48,6 +55,28 @@ func vmInstanceKind(refs *lookups) *registry.Kind {
 			{Name: "RunStrategy", Type: "string", Priority: 1, Description: "When the VM runs", Value: func(o runtime.Object) interface{} { return string(vm(o).Spec.RunStrategy) }},
 			{Name: "Incarnation", Type: "integer", Priority: 1, Description: "Number of the VM's current start", Value: func(o runtime.Object) interface{} { return vm(o).Status.Incarnation }},
 		},
+	}
+}
+
+// holdWhileIncarnationMayRun makes the VM hold IncarnationFinalizer exactly while an incarnation
+// of it is bound to a node that has not reported its end. Every binding, exit report and release
+// is a status write, so the finalizer follows them in the same write: a deleted VM goes at once
+// when no incarnation may run, and otherwise stays (keeping its disks taken) until the node
+// reports the end, which then deletes it.
+func holdWhileIncarnationMayRun(vm *apps.VMInstance) {
+	setIncarnationFinalizer(vm, vm.Status.Node != "" && !vm.IncarnationEnded())
+}
+
+func setIncarnationFinalizer(vm *apps.VMInstance, hold bool) {
+	has := slices.Contains(vm.Finalizers, apps.IncarnationFinalizer)
+	switch {
+	case hold && !has:
+		vm.Finalizers = append(vm.Finalizers, apps.IncarnationFinalizer)
+	case !hold && has:
+		vm.Finalizers = slices.DeleteFunc(vm.Finalizers, func(f string) bool { return f == apps.IncarnationFinalizer })
+		if len(vm.Finalizers) == 0 {
+			vm.Finalizers = nil
+		}
 	}
 }
 

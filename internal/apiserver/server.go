@@ -185,7 +185,7 @@ func (s *Server) install() error {
 	lk := st.lookups()
 	appsInfo := genericapiserver.NewDefaultAPIGroupInfo(apps.GroupName, Scheme, runtime.NewParameterCodec(Scheme), Codecs)
 	appsInfo.VersionedResourcesStorageMap[apps.SchemeGroupVersion.Version] = map[string]rest.Storage{
-		"vminstances": st.gate.gated(st.vmInstances), "vminstances/status": st.vmInstances.Status,
+		"vminstances": &vmStorage{st.gate.gated(st.vmInstances)}, "vminstances/status": st.vmInstances.Status,
 		"vminstances/start":   &vmAction{action: "start", vms: st.vmInstances},
 		"vminstances/stop":    &vmAction{action: "stop", vms: st.vmInstances},
 		"vminstances/restart": &vmAction{action: "restart", vms: st.vmInstances},

@@ -63,9 +63,7 @@ func TestSecondVMOnALocalDiskIsRefusedNamingTheFirst(t *testing.T) {
 		t.Errorf("kumo apply adding disk root to VM second: %s", r)
 	}
 	// Once the first VM is gone the disk is free.
-	if err := cl.Apps.Delete().Namespace(ns).Resource("vminstances").Name("first").Do(ctx).Error(); err != nil {
-		t.Fatal(err)
-	}
+	deleteVMAndWait(t, cl, ns, "first", time.Minute)
 	if err := cl.Apps.Post().Namespace(ns).Resource("vminstances").Body(newVM("third", "root")).Do(ctx).Error(); err != nil {
 		t.Fatalf("the disk of a deleted VM: %v", err)
 	}
@@ -101,9 +99,7 @@ func TestDiskNamedByAStoppedVMCannotBeDeleted(t *testing.T) {
 	if err := cl.Apps.Get().Namespace(ns).Resource("vmdisks").Name("data").Do(ctx).Error(); err != nil {
 		t.Fatalf("the disk is gone after a refused delete: %v", err)
 	}
-	if err := cl.Apps.Delete().Namespace(ns).Resource("vminstances").Name("db").Do(ctx).Error(); err != nil {
-		t.Fatal(err)
-	}
+	deleteVMAndWait(t, cl, ns, "db", time.Minute)
 	if err := cl.Apps.Delete().Namespace(ns).Resource("vmdisks").Name("data").Do(ctx).Error(); err != nil {
 		t.Fatalf("deleting the disk once its VM is gone: %v", err)
 	}

@@ -445,10 +445,9 @@ func TestTenantDeletionIsRefusedWhileItHoldsVMsOrDisks(t *testing.T) {
 	if err := admin.Core.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("deleting a live tenant's namespace: want 403, got %v", err)
 	}
-	for _, r := range []string{"vminstances", "vmdisks"} {
-		if err := cl.Apps.Delete().Namespace(ns).Resource(r).Name(map[string]string{"vminstances": "v", "vmdisks": "d"}[r]).Do(ctx).Error(); err != nil {
-			t.Fatal(err)
-		}
+	deleteVMAndWait(t, cl, ns, "v", time.Minute)
+	if err := cl.Apps.Delete().Namespace(ns).Resource("vmdisks").Name("d").Do(ctx).Error(); err != nil {
+		t.Fatal(err)
 	}
 	if err := admin.Kumo.Delete().Resource("tenants").Name(tenant).Do(ctx).Error(); err != nil {
 		t.Fatalf("delete empty tenant: %v", err)

@@ -36,8 +36,10 @@ type Kind struct {
 	// PrepareForCreate and PrepareForUpdate normalise an object before validation.
 	PrepareForCreate func(obj runtime.Object)
 	PrepareForUpdate func(obj, old runtime.Object)
-	Validate         func(ctx context.Context, obj runtime.Object) field.ErrorList
-	ValidateUpdate   func(ctx context.Context, obj, old runtime.Object) field.ErrorList
+	// PrepareForStatusUpdate normalises a status write (after spec and metadata are kept).
+	PrepareForStatusUpdate func(obj, old runtime.Object)
+	Validate               func(ctx context.Context, obj runtime.Object) field.ErrorList
+	ValidateUpdate         func(ctx context.Context, obj, old runtime.Object) field.ErrorList
 
 	Table    rest.TableConvertor
 	AttrFunc storage.AttrFunc
@@ -179,6 +181,9 @@ func (s *statusStrategy) PrepareForUpdate(ctx context.Context, obj, old runtime.
 		newMeta.SetAnnotations(oldMeta.GetAnnotations())
 		newMeta.SetFinalizers(oldMeta.GetFinalizers())
 		newMeta.SetOwnerReferences(oldMeta.GetOwnerReferences())
+	}
+	if s.kind.PrepareForStatusUpdate != nil {
+		s.kind.PrepareForStatusUpdate(obj, old)
 	}
 }
 

@@ -132,6 +132,8 @@ func (ctl *Controller) reconcile(ctx context.Context, key string) error {
 	}
 	vm := obj.(*apps.VMInstance).DeepCopy()
 	if vm.DeletionTimestamp != nil {
+		// A deleted VM that still exists waits for its node to report the end of its incarnation;
+		// that status write removes its finalizer (see the API server), which deletes it.
 		return nil
 	}
 	want := vm.WantsRunning()

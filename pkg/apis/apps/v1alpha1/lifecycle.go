@@ -48,3 +48,10 @@ func (vm *VMInstance) WantsRunning() bool {
 func (vm *VMInstance) IncarnationEnded() bool {
 	return vm.Status.LastExit != nil && vm.Status.LastExit.Incarnation == vm.Status.Incarnation
 }
+
+// IncarnationFinalizer keeps a deleted VMInstance until its bound incarnation has ended: while
+// the object exists, admission, the scheduler and the disk delete guard count its disks as in
+// use, so no other VM opens them while its QEMU may still write them. The API server keeps it on
+// a VM exactly while an incarnation is bound and its node has not reported the end (a VM that
+// is not bound is deleted at once); users cannot add or remove it.
+const IncarnationFinalizer = "kumo.dev/incarnation"
