@@ -191,10 +191,10 @@ func (s *Server) install() error {
 		"vminstances/restart": &vmAction{action: "restart", vms: st.vmInstances},
 		"vminstances/console": &vmStream{kind: "console", vms: st.vmInstances, nodes: st.nodes, agents: agents},
 		"vminstances/vnc":     &vmStream{kind: "vnc", vms: st.vmInstances, nodes: st.nodes, agents: agents},
-		"vminstances/diskkey": &diskKeyREST{vms: st.vmInstances, keys: st.tenantKeys},
+		"vminstances/diskkey": vmDiskKey(st.vmInstances, st.tenantKeys),
 		"vmdisks":             &nodeScopedDisks{gatedStorage: st.gate.gated(st.vmDisks), l: &lk}, "vmdisks/status": st.vmDisks.Status,
 		"vmdisks/upload":  diskUploads,
-		"vmdisks/diskkey": &vmDiskKeyREST{disks: st.vmDisks, keys: st.tenantKeys},
+		"vmdisks/diskkey": placedDiskKey(st.vmDisks, st.tenantKeys),
 	}
 	if err := s.generic.InstallAPIGroup(&appsInfo); err != nil {
 		return fmt.Errorf("install %s: %w", apps.GroupName, err)

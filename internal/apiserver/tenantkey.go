@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	apimachineryvalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -75,13 +76,36 @@ resources:
 	return path, os.WriteFile(path, []byte(cfg), 0o600)
 }
 
-// diskKeyREST serves GET vminstances/NAME/diskkey: the tenant's disk key, to the node the VM is
-// bound to and to no one else.
+// diskKeyREST serves GET vminstances/NAME/diskkey and vmdisks/NAME/diskkey: the tenant's disk
+// key, to the one node the object is on — the node a VM is bound to (it opens the VM's disks) or
+// the node a disk is placed on by the scheduler (it prepares the disk before any VM uses it) — and
+// to no one else.
 type diskKeyREST struct {
-	vms, keys *registry.Storage
+	resource      schema.GroupResource
+	objects, keys *registry.Storage
+	// nodeOf says which node the object is on.
+	nodeOf func(runtime.Object) string
+	// only and on word the refusals: "only the node running the VM gets its disk key",
+	// "the VM is bound to" node X, not Y.
+	only, on string
 }
 
-var _ rest.Getter = &diskKeyREST{}
+var (
+	_ rest.Getter                   = &diskKeyREST{}
+	_ rest.GroupVersionKindProvider = &diskKeyREST{}
+)
+
+func vmDiskKey(vms, keys *registry.Storage) *diskKeyREST {
+	return &diskKeyREST{resource: apps.Resource("vminstances/diskkey"), objects: vms, keys: keys,
+		nodeOf: func(obj runtime.Object) string { return obj.(*apps.VMInstance).Status.Node },
+		only:   "only the node running the VM gets its disk key", on: "the VM is bound to"}
+}
+
+func placedDiskKey(disks, keys *registry.Storage) *diskKeyREST {
+	return &diskKeyREST{resource: apps.Resource("vmdisks/diskkey"), objects: disks, keys: keys,
+		nodeOf: func(obj runtime.Object) string { return obj.(*apps.VMDisk).Status.Node },
+		only:   "only the node the disk is placed on gets its disk key", on: "the disk is placed on"}
+}
 
 func (r *diskKeyREST) New() runtime.Object { return &kumo.TenantKey{} }
 func (r *diskKeyREST) Destroy()            {}
@@ -93,17 +117,20 @@ func (r *diskKeyREST) Get(ctx context.Context, name string, _ *metav1.GetOptions
 		node = auth.NodeOf(u)
 	}
 	if node == "" {
-		return nil, apierrors.NewForbidden(apps.Resource("vminstances/diskkey"), name, errors.New("only the node running the VM gets its disk key"))
+		return nil, apierrors.NewForbidden(r.resource, name, errors.New(r.only))
 	}
-	got, err := r.vms.Get(ctx, name, &metav1.GetOptions{})
+	got, err := r.objects.Get(ctx, name, &metav1.GetOptions{})
 	if err != nil {
 		return nil, err
 	}
-	vm := got.(*apps.VMInstance)
-	if vm.Status.Node != node {
-		return nil, apierrors.NewForbidden(apps.Resource("vminstances/diskkey"), name, fmt.Errorf("the VM is bound to node %q, not %q", vm.Status.Node, node))
+	if on := r.nodeOf(got); on != node {
+		return nil, apierrors.NewForbidden(r.resource, name, fmt.Errorf("%s node %q, not %q", r.on, on, node))
 	}
-	tenant := kumo.TenantOfNamespace(vm.Namespace)
+	m, err := meta.Accessor(got)
+	if err != nil {
+		return nil, err
+	}
+	tenant := kumo.TenantOfNamespace(m.GetNamespace())
 	key, err := r.keys.Get(genericapirequest.WithNamespace(ctx, ""), tenant, &metav1.GetOptions{})
 	if err != nil {
 		return nil, apierrors.NewServiceUnavailable(fmt.Sprintf("the disk key of tenant %s is not ready: %v", tenant, err))
@@ -116,5 +143,3 @@ func (r *diskKeyREST) Get(ctx context.Context, name string, _ *metav1.GetOptions
 func (r *diskKeyREST) GroupVersionKind(schema.GroupVersion) schema.GroupVersionKind {
 	return kumo.SchemeGroupVersion.WithKind("TenantKey")
 }
-
-var _ rest.GroupVersionKindProvider = &diskKeyREST{}
