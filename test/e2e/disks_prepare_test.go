@@ -235,15 +235,7 @@ func TestDisksArePreparedBeforeAnyVMNeedsThem(t *testing.T) {
 func TestLocalDisksSpreadAndTheirVMsFollowThem(t *testing.T) {
 	needCluster(t)
 	needImages(t)
-	dir, err := os.MkdirTemp("", "kumo-2n-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := StartCluster(dir, "server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Stop(); os.RemoveAll(dir) })
+	c := startServer(t, "kumo-2n-")
 	for i, dc := range []string{"dc1", "dc2"} {
 		c.StartAgent(t, fmt.Sprintf("n%d", i+1), dc, "--cpus", "2", "--memory", "9Gi", "--reserve-memory", "0")
 	}

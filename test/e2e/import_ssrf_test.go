@@ -40,20 +40,6 @@ func newVictim(t *testing.T, addr string) *victim {
 	return v
 }
 
-func blankDisk(name, url string) string {
-	return fmt.Sprintf(`apiVersion: apps.cozystack.io/v1alpha1
-kind: VMDisk
-metadata:
-  name: %s
-spec:
-  source:
-    http:
-      url: %s
-  storage: 1Gi
-  storageClass: local
-`, name, url)
-}
-
 // An import from an allow-listed server (127.0.0.1) that redirects to a loopback address outside
 // the allow-list (127.0.0.2, [::1]) fails with the reason, and the target never sees a request;
 // so does a golden image; URLs carrying credentials are refused at the API.
@@ -75,7 +61,7 @@ func TestImportRedirectOutsideTheAllowListFails(t *testing.T) {
 	cl := c.Client(t, kc)
 	ns := kumo.TenantNamespace("ssrf")
 	for name, path := range map[string]string{"to-v4": "/to-v4", "to-v6": "/to-v6"} {
-		if r := Run(kc, blankDisk(name, front.URL+path), bins.kumo, "apply", "-f", "-"); r.Err != nil {
+		if r := Run(kc, httpDisk(name, front.URL+path), bins.kumo, "apply", "-f", "-"); r.Err != nil {
 			t.Fatal(r)
 		}
 	}
@@ -121,7 +107,7 @@ func TestImportRedirectOutsideTheAllowListFails(t *testing.T) {
 	}
 
 	// Credentials in URLs are refused before anything is stored, and never echoed.
-	r := Run(kc, blankDisk("with-creds", strings.Replace(front.URL, "http://", "http://user:hunter2@", 1)+"/x.raw"), bins.kumo, "apply", "-f", "-")
+	r := Run(kc, httpDisk("with-creds", strings.Replace(front.URL, "http://", "http://user:hunter2@", 1)+"/x.raw"), bins.kumo, "apply", "-f", "-")
 	if r.Err == nil || !strings.Contains(r.Stderr, "spec.source.http.url") || !strings.Contains(r.Stderr, "credentials") || strings.Contains(r.Stderr, "hunter2") {
 		t.Fatalf("disk URL with credentials: %s", r)
 	}

@@ -113,15 +113,7 @@ func TestStolenNodeCredentialReachesNothingElse(t *testing.T) {
 // the renewed token as well.
 func TestAgentRenewsItsNodeTokenAndLosesItWithItsNode(t *testing.T) {
 	needCluster(t)
-	dir, err := os.MkdirTemp("", "kumo-renew-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := StartCluster(dir, "server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Stop(); os.RemoveAll(dir) })
+	c := startServer(t, "kumo-renew-")
 	a := c.StartAgent(t, "r1", "dc1", "--cpus", "2", "--memory", "4Gi", "--reserve-memory", "0")
 	kc := filepath.Join(a.Dir, "node.kubeconfig")
 	issued, err := clientcmd.BuildConfigFromFlags("", kc)

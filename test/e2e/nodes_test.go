@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"syscall"
@@ -31,15 +30,7 @@ func listVMs(t *testing.T, cl *client.Client, ns string) []apps.VMInstance {
 func TestThreeAgentsSpreadVMsAndNeverOvercommit(t *testing.T) {
 	needCluster(t)
 	needImages(t)
-	dir, err := os.MkdirTemp("", "kumo-3n-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := StartCluster(dir, "server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Stop(); os.RemoveAll(dir) })
+	c := startServer(t, "kumo-3n-")
 	capacity := []string{"--cpus", "2", "--memory", "9Gi", "--reserve-memory", "0"}
 	agents := map[string]*Agent{}
 	for i, dc := range []string{"geneva", "lucerne", "gland"} {

@@ -27,6 +27,22 @@ func needImages(t *testing.T) {
 	}
 }
 
+// startServer starts a kumod server alone (agents are added with StartAgent), its data in a
+// temporary directory named by prefix, stopped and removed when the test ends.
+func startServer(t *testing.T, prefix string) *Cluster {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := StartCluster(dir, "server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop(); os.RemoveAll(dir) })
+	return c
+}
+
 // startAllInOne starts an all-in-one cluster with its own agent for the test.
 func startAllInOne(t *testing.T, extra ...string) *Cluster {
 	t.Helper()
