@@ -26,7 +26,7 @@ const (
 // runtimeVM is one incarnation running on this node. vm is nil while the agent has not (yet)
 // reached the incarnation's QEMU, which is then alive or unknown, never dead: the run directory
 // stays and no other QEMU starts for the VM. Only the VM's sync (one worker at a time per VM)
-// reads or sets vm.
+// sets vm, under mu once the incarnation is registered; others read it with monitored.
 type runtimeVM struct {
 	key         string
 	uid         string
@@ -57,6 +57,14 @@ type state struct {
 
 func (r *runtimeVM) serialLog() string {
 	return filepath.Join(r.dir, fmt.Sprintf("serial-%d.log", r.incarnation))
+}
+
+// monitored is the incarnation's QEMU when the agent reaches it, else nil; for readers other
+// than the VM's sync (metrics).
+func (r *runtimeVM) monitored() *qemu.VM {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.vm
 }
 
 func (r *runtimeVM) console() *console {
@@ -170,7 +178,10 @@ func (a *Agent) attach(ctx context.Context, rt *runtimeVM) (bool, error) {
 		slog.Warn("QEMU does not answer; retrying", "vm", rt.key, "incarnation", rt.incarnation, "retry_in", rt.attachRetry, "err", err)
 		return false, err
 	}
-	rt.vm, rt.attachRetry, rt.unresponsiveSince = vm, 0, time.Time{}
+	rt.mu.Lock()
+	rt.vm = vm
+	rt.mu.Unlock()
+	rt.attachRetry, rt.unresponsiveSince = 0, time.Time{}
 	a.connectConsole(rt)
 	a.watch(rt)
 	slog.Info("re-attached VM", "vm", rt.key, "incarnation", rt.incarnation, "pid", vm.PID())
@@ -193,7 +204,9 @@ func (a *Agent) forget(rt *runtimeVM) error {
 		rt.vm.Close()
 	}
 	if alive, err := qemu.Alive(rt.dir); alive || err != nil {
+		rt.mu.Lock()
 		rt.vm = nil
+		rt.mu.Unlock()
 		a.queue.AddAfter(rt.key, attachRetryMax)
 		if err == nil {
 			err = fmt.Errorf("a process still holds %s", filepath.Join(rt.dir, "qemu.lock"))

@@ -35,11 +35,12 @@ const (
 
 var upgrader = websocket.Upgrader{ReadBufferSize: wsstream.BufferSize, WriteBufferSize: wsstream.BufferSize, CheckOrigin: func(*http.Request) bool { return true }}
 
-// startStreamServer serves console and VNC streams over HTTPS to the API server only: clients
-// must present a certificate of the cluster CA for the API server's identity.
 // streamIdleTimeout closes a stream-server connection that carries no request.
 const streamIdleTimeout = 2 * time.Minute
 
+// startStreamServer serves console and VNC streams over HTTPS to the API server only, and the
+// node's metrics to the API server, administrators and the metrics identity: each must present
+// a client certificate of the cluster CA (see agentauth.go).
 func (a *Agent) startStreamServer(ctx context.Context) (io.Closer, error) {
 	cert, certPEM, err := a.servingCert()
 	if err != nil {
@@ -57,18 +58,15 @@ func (a *Agent) startStreamServer(ctx context.Context) (io.Closer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stream server listen %s: %w", listen, err)
 	}
+	// A client certificate is verified against the cluster CA when one is given; who may do what
+	// is decided per request (authorizeAgentRequest), so that a scrape without one gets a 401.
 	tlsCfg := &tls.Config{
-		Certificates: []tls.Certificate{cert}, ClientCAs: roots, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12,
-		VerifyPeerCertificate: func(_ [][]byte, chains [][]*x509.Certificate) error {
-			if len(chains) == 0 || chains[0][0].Subject.CommonName != pki.ServerClientCN {
-				return fmt.Errorf("only the API server may open streams")
-			}
-			return nil
-		},
+		Certificates: []tls.Certificate{cert}, ClientCAs: roots, ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12,
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/v1/vms/{ns}/{name}/console", a.serveConsole)
-	mux.HandleFunc("/v1/vms/{ns}/{name}/vnc", a.serveVNC)
+	mux.Handle("/v1/vms/{ns}/{name}/console", onlyAPIServer(a.serveConsole))
+	mux.Handle("/v1/vms/{ns}/{name}/vnc", onlyAPIServer(a.serveVNC))
+	mux.Handle("GET /metrics", onlyMetricsReaders(a.metricsHandler()))
 	// An idle keep-alive connection (the server's pool keeps one per agent) is closed after
 	// streamIdleTimeout; upgraded console/VNC streams end when either side closes.
 	srv := &http.Server{Handler: mux, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: streamIdleTimeout}

@@ -168,6 +168,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.installVersion()
 	s.installNoCRDs()
+	s.installMetricsCertificates()
 	generic.AddPostStartHookOrDie("kumo-bootstrap", func(ctx genericapiserver.PostStartHookContext) error {
 		return bootstrap(ctx, ctx.LoopbackClientConfig)
 	})

@@ -22,6 +22,12 @@ const (
 	NodeUserPrefix = "kumo:node:"
 	// AdminUser is the user of the kubeconfig kumod writes.
 	AdminUser = "kumo-admin"
+	// GroupMetrics may read the metrics of the API servers (/metrics) and of the agents, and
+	// nothing else; MetricsUser is the user of the credentials kumo metrics kubeconfig issues.
+	GroupMetrics = "kumo:metrics"
+	MetricsUser  = "kumo:metrics"
+	// GroupSystemMasters is Kubernetes' group of unrestricted users, honoured like GroupAdmins.
+	GroupSystemMasters = user.SystemPrivilegedGroup
 )
 
 // TenantOf returns the tenant a user belongs to, or "" for none.
@@ -42,6 +48,9 @@ func NodeOf(u user.Info) string {
 	n, _ := strings.CutPrefix(u.GetName(), NodeUserPrefix)
 	return n
 }
+
+// IsMetricsReader says whether the user is the metrics identity.
+func IsMetricsReader(u user.Info) bool { return hasGroup(u, GroupMetrics) }
 
 // IsAdmin says whether the user is an administrator.
 func IsAdmin(u user.Info) bool {

@@ -14,6 +14,14 @@ const (
 	groupKumo = "kumo.dev"
 )
 
+const (
+	// MetricsPath is where the API server serves its Prometheus metrics (k8s.io/apiserver's own).
+	MetricsPath = "/metrics"
+	// MetricsCertificatePath issues client certificates to the metrics identity (POST; only
+	// administrators may, like every path this policy does not open).
+	MetricsCertificatePath = "/kumo/v1/metrics/certificate"
+)
+
 var readVerbs = map[string]bool{"get": true, "list": true, "watch": true}
 
 // publicPaths are the non-resource paths any authenticated user may read: discovery, OpenAPI,
@@ -40,6 +48,9 @@ func Decide(a authorizer.Attributes) (authorizer.Decision, string) {
 	}
 	if !a.IsResourceRequest() {
 		if readVerbs[a.GetVerb()] && isPublicPath(a.GetPath()) {
+			return authorizer.DecisionAllow, ""
+		}
+		if a.GetVerb() == "get" && a.GetPath() == MetricsPath && IsMetricsReader(u) {
 			return authorizer.DecisionAllow, ""
 		}
 		return authorizer.DecisionNoOpinion, "only discovery, OpenAPI, version and health paths are open"

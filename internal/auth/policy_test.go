@@ -19,6 +19,7 @@ var (
 	// A user that merely calls itself a node but lacks the group is no node.
 	fakeNode = &user.DefaultInfo{Name: "kumo:node:n1"}
 	stranger = &user.DefaultInfo{Name: "mallory", Groups: []string{user.AllAuthenticated}}
+	metrics  = &user.DefaultInfo{Name: MetricsUser, Groups: []string{GroupMetrics, user.AllAuthenticated}}
 )
 
 // res is a resource request.
@@ -53,6 +54,17 @@ func TestDecide(t *testing.T) {
 		{"admin creates instance types", res(admin, "create", kumo, "instancetypes", "", ""), allow},
 		{"admin updates nodes", res(admin, "update", kumo, "nodes", "", "n2"), allow},
 		{"admin reads /metrics", path(admin, "get", "/metrics"), allow},
+
+		// The metrics identity reads /metrics and nothing a tenant or node owns.
+		{"metrics identity reads /metrics", path(metrics, "get", "/metrics"), allow},
+		{"metrics identity may not reset /metrics", path(metrics, "delete", "/metrics"), deny},
+		{"metrics identity may not profile", path(metrics, "get", "/debug/pprof/profile"), deny},
+		{"metrics identity may not list VMs", res(metrics, "list", apps, "vminstances", "", ""), deny},
+		{"metrics identity may not read tenants", res(metrics, "get", kumo, "tenants", "", "acme"), deny},
+		{"metrics identity may not read nodes", res(metrics, "get", kumo, "nodes", "", "n1"), deny},
+		{"tenant may not read /metrics", path(tenantUser, "get", "/metrics"), deny},
+		{"node may not read /metrics", path(nodeUser, "get", "/metrics"), deny},
+		{"stranger may not read /metrics", path(stranger, "get", "/metrics"), deny},
 		{"admin deletes namespaces", res(admin, "delete", "", "namespaces", "", "tenant-acme"), allow},
 		{"kumo:admins group is an admin too", res(kumoAdmin, "delete", kumo, "tenants", "", "acme"), allow},
 

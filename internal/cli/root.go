@@ -47,6 +47,7 @@ func NewRoot(streams genericiooptions.IOStreams) *cobra.Command {
 		apiresources.NewCmdAPIResources(f, streams),
 		newTenantCmd(f, streams),
 		newNodeCmd(f, streams),
+		newMetricsCmd(f, streams),
 		newConsoleCmd(f, streams),
 		newVNCCmd(f, streams),
 		newUploadCmd(f, streams),

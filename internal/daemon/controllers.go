@@ -11,6 +11,7 @@ import (
 	"kumo.dev/kumo/internal/apiserver"
 	"kumo.dev/kumo/internal/controller/instance"
 	"kumo.dev/kumo/internal/controller/tenant"
+	"kumo.dev/kumo/internal/metrics"
 	"kumo.dev/kumo/internal/scheduler"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
@@ -35,7 +36,13 @@ func startControllers(ctx context.Context, loopback *rest.Config) error {
 		Nodes: client.NewInformer(c.Kumo, "nodes", &kumo.Node{}, "", informerResync),
 		Types: client.NewInformer(c.Kumo, "instancetypes", &kumo.InstanceType{}, "", informerResync),
 	}
-	go scheduler.NewController(c, inf).Run(ctx)
+	sched := scheduler.NewController(c, inf)
+	// Per-node resources and VMs by phase, as the scheduler counts them, on the server's /metrics.
+	if err := metrics.Register(sched.Collector()); err != nil {
+		return fmt.Errorf("register the scheduler's metrics: %w", err)
+	}
+	metrics.Leader.Set(1) // one server runs the controllers until leader election lands
+	go sched.Run(ctx)
 	go instance.NewController(c, inf.VMs).Run(ctx, 2)
 	for _, i := range []cache.SharedIndexInformer{inf.VMs, inf.Disks, inf.Nodes, inf.Types} {
 		go i.Run(ctx.Done())

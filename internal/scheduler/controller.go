@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"kumo.dev/kumo/internal/controller/events"
+	"kumo.dev/kumo/internal/metrics"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 	"kumo.dev/kumo/pkg/client"
@@ -48,6 +49,9 @@ type Controller struct {
 
 	mu      sync.Mutex
 	assumed map[string]assumption
+	// waiting is when the scheduler first saw each VM wait for a node (for the pending-time
+	// histogram), by VM key.
+	waiting map[string]waitingSince
 	// assumedDisks are disk placements (disk key → node) not yet seen in the watch.
 	assumedDisks map[string]string
 }
@@ -60,7 +64,7 @@ type assumption struct {
 
 // NewController builds the scheduler on shared informers.
 func NewController(c *client.Client, inf Informers) *Controller {
-	ctl := &Controller{c: c, inf: inf, assumed: map[string]assumption{}, assumedDisks: map[string]string{},
+	ctl := &Controller{c: c, inf: inf, assumed: map[string]assumption{}, assumedDisks: map[string]string{}, waiting: map[string]waitingSince{},
 		queue:     workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
 		diskQueue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())}
 	enqueue := func(obj interface{}) {
@@ -104,7 +108,12 @@ func (ctl *Controller) Run(ctx context.Context) {
 		if quit {
 			return
 		}
-		if err := ctl.schedule(ctx, key); err != nil {
+		began := time.Now()
+		result, err := ctl.schedule(ctx, key)
+		if result != "" {
+			metrics.SchedulingAttempt.WithLabelValues(result).Observe(time.Since(began).Seconds())
+		}
+		if err != nil {
 			slog.Warn("schedule VM", "vm", key, "err", err)
 			ctl.queue.AddRateLimited(key)
 		} else {
@@ -129,6 +138,7 @@ func (ctl *Controller) forget(obj interface{}) {
 	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
 		ctl.mu.Lock()
 		delete(ctl.assumed, key)
+		delete(ctl.waiting, key)
 		ctl.mu.Unlock()
 	}
 }
@@ -138,21 +148,24 @@ func needsNode(vm *apps.VMInstance) bool {
 	return vm.DeletionTimestamp == nil && vm.Status.Node == "" && vm.Status.Phase == apps.VMPending && vm.WantsRunning()
 }
 
-func (ctl *Controller) schedule(ctx context.Context, key string) error {
+// schedule makes one attempt to place the VM; the result ("" when there was nothing to place)
+// labels the attempt's duration.
+func (ctl *Controller) schedule(ctx context.Context, key string) (string, error) {
 	obj, exists, err := ctl.inf.VMs.GetStore().GetByKey(key)
 	if err != nil || !exists {
-		return err
+		return "", err
 	}
 	vm := obj.(*apps.VMInstance)
 	if !needsNode(vm) {
-		return nil
+		return "", nil
 	}
 	ctl.mu.Lock()
 	a, assumed := ctl.assumed[key]
 	ctl.mu.Unlock()
 	if assumed && a.incarnation > vm.Status.Incarnation {
-		return nil // our binding is on its way through the watch
+		return "", nil // our binding is on its way through the watch
 	}
+	ctl.noteWaiting(key, vm)
 	req, err := ctl.request(vm)
 	if err == nil {
 		err = ctl.disksFree(key, vm)
@@ -160,14 +173,17 @@ func (ctl *Controller) schedule(ctx context.Context, key string) error {
 	if err == nil {
 		var n Node
 		if n, err = Place(req, ctl.nodes()); err == nil {
-			return ctl.bind(ctx, key, vm, n, req.Resources)
+			if err := ctl.bind(ctx, key, vm, n, req.Resources); err != nil {
+				return metrics.ResultError, err
+			}
+			return metrics.ResultBound, nil
 		}
 	}
 	if u, ok := err.(*Unschedulable); ok {
 		ctl.queue.AddAfter(key, retryUnschedulable)
-		return ctl.markUnschedulable(ctx, vm, u)
+		return metrics.ResultUnschedulable, ctl.markUnschedulable(ctx, vm, u)
 	}
-	return err
+	return metrics.ResultError, err
 }
 
 // request computes what a VM needs from its instance type and disks.
@@ -327,6 +343,7 @@ func (ctl *Controller) bind(ctx context.Context, key string, vm *apps.VMInstance
 	ctl.mu.Lock()
 	ctl.assumed[key] = assumption{node: n.Name, incarnation: inc, res: res}
 	ctl.mu.Unlock()
+	ctl.noteBound(key, vm.Status.Incarnation-1)
 	ctl.recorder.Event(vm, corev1.EventTypeNormal, "Scheduled", "Scheduled "+msg)
 	slog.Info("VM scheduled", "vm", key, "node", n.Name, "datacenter", n.Datacenter, "incarnation", inc)
 	return nil

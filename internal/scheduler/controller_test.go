@@ -160,7 +160,7 @@ func (f *fixture) vm(name, node string, disks ...string) *apps.VMInstance {
 
 func (f *fixture) schedule(t *testing.T, name string) {
 	t.Helper()
-	if err := f.ctl.schedule(context.Background(), ns+"/"+name); err != nil {
+	if _, err := f.ctl.schedule(context.Background(), ns+"/"+name); err != nil {
 		t.Fatalf("schedule %s: %v", name, err)
 	}
 }

@@ -53,7 +53,10 @@ func NewController(c *client.Client, vms cache.SharedIndexInformer) *Controller 
 			ctl.queue.Add(key)
 		}
 	}
-	vms.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, o interface{}) { enqueue(o) }})
+	vms.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(old, o interface{}) {
+		observeTransition(old.(*apps.VMInstance), o.(*apps.VMInstance), ctl.now())
+		enqueue(o)
+	}})
 	return ctl
 }
 
