@@ -49,6 +49,8 @@ type Controller struct {
 
 	mu      sync.Mutex
 	assumed map[string]assumption
+	// cachesSynced says whether the informers are filled (metrics are reported only then).
+	cachesSynced func() bool
 	// waiting is when the scheduler first saw each VM wait for a node (for the pending-time
 	// histogram), by VM key.
 	waiting map[string]waitingSince
@@ -67,6 +69,7 @@ func NewController(c *client.Client, inf Informers) *Controller {
 	ctl := &Controller{c: c, inf: inf, assumed: map[string]assumption{}, assumedDisks: map[string]string{}, waiting: map[string]waitingSince{},
 		queue:     workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
 		diskQueue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())}
+	ctl.cachesSynced = inf.synced
 	enqueue := func(obj interface{}) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
 			ctl.queue.Add(key)

@@ -36,6 +36,11 @@ func (ctl *Controller) noteBound(key string, prev int64) {
 	}
 }
 
+// synced says whether every cache the scheduler reads has been filled.
+func (inf Informers) synced() bool {
+	return inf.VMs.HasSynced() && inf.Nodes.HasSynced() && inf.Types.HasSynced() && inf.Disks.HasSynced()
+}
+
 // Per-node metrics, as the scheduler counts them (its own bindings not yet seen in the watch
 // included).
 var (
@@ -64,7 +69,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ctl := (*Controller)(c)
-	if !ctl.inf.VMs.HasSynced() || !ctl.inf.Nodes.HasSynced() || !ctl.inf.Types.HasSynced() || !ctl.inf.Disks.HasSynced() {
+	if !ctl.cachesSynced() {
 		return
 	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
