@@ -1,19 +1,25 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/rest"
 	cmdutil "k8s.io/kubectl/pkg/cmd/util"
 
 	"kumo.dev/kumo/internal/auth"
 	"kumo.dev/kumo/internal/pki"
-	"kumo.dev/kumo/pkg/client"
 )
 
 func newMetricsCmd(f cmdutil.Factory, streams genericiooptions.IOStreams) *cobra.Command {
@@ -34,10 +40,6 @@ func newMetricsCmd(f cmdutil.Factory, streams genericiooptions.IOStreams) *cobra
 			if err != nil {
 				return err
 			}
-			c, err := client.New(cfg)
-			if err != nil {
-				return err
-			}
 			csrPEM, keyPEM, err := pki.NewClientCSR(auth.MetricsUser)
 			if err != nil {
 				return err
@@ -46,13 +48,9 @@ func newMetricsCmd(f cmdutil.Factory, streams genericiooptions.IOStreams) *cobra
 			if err != nil {
 				return err
 			}
-			raw, err := c.Kumo.Post().AbsPath(auth.MetricsCertificatePath).Body(body).Do(cmd.Context()).Raw()
+			got, err := requestMetricsCertificate(cmd.Context(), cfg, body)
 			if err != nil {
 				return fmt.Errorf("issue a metrics certificate: %w", err)
-			}
-			var got pki.ClientCertificate
-			if err := json.Unmarshal(raw, &got); err != nil {
-				return fmt.Errorf("issue a metrics certificate: decode the answer: %w", err)
 			}
 			if certDir != "" {
 				if err := os.MkdirAll(certDir, 0o700); err != nil {
@@ -82,4 +80,42 @@ func newMetricsCmd(f cmdutil.Factory, streams genericiooptions.IOStreams) *cobra
 	kc.Flags().DurationVar(&expiration, "expiration", 365*24*time.Hour, "how long the certificate lasts")
 	cmd.AddCommand(kc)
 	return cmd
+}
+
+// requestMetricsCertificate POSTs the certificate request with the kubeconfig's credentials and
+// decodes the answer; an error answer is reported with its status and the server's message.
+func requestMetricsCertificate(ctx context.Context, cfg *rest.Config, body []byte) (*pki.ClientCertificate, error) {
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(cfg.Host, "/")+auth.MetricsCertificatePath, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read the answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusCreated {
+		msg := strings.TrimSpace(string(raw))
+		var st metav1.Status
+		if json.Unmarshal(raw, &st) == nil && st.Message != "" {
+			msg = st.Message
+		}
+		return nil, fmt.Errorf("HTTP %d: %s", resp.StatusCode, msg)
+	}
+	var got pki.ClientCertificate
+	if err := json.Unmarshal(raw, &got); err != nil {
+		return nil, fmt.Errorf("decode the answer: %w", err)
+	}
+	return &got, nil
 }
