@@ -231,18 +231,26 @@ func DecompressAtMost(ctx context.Context, r io.Reader, dst string, limit Limit)
 		}
 		return nil
 	}
-	n, err := io.Copy(out, io.LimitReader(src, limit.Bytes+1))
+	n, err := io.Copy(out, io.LimitReader(src, limit.Bytes))
 	if charged.err != nil {
 		return charged.err
+	}
+	if err == nil && n == limit.Bytes {
+		// At the limit: one more byte means the image is larger (and is not written).
+		var one [1]byte
+		k, rerr := io.ReadFull(src, one[:])
+		if k > 0 {
+			return limit.exceeded()
+		}
+		if rerr != io.EOF {
+			err = rerr // a corrupt stream's end (a gzip checksum) is still caught below
+		}
 	}
 	if err != nil {
 		if errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return refuse("corrupt gzip stream: %v", err)
 		}
 		return fmt.Errorf("write %s: %w", dst, err)
-	}
-	if n > limit.Bytes {
-		return limit.exceeded()
 	}
 	return nil
 }
