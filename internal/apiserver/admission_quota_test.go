@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +20,7 @@ import (
 
 func quotaWorld(q kumo.TenantResources) *world {
 	w := newWorld()
+	w.namespaces.objs = []runtime.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNS, Labels: map[string]string{LabelTenant: "acme"}}}}
 	w.tenants.objs = []runtime.Object{&kumo.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "acme"}, Spec: kumo.TenantSpec{Quota: q}}}
 	w.types.objs = []runtime.Object{&kumo.InstanceType{ObjectMeta: metav1.ObjectMeta{Name: "u1.medium"},
 		Spec: kumo.InstanceTypeSpec{CPUs: 1, Memory: resource.MustParse("4Gi")}}}
