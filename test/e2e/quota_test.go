@@ -185,11 +185,11 @@ func TestUploadedGzipBombStopsAtTheDisksSize(t *testing.T) {
 	}
 }
 
-// On an all-in-one with an 8Mi upload staging limit: the node reports its local storage, a local
-// disk larger than that stays unplaced naming it, and a second upload while the first waits for
-// a node gets 507.
+// On an all-in-one with a 16Mi upload staging limit: the node reports its local storage, a local
+// disk larger than that stays unplaced naming it, and a second 6Mi upload while the first waits
+// for a node gets 507 (an upload holds its plaintext and its sealed copy at once while sealing).
 func TestNodeLocalStorageAndUploadStagingLimit(t *testing.T) {
-	c := startAllInOne(t, "--upload-staging-limit", "8Mi")
+	c := startAllInOne(t, "--upload-staging-limit", "16Mi")
 	ctx := context.Background()
 	admin := c.Admin(t)
 	var node kumo.Node
@@ -239,7 +239,7 @@ func TestNodeLocalStorageAndUploadStagingLimit(t *testing.T) {
 		return cl.Apps.Post().Namespace(ns).Resource("vmdisks").Name(name).SubResource("upload").Body(make([]byte, 6<<20)).Do(ctx).Error()
 	}
 	if err := upload("first"); err != nil {
-		t.Fatalf("a 6Mi upload with an 8Mi staging limit: %v", err)
+		t.Fatalf("a 6Mi upload with a 16Mi staging limit: %v", err)
 	}
 	err := upload("second")
 	if statusCode(err) != http.StatusInsufficientStorage || !strings.Contains(err.Error(), "--upload-staging-limit") {
