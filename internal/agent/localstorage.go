@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"os"
 
-	"golang.org/x/sys/unix"
+	"syscall"
 )
 
 // localStorageReserve is the share of the local disks' filesystem kept out of allocatable: qcow2
@@ -17,8 +17,8 @@ func localStorage(dir string) (capacity, allocatable int64, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return 0, 0, fmt.Errorf("local disk directory %s: %w", dir, err)
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0, 0, fmt.Errorf("size of the filesystem of %s: %w", dir, err)
 	}
 	capacity = int64(st.Blocks) * st.Bsize

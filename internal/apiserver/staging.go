@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
-	"golang.org/x/sys/unix"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -82,8 +82,8 @@ func (b *stagingBudget) begin() (*stagingCharge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("measure the staged uploads under %s: %w", b.dir, err)
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(b.dir, &st); err != nil {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(b.dir, &st); err != nil {
 		return nil, fmt.Errorf("free space of %s: %w", b.dir, err)
 	}
 	free := int64(st.Bavail) * st.Bsize

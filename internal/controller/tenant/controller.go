@@ -44,8 +44,8 @@ type Controller struct {
 	namespaces cache.SharedIndexInformer
 	// vms, disks and types count each tenant's usage (usage.go).
 	vms, disks, types cache.SharedIndexInformer
-	queue      workqueue.TypedRateLimitingInterface[string]
-	recorder   record.EventRecorder
+	queue             workqueue.TypedRateLimitingInterface[string]
+	recorder          record.EventRecorder
 }
 
 // NewController watches tenants and the namespaces labelled with labelKey.
