@@ -18,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"kumo.dev/kumo/internal/agent"
+	"kumo.dev/kumo/internal/apiserver"
 	"kumo.dev/kumo/internal/daemon"
 	"kumo.dev/kumo/internal/storage/importer"
 	"kumo.dev/kumo/internal/version"
@@ -84,6 +85,9 @@ func serverCmd(use, short, defaultBind string, withAgent bool) *cobra.Command {
 	f.StringSliceVar(&o.EtcdEndpoints, "etcd-endpoints", nil, "client URLs of an external etcd cluster (default: embedded etcd)")
 	f.IntVar(&o.EtcdClientPort, "etcd-client-port", 2379, "loopback client port of the embedded etcd")
 	f.IntVar(&o.EtcdPeerPort, "etcd-peer-port", 2380, "loopback peer port of the embedded etcd")
+	o.UploadStagingLimit = *resource.NewQuantity(apiserver.DefaultUploadStagingLimit, resource.BinarySI)
+	f.Var(quantityFlag{&o.UploadStagingLimit}, "upload-staging-limit",
+		"most bytes staged uploads (decompressed, all tenants together) may hold under DATA-DIR/uploads; an upload past it gets 507 (uploads also keep 2Gi free on that filesystem)")
 	return cmd
 }
 

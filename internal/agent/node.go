@@ -47,8 +47,14 @@ func (a *Agent) register(ctx context.Context) error {
 			return fmt.Errorf("move node %s to datacenter %s: %w", node.Name, a.opts.Datacenter, err)
 		}
 	}
-	node.Status.Capacity = map[string]resource.Quantity{"cpu": *resource.NewQuantity(cpus, resource.DecimalSI), "memory": *resource.NewQuantity(mem, resource.BinarySI)}
-	node.Status.Allocatable = map[string]resource.Quantity{"cpu": *resource.NewQuantity(allocCPU, resource.DecimalSI), "memory": *resource.NewQuantity(allocMem, resource.BinarySI)}
+	localCap, localAlloc, err := localStorage(a.local.Dir)
+	if err != nil {
+		return err
+	}
+	node.Status.Capacity = map[string]resource.Quantity{"cpu": *resource.NewQuantity(cpus, resource.DecimalSI), "memory": *resource.NewQuantity(mem, resource.BinarySI),
+		kumo.ResourceLocalStorage: *resource.NewQuantity(localCap, resource.BinarySI)}
+	node.Status.Allocatable = map[string]resource.Quantity{"cpu": *resource.NewQuantity(allocCPU, resource.DecimalSI), "memory": *resource.NewQuantity(allocMem, resource.BinarySI),
+		kumo.ResourceLocalStorage: *resource.NewQuantity(localAlloc, resource.BinarySI)}
 	node.Status.QEMUVersion, node.Status.Accelerator = a.qemuV, a.accel
 	node.Status.AgentEndpoint, node.Status.AgentCertificate = a.endpoint, a.certPEM
 	node.Status.Addresses = []string{a.advertiseHost()}

@@ -38,8 +38,8 @@ type getLister interface {
 }
 
 // admissionChecks enforces what one object's validation cannot see: namespaces belong to live
-// tenants, references to instance types and profiles resolve, a tenant holding VMs or disks is
-// not deleted, a disk a VM names is not deleted (admission_disks.go), and a node registers only
+// tenants, references to instance types and profiles resolve, VMs and disks stay within their
+// tenant's quota (admission_quota.go), a tenant holding VMs or disks is not deleted, a disk a VM names is not deleted (admission_disks.go), and a node registers only
 // itself.
 type admissionChecks struct{ l *lookups }
 
@@ -73,6 +73,12 @@ func (a *admissionChecks) Validate(ctx context.Context, attr admission.Attribute
 		return a.namespaceDeletable(ctx, name)
 	case attr.GetOperation() == admission.Delete && gr == apps.Resource("vmdisks"):
 		return a.diskUnused(ctx, attr.GetNamespace(), name)
+	}
+	if op := attr.GetOperation(); (op == admission.Create || op == admission.Update) &&
+		(gr == apps.Resource("vminstances") || gr == apps.Resource("vmdisks")) {
+		if err := a.withinQuota(ctx, attr); err != nil {
+			return err
+		}
 	}
 	if gr == kumo.Resource("nodes") {
 		if n := auth.NodeOf(attr.GetUserInfo()); n != "" && attr.GetOperation() == admission.Create && attr.GetName() != n {

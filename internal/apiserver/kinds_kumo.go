@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"kumo.dev/kumo/internal/apiserver/registry"
+	"kumo.dev/kumo/internal/quota"
 	appsvalidation "kumo.dev/kumo/pkg/apis/apps/validation"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 )
@@ -97,7 +98,7 @@ func tenantKind() *registry.Kind {
 		if len(t.Name) > maxTenantName {
 			errs = append(errs, field.TooLong(field.NewPath("metadata", "name"), t.Name, maxTenantName))
 		}
-		return errs
+		return append(errs, quota.Validate(t.Spec.Quota, field.NewPath("spec", "quota"))...)
 	}
 	return &registry.Kind{
 		Resource: kumo.Resource("tenants"), Singular: "tenant", Categories: []string{"kumo"},
@@ -110,8 +111,10 @@ func tenantKind() *registry.Kind {
 				t.Finalizers = append(t.Finalizers, kumo.TenantFinalizer)
 			}
 			t.Status = kumo.TenantStatus{Phase: kumo.TenantPending, Namespace: kumo.TenantNamespace(t.Name)}
+			kumo.SetDefaultsTenantQuota(&t.Spec.Quota)
 		},
-		Validate: validate,
+		PrepareForUpdate: func(o, _ runtime.Object) { kumo.SetDefaultsTenantQuota(&tn(o).Spec.Quota) },
+		Validate:         validate,
 		ValidateUpdate: func(ctx context.Context, o, old runtime.Object) field.ErrorList {
 			errs := apimachineryvalidation.ValidateObjectMetaUpdate(&tn(o).ObjectMeta, &tn(old).ObjectMeta, field.NewPath("metadata"))
 			return append(errs, validate(ctx, o)...)
@@ -119,6 +122,9 @@ func tenantKind() *registry.Kind {
 		Table: registry.Table{
 			{Name: "Phase", Type: "string", Value: func(o runtime.Object) interface{} { return string(tn(o).Status.Phase) }},
 			{Name: "Namespace", Type: "string", Value: func(o runtime.Object) interface{} { return registry.OrNone(tn(o).Status.Namespace) }},
+			{Name: "VMs", Type: "string", Description: "VMs held / quota", Value: func(o runtime.Object) interface{} { return quota.Column(tn(o), quota.VMs) }},
+			{Name: "vCPU", Type: "string", Description: "vCPU of the VMs / quota", Value: func(o runtime.Object) interface{} { return quota.Column(tn(o), quota.CPUs) }},
+			{Name: "Memory", Type: "string", Description: "Memory of the VMs / quota", Value: func(o runtime.Object) interface{} { return quota.Column(tn(o), quota.Memory) }},
 			{Name: "Display Name", Type: "string", Priority: 1, Value: func(o runtime.Object) interface{} { return tn(o).Spec.DisplayName }},
 		},
 	}

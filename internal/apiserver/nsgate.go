@@ -30,12 +30,16 @@ import (
 // one could land after its last look.
 type namespaceGate struct {
 	stripes [64]sync.RWMutex
+	// quota serializes the writes that a tenant's quota counts (admission_quota.go).
+	quota [64]sync.Mutex
 }
 
-func (g *namespaceGate) lock(ns string) *sync.RWMutex {
+func (g *namespaceGate) lock(ns string) *sync.RWMutex { return &g.stripes[stripe(ns)] }
+
+func stripe(ns string) int {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(ns))
-	return &g.stripes[h.Sum32()%uint32(len(g.stripes))]
+	return int(h.Sum32() % 64)
 }
 
 // enter holds the read lock of the request's namespace until the returned func is called.
@@ -55,15 +59,23 @@ func (g *namespaceGate) enter(ctx context.Context) func() {
 type gatedStorage struct {
 	*registry.Storage
 	gate *namespaceGate
+	// counted: the kind's writes are charged to the tenant's quota, one at a time per namespace.
+	counted bool
 }
 
 func (s *gatedStorage) Create(ctx context.Context, obj runtime.Object, createValidation rest.ValidateObjectFunc, options *metav1.CreateOptions) (runtime.Object, error) {
 	defer s.gate.enter(ctx)()
+	if s.counted {
+		defer s.gate.serialize(ctx)()
+	}
 	return s.Storage.Create(ctx, obj, createValidation, options)
 }
 
 func (s *gatedStorage) Update(ctx context.Context, name string, objInfo rest.UpdatedObjectInfo, createValidation rest.ValidateObjectFunc, updateValidation rest.ValidateObjectUpdateFunc, forceAllowCreate bool, options *metav1.UpdateOptions) (runtime.Object, bool, error) {
 	defer s.gate.enter(ctx)()
+	if s.counted {
+		defer s.gate.serialize(ctx)()
+	}
 	return s.Storage.Update(ctx, name, objInfo, createValidation, updateValidation, forceAllowCreate, options)
 }
 
@@ -91,6 +103,25 @@ func (g *namespaceGate) afterNamespaceDelete(obj runtime.Object, _ *metav1.Delet
 // gated returns st with its creates and updates behind the gate.
 func (g *namespaceGate) gated(st *registry.Storage) *gatedStorage {
 	return &gatedStorage{Storage: st, gate: g}
+}
+
+// counted returns st behind the gate, its creates and updates also serialized per namespace so
+// that the quota check in admission and the write it admits are one step: two creates cannot
+// both take the last free unit of a quota.
+func (g *namespaceGate) counted(st *registry.Storage) *gatedStorage {
+	return &gatedStorage{Storage: st, gate: g, counted: true}
+}
+
+// serialize holds the namespace's quota lock until the returned func is called. It is taken
+// after the namespace's read lock, and drain never takes it, so the two cannot deadlock.
+func (g *namespaceGate) serialize(ctx context.Context) func() {
+	ns, ok := genericapirequest.NamespaceFrom(ctx)
+	if !ok || ns == "" {
+		return func() {}
+	}
+	l := &g.quota[stripe(ns)]
+	l.Lock()
+	return l.Unlock
 }
 
 // watchNamespaces makes every write that marks a namespace terminating, and its deletion,

@@ -61,6 +61,9 @@ type Config struct {
 	ExtraSANs []string
 	// EtcdServers are the etcd client URLs.
 	EtcdServers []string
+	// UploadStagingLimit bounds the bytes of staged uploads, all tenants together (0:
+	// DefaultUploadStagingLimit).
+	UploadStagingLimit int64
 }
 
 // Server is a configured API server, ready to run.
@@ -70,6 +73,8 @@ type Server struct {
 	Signer  *auth.Signer
 	stores  *stores
 	pkiDir  string
+	// stagingLimit bounds the staged uploads (staging.go).
+	stagingLimit int64
 	// agentClientCert is what the server presents to agents when it proxies streams.
 	agentClientCert tls.Certificate
 }
@@ -128,6 +133,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("apply server options: %w", err)
 	}
 	config.ExternalAddress = net.JoinHostPort(cfg.AdvertiseAddress, strconv.Itoa(cfg.Port))
+	config.MaxRequestBodyBytes = maxRequestBodyBytes
 	// Console and VNC streams live as long as the user stays attached.
 	config.LongRunningFunc = genericfilters.BasicLongRunningRequestCheck(sets.NewString("watch", "proxy"), sets.NewString("console", "vnc", "upload", "proxy", "log"))
 	namer := openapi.NewDefinitionNamer(Scheme)
@@ -159,7 +165,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	*lk = st.lookups()
-	s := &Server{generic: generic, CA: ca, Signer: signer, stores: st, pkiDir: cfg.PKIDir}
+	s := &Server{generic: generic, CA: ca, Signer: signer, stores: st, pkiDir: cfg.PKIDir, stagingLimit: cfg.UploadStagingLimit}
 	if s.agentClientCert, err = agentClientCertificate(ca); err != nil {
 		return nil, err
 	}
@@ -186,14 +192,14 @@ func (s *Server) install() error {
 	lk := st.lookups()
 	appsInfo := genericapiserver.NewDefaultAPIGroupInfo(apps.GroupName, Scheme, runtime.NewParameterCodec(Scheme), Codecs)
 	appsInfo.VersionedResourcesStorageMap[apps.SchemeGroupVersion.Version] = map[string]rest.Storage{
-		"vminstances": &vmStorage{st.gate.gated(st.vmInstances)}, "vminstances/status": st.vmInstances.Status,
+		"vminstances": &vmStorage{st.gate.counted(st.vmInstances)}, "vminstances/status": st.vmInstances.Status,
 		"vminstances/start":   &vmAction{action: "start", vms: st.vmInstances},
 		"vminstances/stop":    &vmAction{action: "stop", vms: st.vmInstances},
 		"vminstances/restart": &vmAction{action: "restart", vms: st.vmInstances},
 		"vminstances/console": &vmStream{kind: "console", vms: st.vmInstances, nodes: st.nodes, agents: agents},
 		"vminstances/vnc":     &vmStream{kind: "vnc", vms: st.vmInstances, nodes: st.nodes, agents: agents},
 		"vminstances/diskkey": vmDiskKey(st.vmInstances, st.tenantKeys),
-		"vmdisks":             &nodeScopedDisks{gatedStorage: st.gate.gated(st.vmDisks), l: &lk}, "vmdisks/status": st.vmDisks.Status,
+		"vmdisks":             &nodeScopedDisks{gatedStorage: st.gate.counted(st.vmDisks), l: &lk}, "vmdisks/status": st.vmDisks.Status,
 		"vmdisks/upload":  diskUploads,
 		"vmdisks/diskkey": placedDiskKey(st.vmDisks, st.tenantKeys),
 	}

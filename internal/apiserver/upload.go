@@ -54,6 +54,10 @@ type uploadREST struct {
 	// consumed, when set, says an object no longer needs its staged upload (a disk that is Ready
 	// holds the content): the file is removed when the object's status says so.
 	consumed func(obj runtime.Object) bool
+	// limit, when set, bounds what an upload of obj may expand to (a disk's spec.storage).
+	limit func(obj runtime.Object) importer.Limit
+	// staging bounds the bytes staged by all uploads together (staging.go).
+	staging *stagingBudget
 
 	mu sync.Mutex
 	// receiving holds the objects (by UID) an upload is being received for: one at a time.
@@ -135,6 +139,11 @@ func (s *Server) uploads(dir string) (disks, images *uploadREST, err error) {
 		return nil, nil, err
 	}
 	disks, images = diskUploads(s.stores.vmDisks, s.stores.tenantKeys, dir), imageUploads(s.stores.goldenImages, dir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("upload staging directory: %w", err)
+	}
+	budget := newStagingBudget(dir, s.stagingLimit)
+	disks.staging, images.staging = budget, budget
 	for _, u := range []*uploadREST{disks, images} {
 		u.store.AfterDelete = u.forget
 		if u.consumed != nil {
@@ -159,6 +168,8 @@ func diskUploads(disks, keys *registry.Storage, dir string) *uploadREST {
 		key: func(ctx context.Context, obj runtime.Object) ([]byte, error) {
 			return tenantKeyOf(ctx, keys, obj.(*apps.VMDisk).Namespace)
 		},
+		// An upload expands (gzip, xz) at most to the disk's declared size.
+		limit: func(obj runtime.Object) importer.Limit { return importer.DiskLimit(obj.(*apps.VMDisk)) },
 		consumed: func(obj runtime.Object) bool {
 			d := obj.(*apps.VMDisk)
 			return d.Spec.Source.Upload != nil && d.Status.Phase == apps.DiskReady
@@ -288,7 +299,11 @@ func (u *uploadREST) Connect(ctx context.Context, name string, _ runtime.Object,
 				}
 				key = k
 			}
-			msg, info, err := u.receive(r.Context(), r.Body, path, key, string(uid))
+			limit := importer.Limit{}
+			if u.limit != nil {
+				limit = u.limit(got)
+			}
+			msg, info, err := u.receive(r.Context(), r.Body, path, key, string(uid), limit)
 			if err != nil {
 				responder.Error(err)
 				return
@@ -325,13 +340,31 @@ func (u *uploadREST) record(ctx context.Context, name string, uid types.UID, mut
 
 // receive stages an upload and inspects it; a refused image is removed. With a key, the staged
 // file is sealed for the object uid, and the plaintext exists only while it is inspected.
-func (u *uploadREST) receive(ctx context.Context, body io.Reader, path string, key []byte, uid string) (string, importer.Info, error) {
+func (u *uploadREST) receive(ctx context.Context, body io.Reader, path string, key []byte, uid string, limit importer.Limit) (string, importer.Info, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", importer.Info{}, err
 	}
+	var charge *stagingCharge
+	kept := int64(0)
+	if u.staging != nil {
+		c, err := u.staging.begin()
+		if err != nil {
+			return "", importer.Info{}, err
+		}
+		charge, limit = c, c.importLimit(limit)
+		defer func() { charge.end(kept) }()
+	}
 	tmp := path + receivingSuffix
 	defer os.Remove(tmp)
-	if err := importer.Decompress(ctx, body, tmp); err != nil {
+	if err := importer.DecompressAtMost(ctx, body, tmp, limit); err != nil {
+		if isInsufficientStorage(err) {
+			var se *apierrors.StatusError
+			errors.As(err, &se)
+			return "", importer.Info{}, se
+		}
+		if importer.IsTooLarge(err) {
+			return "", importer.Info{}, apierrors.NewRequestEntityTooLargeError(err.Error())
+		}
 		if importer.IsRefused(err) {
 			return "", importer.Info{}, apierrors.NewBadRequest(err.Error())
 		}
@@ -348,12 +381,24 @@ func (u *uploadREST) receive(ctx context.Context, body io.Reader, path string, k
 	if key != nil {
 		staged = path + sealingSuffix
 		defer os.Remove(staged)
+		plain, err := os.Stat(tmp)
+		if err != nil {
+			return "", importer.Info{}, err
+		}
+		if charge != nil {
+			if err := charge.charge(sealedSize(plain.Size())); err != nil {
+				return "", importer.Info{}, err
+			}
+		}
 		if err := sealFile(tmp, staged, key, uid); err != nil {
 			return "", importer.Info{}, fmt.Errorf("seal the staged upload: %w", err)
 		}
 		// The plaintext goes now, not when the request ends.
 		if err := os.Remove(tmp); err != nil {
 			return "", importer.Info{}, fmt.Errorf("remove the plaintext of a sealed upload: %w", err)
+		}
+		if charge != nil {
+			charge.release(plain.Size())
 		}
 	} else if err := syncFile(tmp); err != nil {
 		// The staged upload must outlive a crash of the server until a node has fetched it
@@ -362,6 +407,9 @@ func (u *uploadREST) receive(ctx context.Context, body io.Reader, path string, k
 	}
 	if err := os.Rename(staged, path); err != nil {
 		return "", importer.Info{}, err
+	}
+	if st, err := os.Stat(path); err == nil {
+		kept = st.Size()
 	}
 	return fmt.Sprintf("uploaded a %s image of %d bytes (virtual size)", info.Format, info.VirtualSize), info, nil
 }

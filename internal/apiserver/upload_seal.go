@@ -83,6 +83,12 @@ func sealChunks(size uint64) uint64 {
 	return (size + sealChunk - 1) / sealChunk
 }
 
+// sealedSize is the size of the sealed file of size plaintext bytes: the header and a GCM tag
+// per chunk.
+func sealedSize(size int64) int64 {
+	return int64(sealHeaderSize) + size + int64(sealChunks(uint64(size)))*16
+}
+
 // sealFile writes src, sealed for the object uid with the tenant key, to dst (mode 0600, synced).
 func sealFile(src, dst string, key []byte, uid string) (err error) {
 	in, err := os.Open(src)

@@ -12,6 +12,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"kumo.dev/kumo/internal/storage/importer"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 )
 
@@ -125,7 +126,7 @@ func TestReceivedDiskUploadIsStagedSealedAndGoesOnceReady(t *testing.T) {
 	d.Spec.Source.Upload = &apps.UploadSource{}
 	path := u.stagedPath(d.Namespace, d.UID)
 	plain := plaintextOf(1 << 20)
-	if _, _, err := u.receive(context.Background(), bytes.NewReader(plain), path, key, string(d.UID)); err != nil {
+	if _, _, err := u.receive(context.Background(), bytes.NewReader(plain), path, key, string(d.UID), importer.Limit{}); err != nil {
 		t.Fatal(err)
 	}
 	files, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "*"))

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -38,6 +39,9 @@ type ServerOptions struct {
 	EtcdEndpoints  []string
 	EtcdClientPort int
 	EtcdPeerPort   int
+	// UploadStagingLimit bounds the staged uploads under DataDir/uploads, all tenants
+	// together (zero: apiserver.DefaultUploadStagingLimit).
+	UploadStagingLimit resource.Quantity
 }
 
 // AdminKubeconfig is where the server writes the administrator's kubeconfig.
@@ -97,6 +101,8 @@ func runServer(ctx context.Context, o ServerOptions, withAgent func(context.Cont
 		AdvertiseAddress: advertise,
 		ExtraSANs:        o.ExtraSANs,
 		EtcdServers:      endpoints,
+
+		UploadStagingLimit: o.UploadStagingLimit.Value(),
 	}
 	srv, err := apiserver.New(cfg)
 	if err != nil {

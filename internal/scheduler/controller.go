@@ -259,9 +259,14 @@ func (ctl *Controller) nodes() []Node {
 		for _, c := range n.Status.StorageClasses {
 			classes[c] = true
 		}
+		local := int64(-1)
+		if q, ok := n.Status.Allocatable[kumo.ResourceLocalStorage]; ok {
+			local = q.Value()
+		}
 		out = append(out, Node{
 			Name: n.Name, Datacenter: n.Spec.Datacenter, Ready: nodeReady(n, time.Now()), Schedulable: !n.Spec.Unschedulable,
 			Allocatable: Resources{CPUs: cpu.Value(), Memory: mem.Value()}, Images: images, StorageClasses: classes,
+			LocalStorage: local,
 		})
 	}
 	for i := range out {
@@ -296,6 +301,7 @@ func (ctl *Controller) nodes() []Node {
 		}
 		if n := byName[node]; n != nil && d.Spec.StorageClass == apps.StorageLocal {
 			n.Disks++
+			n.LocalUsed += localBytes(d)
 		}
 	}
 	for key := range ctl.assumedDisks {

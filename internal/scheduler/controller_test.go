@@ -122,7 +122,7 @@ func newFixture(t *testing.T) *fixture {
 
 func (f *fixture) node(name, dc string, ready bool, classes []string, images ...string) {
 	n := &kumo.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: kumo.NodeSpec{Datacenter: dc}}
-	n.Status.Allocatable = map[string]resource.Quantity{"cpu": resource.MustParse("8"), "memory": resource.MustParse("32Gi")}
+	n.Status.Allocatable = map[string]resource.Quantity{"cpu": resource.MustParse("8"), "memory": resource.MustParse("32Gi"), kumo.ResourceLocalStorage: resource.MustParse("1Ti")}
 	n.Status.StorageClasses, n.Status.Images = classes, images
 	n.Status.LastHeartbeatTime = metav1.Now()
 	status := metav1.ConditionTrue
@@ -416,7 +416,7 @@ func TestBindingsNotYetInTheWatchStillCountAgainstTheNode(t *testing.T) {
 	f.node("n1", "dc1", true, []string{"local"})
 	obj, _, _ := f.inf.Nodes.GetStore().GetByKey("n1")
 	n := obj.(*kumo.Node).DeepCopy()
-	n.Status.Allocatable = map[string]resource.Quantity{"cpu": resource.MustParse("2"), "memory": resource.MustParse("32Gi")}
+	n.Status.Allocatable = map[string]resource.Quantity{"cpu": resource.MustParse("2"), "memory": resource.MustParse("32Gi"), kumo.ResourceLocalStorage: resource.MustParse("1Ti")}
 	f.inf.Nodes.GetStore().Update(n)
 	for _, name := range []string{"a", "b", "c"} {
 		f.vm(name, "")

@@ -123,6 +123,9 @@ func (ctl *Controller) diskRequest(d *apps.VMDisk) (Request, error) {
 			}
 		}
 	}
+	if d.Spec.StorageClass == apps.StorageLocal {
+		req.LocalBytes = localBytes(d)
+	}
 	if d.Spec.StorageClass == apps.StorageLocal && req.Node == "" {
 		// A VM runs on the node of its local disks: a disk of a VM whose other local disks are
 		// placed already goes to their node, or the VM could never run.
@@ -331,4 +334,13 @@ func (ctl *Controller) followVM(ctx context.Context, vm *apps.VMInstance, node s
 		}
 	}
 	return nil
+}
+
+// localBytes is what a local disk takes on its node: its declared size (qcow2 files are thin,
+// but a guest may fill them, and the node must then hold every byte).
+func localBytes(d *apps.VMDisk) int64 {
+	if d.Spec.Storage == nil {
+		return 0
+	}
+	return d.Spec.Storage.Value()
 }

@@ -45,7 +45,14 @@ type Node struct {
 	Images map[string]bool
 	// StorageClasses the node can open.
 	StorageClasses map[string]bool
+	// LocalStorage is the bytes local disks may take on the node (its allocatable
+	// "local-storage"; -1 when the node does not report it); LocalUsed sums the spec.storage of
+	// the local disks placed on it.
+	LocalStorage, LocalUsed int64
 }
+
+// LocalFree is the bytes of local disks the node can still hold.
+func (n Node) LocalFree() int64 { return n.LocalStorage - n.LocalUsed }
 
 // Free is what the node can still guarantee.
 func (n Node) Free() Resources {
@@ -63,6 +70,9 @@ type Request struct {
 	Images []string
 	// StorageClasses the VM's disks need.
 	StorageClasses []string
+	// LocalBytes is the size of a local disk to place: the node must have that much local
+	// storage free.
+	LocalBytes int64
 }
 
 // Reasons of an Unschedulable (the reason of the VM's or disk's Scheduled condition).
@@ -141,6 +151,10 @@ func place(req Request, nodes []Node, load func(Node) int, noneFits, pinnedCanno
 			why = append(why, fmt.Sprintf("%s: lacks storage class %s", n.Name, missing(n.StorageClasses, req.StorageClasses)))
 		case !hasImages(n, req.Images):
 			why = append(why, fmt.Sprintf("%s: lacks golden image %s", n.Name, strings.Join(req.Images, ", ")))
+		case req.LocalBytes > 0 && n.LocalStorage < 0:
+			why = append(why, n.Name+": reports no local storage capacity")
+		case req.LocalBytes > n.LocalFree():
+			why = append(why, fmt.Sprintf("%s: %s of local storage free, the disk needs %s", n.Name, bytesString(max(n.LocalFree(), 0)), bytesString(req.LocalBytes)))
 		case !req.Resources.Fits(n.Free()):
 			why = append(why, fmt.Sprintf("%s: %s free", n.Name, n.Free()))
 		default:
@@ -192,3 +206,5 @@ func hasImages(n Node, images []string) bool {
 	}
 	return true
 }
+
+func bytesString(n int64) string { return resource.NewQuantity(n, resource.BinarySI).String() }

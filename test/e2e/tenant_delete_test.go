@@ -27,6 +27,7 @@ func TestTenantDeletedWhileVMsAreCreatedLeavesNothingForTheNextOwner(t *testing.
 	tenant := uniqueName("race")
 	ns := kumo.TenantNamespace(tenant)
 	old := c.Client(t, c.NewTenant(t, tenant))
+	setQuota(t, admin, tenant, `{"vms":1000}`) // the race needs more VMs than the default quota
 	deleted := false
 	var raced int64
 	for round := 0; round < 30 && !deleted; round++ {

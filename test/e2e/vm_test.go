@@ -265,6 +265,7 @@ func TestVMsThatCannotStartEndInAClearState(t *testing.T) {
 		t.Fatal(err)
 	}
 	kc := c.NewTenant(t, "faulty")
+	setQuota(t, admin, "faulty", `{"cpus":1000}`) // x1.huge is past the default vCPU quota
 	cl := c.Client(t, kc)
 	ns := kumo.TenantNamespace("faulty")
 	manifest := "apiVersion: apps.cozystack.io/v1alpha1\nkind: VMInstance\nmetadata:\n  name: toobig\nspec:\n  instanceType: x1.huge\n  runStrategy: Once\n"

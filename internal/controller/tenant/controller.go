@@ -1,4 +1,5 @@
-// Package tenant reconciles Tenants: each gets its namespace, tenant-<name>, owned by it; a
+// Package tenant reconciles Tenants: each gets its namespace, tenant-<name>, owned by it, and
+// its status.usage counts what the namespace holds against spec.quota (usage.go); a
 // deleted tenant's namespace is marked Terminating, emptied of whatever raced in (VMs, then
 // disks, then events) and removed before the tenant itself goes (a finalizer holds it).
 package tenant
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,8 +42,10 @@ type Controller struct {
 	labelKey   string
 	tenants    cache.SharedIndexInformer
 	namespaces cache.SharedIndexInformer
-	queue      workqueue.TypedRateLimitingInterface[string]
-	recorder   record.EventRecorder
+	// vms, disks and types count each tenant's usage (usage.go).
+	vms, disks, types cache.SharedIndexInformer
+	queue             workqueue.TypedRateLimitingInterface[string]
+	recorder          record.EventRecorder
 }
 
 // NewController watches tenants and the namespaces labelled with labelKey.
@@ -75,6 +79,7 @@ func NewController(c *client.Client, labelKey string) *Controller {
 	ctl.namespaces.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		UpdateFunc: func(_, o interface{}) { enqueueOwner(o) }, DeleteFunc: enqueueOwner,
 	})
+	ctl.watchUsage()
 	return ctl
 }
 
@@ -84,7 +89,10 @@ func (ctl *Controller) Run(ctx context.Context, workers int) {
 	ctl.recorder = events.NewRecorder(ctx, ctl.c, "kumo-tenant-controller")
 	go ctl.tenants.Run(ctx.Done())
 	go ctl.namespaces.Run(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), ctl.tenants.HasSynced, ctl.namespaces.HasSynced) {
+	go ctl.vms.Run(ctx.Done())
+	go ctl.disks.Run(ctx.Done())
+	go ctl.types.Run(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), ctl.tenants.HasSynced, ctl.namespaces.HasSynced, ctl.vms.HasSynced, ctl.disks.HasSynced, ctl.types.HasSynced) {
 		return
 	}
 	for i := 0; i < workers; i++ {
@@ -129,10 +137,14 @@ func (ctl *Controller) reconcile(ctx context.Context, name string) error {
 	if err := ctl.ensureKey(ctx, t); err != nil {
 		return err
 	}
-	if t.Status.Phase == kumo.TenantActive && t.Status.Namespace == ns {
+	usage, err := ctl.usage(t)
+	if err != nil {
+		return fmt.Errorf("count the usage of tenant %s: %w", t.Name, err)
+	}
+	if t.Status.Phase == kumo.TenantActive && t.Status.Namespace == ns && apiequality.Semantic.DeepEqual(t.Status.Usage, usage) {
 		return nil
 	}
-	t.Status.Phase, t.Status.Namespace = kumo.TenantActive, ns
+	t.Status.Phase, t.Status.Namespace, t.Status.Usage = kumo.TenantActive, ns, usage
 	meta.SetStatusCondition(&t.Status.Conditions, metav1.Condition{
 		Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "NamespaceReady",
 		Message: fmt.Sprintf("namespace %s is ready", ns), ObservedGeneration: t.Generation,

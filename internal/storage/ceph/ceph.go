@@ -288,6 +288,7 @@ func (d *Driver) fetch(ctx context.Context, req storage.Request, report func(int
 		}
 		cleanup := func() { s.Close() }
 		dl := s.Path("download")
+		fetch.Limit = importer.DiskLimit(disk)
 		info, err := importer.Fetch(ctx, fetch, dl, report)
 		if err != nil {
 			return source{}, cleanup, err

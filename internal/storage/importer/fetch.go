@@ -66,6 +66,11 @@ func URL(url string, nets Networks) Fetcher {
 
 // Stream fetches from an opened stream of known (or 0 = unknown) length, under DefaultTimeouts.
 func Stream(open func(ctx context.Context) (io.ReadCloser, int64, error)) Fetcher {
+	return StreamAtMost(open, Limit{})
+}
+
+// StreamAtMost is Stream writing at most limit bytes (decompressed).
+func StreamAtMost(open func(ctx context.Context) (io.ReadCloser, int64, error), limit Limit) Fetcher {
 	return func(ctx context.Context, dst string, progress Progress) error {
 		t := DefaultTimeouts
 		ctx, w := watch(ctx, t)
@@ -75,7 +80,7 @@ func Stream(open func(ctx context.Context) (io.ReadCloser, int64, error)) Fetche
 			return w.explain("open stream", err)
 		}
 		defer rc.Close()
-		return w.explain("stream", Decompress(ctx, w.reader(&countingReader{r: rc, total: total, progress: progress}), dst))
+		return w.explain("stream", DecompressAtMost(ctx, w.reader(&countingReader{r: rc, total: total, progress: progress}), dst, limit))
 	}
 }
 
@@ -83,12 +88,12 @@ func Stream(open func(ctx context.Context) (io.ReadCloser, int64, error)) Fetche
 // their magic bytes), reporting progress over the bytes received. It connects only to addresses
 // nets allows.
 func Download(ctx context.Context, url string, nets Networks, dst string, progress Progress) error {
-	_, err := download(ctx, url, nets, dst, progress, DefaultTimeouts)
+	_, err := download(ctx, url, nets, dst, progress, DefaultTimeouts, Limit{})
 	return err
 }
 
 // download is Download under the given timeouts; it returns the response's Content-Type.
-func download(ctx context.Context, url string, nets Networks, dst string, progress Progress, t Timeouts) (string, error) {
+func download(ctx context.Context, url string, nets Networks, dst string, progress Progress, t Timeouts, limit Limit) (string, error) {
 	if err := CheckURL(url); err != nil {
 		return "", err
 	}
@@ -114,7 +119,7 @@ func download(ctx context.Context, url string, nets Networks, dst string, progre
 		return "", refuse("download %s: server answered %s", shown, resp.Status)
 	}
 	counted := &countingReader{r: resp.Body, total: resp.ContentLength, progress: progress}
-	return resp.Header.Get("Content-Type"), w.explain("download "+shown, Decompress(ctx, w.reader(counted), dst))
+	return resp.Header.Get("Content-Type"), w.explain("download "+shown, DecompressAtMost(ctx, w.reader(counted), dst, limit))
 }
 
 // watchdog cancels a transfer's context when no byte arrived for the idle timeout or when the
@@ -182,6 +187,13 @@ func (w *watchdog) explain(what string, err error) error {
 // file: it is not synced to disk (that would cost about as much as writing it again); a caller
 // keeping it across a crash syncs it itself.
 func Decompress(ctx context.Context, r io.Reader, dst string) error {
+	return DecompressAtMost(ctx, r, dst, Limit{})
+}
+
+// DecompressAtMost is Decompress writing at most limit bytes: once the (decompressed) image
+// exceeds it, it stops with a TooLargeError.
+func DecompressAtMost(ctx context.Context, r io.Reader, dst string, limit Limit) error {
+	limit = limit.orDefault()
 	br := bufio.NewReaderSize(r, 1<<20)
 	head, _ := br.Peek(6)
 	f, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
@@ -189,6 +201,11 @@ func Decompress(ctx context.Context, r io.Reader, dst string) error {
 		return err
 	}
 	defer f.Close()
+	var out io.Writer = f
+	charged := &chargedWriter{w: f, charge: limit.Charge}
+	if limit.Charge != nil {
+		out = charged
+	}
 	var src io.Reader = br
 	switch {
 	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
@@ -201,23 +218,39 @@ func Decompress(ctx context.Context, r io.Reader, dst string) error {
 	case bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}):
 		cmd := exec.CommandContext(ctx, "xz", "-dc")
 		cmd.Stdin = br
-		cmd.Stdout = &limitedWriter{w: f, left: MaxDownload}
+		lw := &limitedWriter{w: out, left: limit.Bytes, limit: limit}
+		cmd.Stdout = lw
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
-		if err := cmd.Run(); err != nil {
+		if err := cmd.Run(); lw.exceeded {
+			return limit.exceeded()
+		} else if charged.err != nil {
+			return charged.err
+		} else if err != nil {
 			return refuse("corrupt xz stream: %s", lastLine(stderr.String()+" "+err.Error()))
 		}
 		return nil
 	}
-	n, err := io.Copy(f, io.LimitReader(src, MaxDownload+1))
+	n, err := io.Copy(out, io.LimitReader(src, limit.Bytes))
+	if charged.err != nil {
+		return charged.err
+	}
+	if err == nil && n == limit.Bytes {
+		// At the limit: one more byte means the image is larger (and is not written).
+		var one [1]byte
+		k, rerr := io.ReadFull(src, one[:])
+		if k > 0 {
+			return limit.exceeded()
+		}
+		if rerr != io.EOF {
+			err = rerr // a corrupt stream's end (a gzip checksum) is still caught below
+		}
+	}
 	if err != nil {
 		if errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return refuse("corrupt gzip stream: %v", err)
 		}
 		return fmt.Errorf("write %s: %w", dst, err)
-	}
-	if n > MaxDownload {
-		return refuse("image is larger than %s", HumanBytes(MaxDownload))
 	}
 	return nil
 }
@@ -241,13 +274,16 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 type limitedWriter struct {
-	w    io.Writer
-	left int64
+	w        io.Writer
+	left     int64
+	limit    Limit
+	exceeded bool
 }
 
 func (l *limitedWriter) Write(p []byte) (int, error) {
 	if int64(len(p)) > l.left {
-		return 0, refuse("image is larger than %s once decompressed", HumanBytes(MaxDownload))
+		l.exceeded = true
+		return 0, l.limit.exceeded()
 	}
 	l.left -= int64(len(p))
 	return l.w.Write(p)
@@ -266,6 +302,9 @@ type Source struct {
 	Timeouts Timeouts
 	// Networks are the addresses a download may connect to (zero: no internal address).
 	Networks Networks
+	// Limit bounds the image's bytes once decompressed (zero: MaxDownload); a disk's import
+	// passes ForDisk(spec.storage).
+	Limit Limit
 }
 
 // Fetch brings an image into path (an OVA's first disk for an OVA) and inspects it, refusing
@@ -285,12 +324,19 @@ func Fetch(ctx context.Context, src Source, path string, progress func(percent i
 		err = src.Fetch(ctx, path, report)
 	case src.URL != "":
 		name = urlName(src.URL)
-		contentType, err = download(ctx, src.URL, src.Networks, path, report, src.Timeouts)
+		contentType, err = download(ctx, src.URL, src.Networks, path, report, src.Timeouts, src.Limit)
 	default:
 		err = errors.New("an import needs a URL or a fetcher")
 	}
 	if err != nil {
 		return Info{}, err
+	}
+	if l := src.Limit.orDefault(); src.Fetch != nil {
+		// A fetcher bounds its own writes (an upload was bounded when the server received it):
+		// this catches one that did not.
+		if st, err := os.Stat(path); err == nil && st.Size() > l.Bytes {
+			return Info{}, l.exceeded()
+		}
 	}
 	if err := fromOVA(path); err != nil {
 		return Info{}, err

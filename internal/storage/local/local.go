@@ -349,6 +349,7 @@ func (d *Driver) fromSource(ctx context.Context, disk *apps.VMDisk, s *storage.S
 			progress(p)
 		}
 	}
+	fetch.Limit = importer.DiskLimit(disk)
 	info, err := importer.Fetch(ctx, fetch, dl, report)
 	if err != nil {
 		return err

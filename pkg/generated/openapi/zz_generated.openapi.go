@@ -363,10 +363,12 @@ func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenA
 		kumov1alpha1.NodeStatus{}.OpenAPIModelName():               schema_pkg_apis_kumo_v1alpha1_NodeStatus(ref),
 		kumov1alpha1.NodeToken{}.OpenAPIModelName():                schema_pkg_apis_kumo_v1alpha1_NodeToken(ref),
 		kumov1alpha1.NodeTokenSpec{}.OpenAPIModelName():            schema_pkg_apis_kumo_v1alpha1_NodeTokenSpec(ref),
+		kumov1alpha1.StorageResources{}.OpenAPIModelName():         schema_pkg_apis_kumo_v1alpha1_StorageResources(ref),
 		kumov1alpha1.Tenant{}.OpenAPIModelName():                   schema_pkg_apis_kumo_v1alpha1_Tenant(ref),
 		kumov1alpha1.TenantKey{}.OpenAPIModelName():                schema_pkg_apis_kumo_v1alpha1_TenantKey(ref),
 		kumov1alpha1.TenantKeyList{}.OpenAPIModelName():            schema_pkg_apis_kumo_v1alpha1_TenantKeyList(ref),
 		kumov1alpha1.TenantList{}.OpenAPIModelName():               schema_pkg_apis_kumo_v1alpha1_TenantList(ref),
+		kumov1alpha1.TenantResources{}.OpenAPIModelName():          schema_pkg_apis_kumo_v1alpha1_TenantResources(ref),
 		kumov1alpha1.TenantSpec{}.OpenAPIModelName():               schema_pkg_apis_kumo_v1alpha1_TenantSpec(ref),
 		kumov1alpha1.TenantStatus{}.OpenAPIModelName():             schema_pkg_apis_kumo_v1alpha1_TenantStatus(ref),
 		kumov1alpha1.TenantToken{}.OpenAPIModelName():              schema_pkg_apis_kumo_v1alpha1_TenantToken(ref),
@@ -19167,6 +19169,33 @@ func schema_pkg_apis_kumo_v1alpha1_NodeTokenSpec(ref common.ReferenceCallback) c
 	}
 }
 
+func schema_pkg_apis_kumo_v1alpha1_StorageResources(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "StorageResources is disk bytes per storage class.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"local": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Local is the total size of local disks.",
+							Ref:         ref(resource.Quantity{}.OpenAPIModelName()),
+						},
+					},
+					"replicated": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Replicated is the total size of replicated (Ceph) disks.",
+							Ref:         ref(resource.Quantity{}.OpenAPIModelName()),
+						},
+					},
+				},
+			},
+		},
+		Dependencies: []string{
+			resource.Quantity{}.OpenAPIModelName()},
+	}
+}
+
 func schema_pkg_apis_kumo_v1alpha1_Tenant(ref common.ReferenceCallback) common.OpenAPIDefinition {
 	return common.OpenAPIDefinition{
 		Schema: spec.Schema{
@@ -19354,6 +19383,68 @@ func schema_pkg_apis_kumo_v1alpha1_TenantList(ref common.ReferenceCallback) comm
 	}
 }
 
+func schema_pkg_apis_kumo_v1alpha1_TenantResources(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "TenantResources counts what a tenant holds, or may hold: the Tenant's spec.quota sets the limits, its status.usage reports what its namespace holds now. A VM counts its instance type's vCPU and memory whether it runs or not (as cloud quotas do): a stopped VM can always start again without hitting its tenant's quota.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"vms": {
+						SchemaProps: spec.SchemaProps{
+							Description: "VMs is the number of VMInstances.",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"cpus": {
+						SchemaProps: spec.SchemaProps{
+							Description: "CPUs is the total vCPU of the VMs' instance types.",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"memory": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Memory is the total memory of the VMs' instance types.",
+							Ref:         ref(resource.Quantity{}.OpenAPIModelName()),
+						},
+					},
+					"disks": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Disks is the number of VMDisks.",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"storage": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Storage is the total spec.storage of the VMDisks, per storage class.",
+							Ref:         ref(kumov1alpha1.StorageResources{}.OpenAPIModelName()),
+						},
+					},
+					"snapshots": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Snapshots is the number of disk snapshots (counted once snapshots exist).",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"publicIPs": {
+						SchemaProps: spec.SchemaProps{
+							Description: "PublicIPs is the number of public IPv4 addresses: one per VM with spec.external.",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+				},
+			},
+		},
+		Dependencies: []string{
+			resource.Quantity{}.OpenAPIModelName(), kumov1alpha1.StorageResources{}.OpenAPIModelName()},
+	}
+}
+
 func schema_pkg_apis_kumo_v1alpha1_TenantSpec(ref common.ReferenceCallback) common.OpenAPIDefinition {
 	return common.OpenAPIDefinition{
 		Schema: spec.Schema{
@@ -19368,9 +19459,18 @@ func schema_pkg_apis_kumo_v1alpha1_TenantSpec(ref common.ReferenceCallback) comm
 							Format:      "",
 						},
 					},
+					"quota": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Quota bounds what the tenant's namespace may hold; an unset field takes its default (kumo get tenant NAME -o yaml shows them once set). See TenantResources.",
+							Default:     map[string]interface{}{},
+							Ref:         ref(kumov1alpha1.TenantResources{}.OpenAPIModelName()),
+						},
+					},
 				},
 			},
 		},
+		Dependencies: []string{
+			kumov1alpha1.TenantResources{}.OpenAPIModelName()},
 	}
 }
 
@@ -19392,6 +19492,13 @@ func schema_pkg_apis_kumo_v1alpha1_TenantStatus(ref common.ReferenceCallback) co
 							Description: "Namespace is the tenant's namespace, tenant-<name>.",
 							Type:        []string{"string"},
 							Format:      "",
+						},
+					},
+					"usage": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Usage is what the tenant's namespace holds, counted like spec.quota.",
+							Default:     map[string]interface{}{},
+							Ref:         ref(kumov1alpha1.TenantResources{}.OpenAPIModelName()),
 						},
 					},
 					"conditions": {
@@ -19418,7 +19525,7 @@ func schema_pkg_apis_kumo_v1alpha1_TenantStatus(ref common.ReferenceCallback) co
 			},
 		},
 		Dependencies: []string{
-			metav1.Condition{}.OpenAPIModelName()},
+			metav1.Condition{}.OpenAPIModelName(), kumov1alpha1.TenantResources{}.OpenAPIModelName()},
 	}
 }
 

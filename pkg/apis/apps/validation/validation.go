@@ -49,6 +49,7 @@ func ValidateVMDisk(d *apps.VMDisk) field.ErrorList {
 		errs = append(errs, field.Required(spec.Child("source"), "an optical disk (spec.optical: true) needs content: http, image, upload or disk"))
 	}
 	errs = append(errs, validateStorage(d.Spec.Storage, spec.Child("storage"))...)
+	errs = append(errs, validateLocalSize(d, spec.Child("storage"))...)
 	if !sets.New(storageClasses...).Has(string(d.Spec.StorageClass)) {
 		errs = append(errs, field.NotSupported(spec.Child("storageClass"), d.Spec.StorageClass, storageClasses))
 	}
@@ -220,7 +221,12 @@ func ValidateVMInstance(vm *apps.VMInstance) field.ErrorList {
 	if r := s.Resources; r != nil && (r.CPU != nil && !r.CPU.IsZero() || r.Memory != nil && !r.Memory.IsZero() || r.Sockets != nil && !r.Sockets.IsZero()) {
 		errs = append(errs, field.Forbidden(spec.Child("resources"), "VMs are sized by spec.instanceType; leave resources empty"))
 	}
+	sizeErrs, parse := validateSSHKeysSize(s.SSHKeys, spec.Child("sshKeys"))
+	errs = append(errs, sizeErrs...)
 	for i, k := range s.SSHKeys {
+		if !parse {
+			break // too many or too long to parse
+		}
 		if strings.ContainsAny(strings.TrimRight(k, "\r\n"), "\r\n") {
 			errs = append(errs, field.Invalid(spec.Child("sshKeys").Index(i), abbreviate(k), "must be one key on a single line; list several keys as separate items"))
 		} else if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil {
@@ -245,9 +251,8 @@ func validateCloudInit(ud string, path *field.Path) field.ErrorList {
 	if ud == "" {
 		return nil
 	}
-	const maxUserData = 64 << 10
-	if len(ud) > maxUserData {
-		return field.ErrorList{field.TooLong(path, "", maxUserData)}
+	if len(ud) > MaxCloudInitBytes {
+		return field.ErrorList{field.TooLong(path, "", MaxCloudInitBytes)}
 	}
 	header := ""
 	for _, h := range cloudInitHeaders {

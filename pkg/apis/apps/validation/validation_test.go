@@ -103,9 +103,9 @@ func TestValidateVMDisk(t *testing.T) {
 			before: func(d *apps.VMDisk) { d.Spec.Source.Disk = &apps.DiskSource{Name: "disk-b"} },
 		},
 		{
-			name: "optical local disk of exactly 64Ti is valid",
+			name: "optical replicated disk of exactly 64Ti is valid",
 			before: func(d *apps.VMDisk) {
-				d.Spec.Optical, d.Spec.StorageClass, d.Spec.Storage = true, apps.StorageLocal, qty("64Ti")
+				d.Spec.Optical, d.Spec.StorageClass, d.Spec.Storage = true, apps.StorageReplicated, qty("64Ti")
 				d.Spec.Source.HTTP = &apps.HTTPSource{URL: "https://example.com/installer.iso"}
 			},
 		},

@@ -136,6 +136,10 @@ type TenantSpec struct {
 	// DisplayName is a human name for the tenant.
 	// +optional
 	DisplayName string `json:"displayName,omitempty"`
+	// Quota bounds what the tenant's namespace may hold; an unset field takes its default
+	// (kumo get tenant NAME -o yaml shows them once set). See TenantResources.
+	// +optional
+	Quota TenantResources `json:"quota,omitempty"`
 }
 
 // TenantStatus is what Kumo observed of the tenant.
@@ -145,6 +149,9 @@ type TenantStatus struct {
 	// Namespace is the tenant's namespace, tenant-<name>.
 	// +optional
 	Namespace string `json:"namespace,omitempty"`
+	// Usage is what the tenant's namespace holds, counted like spec.quota.
+	// +optional
+	Usage TenantResources `json:"usage,omitempty"`
 	// +optional
 	// +listType=map
 	// +listMapKey=type

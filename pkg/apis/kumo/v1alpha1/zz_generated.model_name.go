@@ -103,6 +103,11 @@ func (in NodeTokenSpec) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in StorageResources) OpenAPIModelName() string {
+	return "dev.kumo.v1alpha1.StorageResources"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in Tenant) OpenAPIModelName() string {
 	return "dev.kumo.v1alpha1.Tenant"
 }
@@ -120,6 +125,11 @@ func (in TenantKeyList) OpenAPIModelName() string {
 // OpenAPIModelName returns the OpenAPI model name for this type.
 func (in TenantList) OpenAPIModelName() string {
 	return "dev.kumo.v1alpha1.TenantList"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in TenantResources) OpenAPIModelName() string {
+	return "dev.kumo.v1alpha1.TenantResources"
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
