@@ -128,6 +128,22 @@ func (c *Cluster) apply(ec *embed.Config, name string) error {
 // than its peers' would otherwise only log TLS errors and wait forever. It returns only such a
 // mismatch (or ctx's end).
 func (c *Cluster) watchPeers(ctx context.Context, own string) error {
+	t := time.NewTicker(peerProbeEvery)
+	defer t.Stop()
+	for {
+		if err := c.checkPeers(ctx, own); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// checkPeers probes every other member once (see watchPeers).
+func (c *Cluster) checkPeers(ctx context.Context, own string) error {
 	caPEM, err := os.ReadFile(c.CAFile)
 	if err != nil {
 		return fmt.Errorf("read the cluster CA %s: %w", c.CAFile, err)
@@ -140,23 +156,15 @@ func (c *Cluster) watchPeers(ctx context.Context, own string) error {
 	if err != nil {
 		return fmt.Errorf("etcd member certificate %s: %w", c.CertFile, err)
 	}
-	t := time.NewTicker(peerProbeEvery)
-	defer t.Stop()
-	for {
-		for _, p := range c.InitialCluster {
-			if p.Name == own {
-				continue
-			}
-			if err := probePeer(ctx, p, roots, cert); err != nil {
-				return err
-			}
+	for _, p := range c.InitialCluster {
+		if p.Name == own {
+			continue
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
+		if err := probePeer(ctx, p, roots, cert); err != nil {
+			return err
 		}
 	}
+	return nil
 }
 
 // errCAMismatch marks a peer of another CA.

@@ -78,6 +78,11 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			return nil, err
 		}
 		timeout = clusterStartTimeout
+		// etcd itself only logs TLS errors (or, joining, fails with "cannot fetch cluster
+		// info"): say first when the peers are of another CA.
+		if err := cfg.Cluster.checkPeers(ctx, cfg.Name); err != nil {
+			return nil, err
+		}
 	}
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
