@@ -98,6 +98,7 @@ func runLeaderElection(ctx context.Context, loopback *rest.Config, identity stri
 	}
 	go func() {
 		defer broadcaster.Shutdown()
+		waitNamespace(ctx, c, LeaderLeaseNamespace)
 		for ctx.Err() == nil {
 			elector.Run(ctx) // returns when leadership is lost or ctx ends
 			if ctx.Err() == nil {
@@ -106,4 +107,23 @@ func runLeaderElection(ctx context.Context, loopback *rest.Config, identity stri
 		}
 	}()
 	return nil
+}
+
+// waitNamespace waits (up to a minute) for the bootstrap to create the Lease's namespace, so that
+// the first attempt to take the lease does not fail and wait a whole retry period.
+func waitNamespace(ctx context.Context, c *client.Client, ns string) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for ctx.Err() == nil {
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := c.Core.CoreV1().Namespaces().Get(rctx, ns, metav1.GetOptions{})
+		rcancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
