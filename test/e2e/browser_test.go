@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
 
@@ -59,35 +58,33 @@ func newTab(t *testing.T, alloc context.Context, name string) context.Context {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(alloc, chromedp.WithLogf(func(f string, a ...any) { t.Logf(name+": "+f, a...) }))
 	t.Cleanup(cancel)
-	if err := chromedp.Run(ctx); err != nil { // starts the browser (first tab) or the tab
+	if err := chromedp.Do(ctx); err != nil { // starts the browser (first tab) or the tab
 		t.Fatalf("start %s: %v", name, err)
 	}
 	return ctx
 }
 
 // run runs browser actions with a deadline.
-func run(t *testing.T, ctx context.Context, timeout time.Duration, actions ...chromedp.Action) {
+func run(t *testing.T, ctx context.Context, timeout time.Duration, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := chromedp.Run(cctx, actions...); err != nil {
+	if err := chromedp.Do(cctx, actions...); err != nil {
 		t.Fatalf("browser: %v", err)
 	}
 }
 
-// eval evaluates JavaScript (awaiting a promise) into out, with a deadline.
-func eval(ctx context.Context, js string, out any) error {
+// eval evaluates JavaScript (awaiting a promise) in the page, with a deadline.
+func eval[T any](ctx context.Context, js string) (T, error) {
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	return chromedp.Run(cctx, chromedp.Evaluate(js, out, func(p *runtime.EvaluateParams) *runtime.EvaluateParams {
-		return p.WithAwaitPromise(true)
-	}))
+	return chromedp.Run(cctx, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
 }
 
 // textOf is the visible text of the first element matching selector ("" when there is none).
 func textOf(ctx context.Context, selector string) string {
-	var s string
-	if err := eval(ctx, `(() => { const e = document.querySelector(`+jsString(selector)+`); return e ? e.innerText : ""; })()`, &s); err != nil {
+	s, err := eval[string](ctx, `(() => { const e = document.querySelector(`+jsString(selector)+`); return e ? e.innerText : ""; })()`)
+	if err != nil {
 		return ""
 	}
 	return s
@@ -113,8 +110,12 @@ func jsString(s string) string {
 // there) or the test's temporary directory.
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
-	var png []byte
-	run(t, ctx, 30*time.Second, chromedp.CaptureScreenshot(&png))
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(cctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
 	dir := os.Getenv("KUMO_SCREENSHOTS_DIR")
 	if dir == "" {
 		dir = t.TempDir()
@@ -131,8 +132,8 @@ func login(t *testing.T, ctx context.Context, c *Cluster, pasted string) {
 	t.Helper()
 	run(t, ctx, time.Minute,
 		chromedp.Navigate(c.URL()+"/ui/"),
-		chromedp.WaitVisible("#token", chromedp.ByID),
-		chromedp.SetValue("#token", pasted, chromedp.ByID),
-		chromedp.Click(`button[data-action="login"]`, chromedp.ByQuery),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SetValue(chromedp.ID("token"), pasted),
+		chromedp.Click(chromedp.CSS(`button[data-action="login"]`)),
 	)
 }

@@ -92,24 +92,26 @@ func TestWebConsoleTenantRunsItsVMFromTheBrowser(t *testing.T) {
 	})
 
 	t.Run("SerialConsoleShowsTheMarkerAndRunsACommand", func(t *testing.T) {
-		run(t, tabA, 30*time.Second, chromedp.Click(vmRow+` a[data-action="console"]`, chromedp.ByQuery))
+		run(t, tabA, 30*time.Second, chromedp.Click(chromedp.CSS(vmRow+` a[data-action="console"]`)))
 		waitText(t, tabA, `[data-field="stream-state"]`, "connected", 30*time.Second)
 		waitText(t, tabA, terminal, "KUMO-GUEST-READY hostname=vm1", bootTimeout)
 		// The echo shows the command as typed; only the guest's shell prints web-42.
 		run(t, tabA, 30*time.Second,
-			chromedp.Focus(`#console .xterm-helper-textarea`, chromedp.ByQuery),
-			chromedp.SendKeys(`#console .xterm-helper-textarea`, "\recho web-$((40+2))\r", chromedp.ByQuery))
+			chromedp.Focus(chromedp.CSS(`#console .xterm-helper-textarea`)),
+			chromedp.SendKeys(chromedp.CSS(`#console .xterm-helper-textarea`), "\recho web-$((40+2))\r"))
 		waitText(t, tabA, terminal, "web-42", time.Minute)
 		screenshot(t, tabA, "webui-console.png")
 	})
 
 	t.Run("VNCPaintsTheGuestScreen", func(t *testing.T) {
-		run(t, tabA, 30*time.Second, chromedp.Navigate(c.URL()+"/ui/#/"), chromedp.WaitVisible(vmRow+` a[data-action="vnc"]`, chromedp.ByQuery),
-			chromedp.Click(vmRow+` a[data-action="vnc"]`, chromedp.ByQuery))
+		run(t, tabA, 30*time.Second, chromedp.Navigate(c.URL()+"/ui/#/"), chromedp.WaitVisible(chromedp.CSS(vmRow+` a[data-action="vnc"]`)),
+			chromedp.Click(chromedp.CSS(vmRow+` a[data-action="vnc"]`)))
 		waitText(t, tabA, `[data-field="stream-state"]`, "connected", time.Minute)
-		var px struct{ W, H, Painted, Lit int }
+		type pixels struct{ W, H, Painted, Lit int }
+		var px pixels
 		eventually(t, time.Minute, "the VNC canvas painted with the guest's screen", func() bool {
-			err := eval(tabA, `(() => {
+			var err error
+			px, err = eval[pixels](tabA, `(() => {
 				const c = document.querySelector("#vnc canvas");
 				if (!c || !c.width || !c.height) return {W: 0, H: 0, Painted: 0, Lit: 0};
 				const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
@@ -119,19 +121,19 @@ func TestWebConsoleTenantRunsItsVMFromTheBrowser(t *testing.T) {
 					if (d[i] | d[i + 1] | d[i + 2]) lit++;
 				}
 				return {W: c.width, H: c.height, Painted: painted, Lit: lit};
-			})()`, &px)
+			})()`)
 			return err == nil && px.Painted > 0 && px.Lit > 0
 		})
 		t.Logf("VNC canvas %dx%d: %d pixels painted, %d not black", px.W, px.H, px.Painted, px.Lit)
 	})
 
 	t.Run("StopStartRestartFromTheList", func(t *testing.T) {
-		run(t, tabA, 30*time.Second, chromedp.Navigate(c.URL()+"/ui/#/"), chromedp.WaitVisible(vmRow, chromedp.ByQuery))
+		run(t, tabA, 30*time.Second, chromedp.Navigate(c.URL()+"/ui/#/"), chromedp.WaitVisible(chromedp.CSS(vmRow)))
 		waitText(t, tabA, vmPhaseCell, "Running", 30*time.Second)
 		click := func(action string) {
 			t.Helper()
 			sel := vmRow + fmt.Sprintf(` button[data-action=%q]:not([disabled])`, action)
-			run(t, tabA, 30*time.Second, chromedp.WaitVisible(sel, chromedp.ByQuery), chromedp.Click(sel, chromedp.ByQuery))
+			run(t, tabA, 30*time.Second, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
 			waitText(t, tabA, `[data-field="flash"]`, action+" vm1: asked", 30*time.Second)
 		}
 		click("stop")
@@ -159,7 +161,7 @@ func TestWebConsoleTenantRunsItsVMFromTheBrowser(t *testing.T) {
 			t.Errorf("tenant webb's VM list: %q", list)
 		}
 		// Direct requests from B's page, with B's token, for A's VM.
-		var got struct{ Get, Action, Log int }
+		type statuses struct{ Get, Action, Log int }
 		base := "/apis/apps.cozystack.io/v1alpha1/namespaces/" + nsA + "/vminstances/vm1"
 		js := `(async () => {
 			const auth = {Authorization: "Bearer " + sessionStorage.getItem("kumo.token")};
@@ -169,7 +171,8 @@ func TestWebConsoleTenantRunsItsVMFromTheBrowser(t *testing.T) {
 			const log = await fetch("` + base + `/console?showLog=true", {headers: auth});
 			return {Get: get.status, Action: action.status, Log: log.status};
 		})()`
-		if err := eval(tabB, js, &got); err != nil {
+		got, err := eval[statuses](tabB, js)
+		if err != nil {
 			t.Fatal(err)
 		}
 		if got.Get != http.StatusForbidden || got.Action != http.StatusForbidden || got.Log != http.StatusForbidden {
