@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 )
 
@@ -53,10 +55,12 @@ func newBrowser(t *testing.T, c *Cluster) context.Context {
 	return alloc
 }
 
-// newTab opens a tab (its own sessionStorage) in the browser; its logs go to the test's log.
-func newTab(t *testing.T, alloc context.Context, name string) context.Context {
+// newTab opens a tab (its own sessionStorage): from the allocator's context it starts the
+// browser, from another tab's context it opens one more tab in that browser. Its logs go to the
+// test's log.
+func newTab(t *testing.T, parent context.Context, name string) context.Context {
 	t.Helper()
-	ctx, cancel := chromedp.NewContext(alloc, chromedp.WithLogf(func(f string, a ...any) { t.Logf(name+": "+f, a...) }))
+	ctx, cancel := chromedp.NewContext(parent, chromedp.WithLogf(func(f string, a ...any) { t.Logf(name+": "+f, a...) }))
 	t.Cleanup(cancel)
 	if err := chromedp.Do(ctx); err != nil { // starts the browser (first tab) or the tab
 		t.Fatalf("start %s: %v", name, err)
@@ -136,4 +140,23 @@ func login(t *testing.T, ctx context.Context, c *Cluster, pasted string) {
 		chromedp.SetValue(chromedp.ID("token"), pasted),
 		chromedp.Click(chromedp.CSS(`button[data-action="login"]`)),
 	)
+}
+
+// typeLine types line into the focused element as a user's keyboard would reach a terminal: the
+// text as inserted text (one input event, as an IME or a paste gives it), then the Enter key.
+// (chromedp's SendKeys sends a keydown and a separate char event per key, which xterm.js takes
+// as two keystrokes.)
+func typeLine(line string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		if _, err := cdp.Call(ctx, t, input.InsertText, input.InsertTextParams{Text: line}); err != nil {
+			return err
+		}
+		for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeRawKeyDown, input.DispatchKeyEventTypeKeyUp} {
+			enter := input.DispatchKeyEventParams{Type: typ, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13}
+			if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, enter); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

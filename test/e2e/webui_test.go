@@ -98,8 +98,17 @@ func TestWebConsoleTenantRunsItsVMFromTheBrowser(t *testing.T) {
 		// The echo shows the command as typed; only the guest's shell prints web-42.
 		run(t, tabA, 30*time.Second,
 			chromedp.Focus(chromedp.CSS(`#console .xterm-helper-textarea`)),
-			chromedp.SendKeys(chromedp.CSS(`#console .xterm-helper-textarea`), "\recho web-$((40+2))\r"))
-		waitText(t, tabA, terminal, "web-42", time.Minute)
+			typeLine("echo web-$((40+2))"))
+		deadline := time.Now().Add(time.Minute)
+		for !strings.Contains(textOf(tabA, terminal), "web-42") {
+			if time.Now().After(deadline) {
+				screenshot(t, tabA, "webui-console-failed.png")
+				log := c.Kumo(kcA, "console", "vm1", "--show-log")
+				t.Fatalf("the terminal never showed web-42; terminal:\n%s\nstream state %q\nserial log tail:\n%s",
+					textOf(tabA, terminal), textOf(tabA, `[data-field="stream-state"]`), tail(log.Stdout, 10))
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
 		screenshot(t, tabA, "webui-console.png")
 	})
 
@@ -153,7 +162,7 @@ func TestWebConsoleTenantRunsItsVMFromTheBrowser(t *testing.T) {
 	})
 
 	t.Run("OtherTenantSeesNothingAndIsRefused", func(t *testing.T) {
-		tabB := newTab(t, alloc, "tenant webb")
+		tabB := newTab(t, tabA, "tenant webb") // another tab of the same browser: its own sessionStorage
 		login(t, tabB, c, tokenB)
 		waitText(t, tabB, `[data-field="identity"]`, "tenant webb", 30*time.Second)
 		waitText(t, tabB, `[data-field="vms-state"]`, "live", 30*time.Second)
