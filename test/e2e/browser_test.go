@@ -56,11 +56,10 @@ func newBrowser(t *testing.T, c *Cluster) context.Context {
 }
 
 // newTab opens a tab (its own sessionStorage): from the allocator's context it starts the
-// browser, from another tab's context it opens one more tab in that browser. Its logs go to the
-// test's log.
+// browser, from another tab's context it opens one more tab in that browser.
 func newTab(t *testing.T, parent context.Context, name string) context.Context {
 	t.Helper()
-	ctx, cancel := chromedp.NewContext(parent, chromedp.WithLogf(func(f string, a ...any) { t.Logf(name+": "+f, a...) }))
+	ctx, cancel := chromedp.NewContext(parent)
 	t.Cleanup(cancel)
 	if err := chromedp.Do(ctx); err != nil { // starts the browser (first tab) or the tab
 		t.Fatalf("start %s: %v", name, err)

@@ -80,15 +80,38 @@ function loginView(message) {
   input.focus();
 }
 
-// table renders rows of objects with columns [{title, field, cell(obj) -> string|Node}].
-function table(kind, columns, items, empty) {
-  const rows = [...items.values()].sort((a, b) => (a.metadata.namespace + "/" + a.metadata.name).localeCompare(b.metadata.namespace + "/" + b.metadata.name));
-  return h("table", { class: "objects", dataset: { kind } },
-    h("thead", {}, h("tr", {}, columns.map((c) => h("th", {}, c.title)))),
-    h("tbody", {}, rows.length === 0
-      ? h("tr", {}, h("td", { colspan: columns.length, class: "empty" }, empty))
-      : rows.map((o) => h("tr", { dataset: { name: o.metadata.name, namespace: o.metadata.namespace } },
-        columns.map((c) => h("td", { dataset: { field: c.field } }, c.cell(o)))))));
+// objectTable is a table of objects with columns [{title, field, cell(obj) -> string|Node}].
+// update(items) changes only the cells whose content changed, so a button the user is clicking
+// is not replaced under the pointer by an unrelated status update.
+function objectTable(kind, columns, empty) {
+  const tbody = h("tbody");
+  const el = h("table", { class: "objects", dataset: { kind } },
+    h("thead", {}, h("tr", {}, columns.map((c) => h("th", {}, c.title)))), tbody);
+  const key = (o) => o.metadata.namespace + "/" + o.metadata.name;
+  const update = (items) => {
+    const objs = [...items.values()].sort((a, b) => key(a).localeCompare(key(b)));
+    if (objs.length === 0) {
+      tbody.replaceChildren(h("tr", {}, h("td", { colspan: columns.length, class: "empty" }, empty)));
+      return;
+    }
+    const rows = new Map([...tbody.querySelectorAll("tr[data-name]")].map((tr) => [tr.dataset.namespace + "/" + tr.dataset.name, tr]));
+    const wanted = objs.map((o) => {
+      let tr = rows.get(key(o));
+      if (!tr) {
+        tr = h("tr", { dataset: { name: o.metadata.name, namespace: o.metadata.namespace } },
+          columns.map((c) => h("td", { dataset: { field: c.field } })));
+      }
+      columns.forEach((c, i) => {
+        const fresh = h("td", {}, c.cell(o));
+        const td = tr.children[i];
+        if (fresh.innerHTML !== td.innerHTML) td.replaceChildren(...fresh.childNodes);
+      });
+      return tr;
+    });
+    const current = [...tbody.children];
+    if (current.length !== wanted.length || wanted.some((tr, i) => current[i] !== tr)) tbody.replaceChildren(...wanted);
+  };
+  return { el, update };
 }
 
 function listView() {
@@ -110,10 +133,14 @@ function listView() {
   };
   const vmCols = vmColumns({ act, h, showNamespace: !me.namespace });
   const diskCols = diskColumns({ h, showNamespace: !me.namespace });
-  const show = (box, kind, cols, empty) => (items, state) => {
-    box.lastChild.replaceWith(h("div", {}, table(kind, cols, items, empty)));
-    box.querySelector("small").textContent = state === "live" ? "· live" : "· " + state;
-    if (state.startsWith("refused")) box.querySelector("small").className = "error";
+  const show = (box, kind, cols, empty) => {
+    const t = objectTable(kind, cols, empty);
+    box.lastChild.replaceWith(h("div", {}, t.el));
+    return (items, state) => {
+      t.update(items);
+      box.querySelector("small").textContent = state === "live" ? "· live" : "· " + state;
+      if (state.startsWith("refused")) box.querySelector("small").className = "error";
+    };
   };
   const vms = new Watcher(`${scope}/vminstances`, show(vmsBox, "vminstances", vmCols, "No VMs yet: kumo apply -f a VMInstance manifest."));
   const disks = new Watcher(`${scope}/vmdisks`, show(disksBox, "vmdisks", diskCols, "No disks yet."));
