@@ -3,18 +3,24 @@ SHELL := /bin/bash
 BIN := bin
 GO_LDFLAGS := -X kumo.dev/kumo/internal/version.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo v0.1.0-dev)
 
-.PHONY: all build demo stop test test-short generate verify bench-api images images-all clean
+.PHONY: all build ui demo stop test test-short generate verify bench-api images images-all clean
 
 all: build
 
-build:
+build: ui
 	@mkdir -p $(BIN)
 	go build -ldflags "$(GO_LDFLAGS)" -o $(BIN)/kumod ./cmd/kumod
 	go build -ldflags "$(GO_LDFLAGS)" -o $(BIN)/kumo ./cmd/kumo
 
+# The browser console's bundle (web/ → internal/webui/dist, embedded into kumod), from npm
+# packages pinned by web/package-lock.json. Without it kumod's /ui/ says to run this.
+ui:
+	hack/build-ui.sh
+
 # Sets up and runs the main job: an all-in-one Kumo with the example tenant and manifests.
-demo: build
+demo:
 	hack/install-deps.sh
+	$(MAKE) build
 	images/build.sh kumo-tiny
 	hack/demo.sh
 
@@ -47,7 +53,8 @@ images-all:
 	images/build.sh all
 
 clean:
-	rm -rf $(BIN) _output
+	rm -rf $(BIN) _output web/node_modules
+	find internal/webui/dist -mindepth 1 ! -name README -delete
 
 # Start latency: API create → QEMU running → guest booted, against launching the same QEMU directly.
 .PHONY: bench-start

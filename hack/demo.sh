@@ -57,7 +57,14 @@ done
 KUBECONFIG=$tenant_kc bin/kumo get vmdisks,vminstances
 echo; echo "== the guest's serial console so far (kumo console vm-example --show-log)"
 KUBECONFIG=$tenant_kc bin/kumo console vm-example --show-log | grep -a KUMO-GUEST-READY || { echo "the guest did not print its marker yet"; exit 1; }
+token_file=$DIR/demo.token
+bin/kumo tenant token demo -o "$token_file" 2>/dev/null
 cat <<MSG
+
+Browser console: https://127.0.0.1:$PORT/ui/
+  log in with the demo tenant's token: $(cat "$token_file")
+  (also in $token_file; the server's certificate is signed by Kumo's own CA, $DIR/data/pki/ca.crt:
+  import it into the browser, or accept the warning for this local demo)
 
 Kumo is running a VM. Try:
   export KUBECONFIG=$tenant_kc      # the demo tenant's user

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Kumo runs with (QEMU, firmware, qemu-img, genisoimage), only when
+# Installs the Debian packages Kumo runs with (QEMU, firmware, qemu-img, genisoimage) and builds
+# with (Node.js and npm for the browser console's bundle; Chromium for its tests), only when
 # something is missing. The guest image builder installs its own build tools.
 set -euo pipefail
 need=()
@@ -16,6 +17,10 @@ command -v xorriso >/dev/null || need+=(xorriso)
 command -v mcopy >/dev/null || need+=(mtools)
 [ -e /usr/lib/ISOLINUX/isolinux.bin ] || need+=(isolinux)
 [ -e /usr/lib/syslinux/modules/bios/ldlinux.c32 ] || need+=(syslinux-common)
+# The browser console is bundled from npm packages (make ui); its tests drive a headless Chromium.
+command -v npm >/dev/null || need+=(npm)
+command -v node >/dev/null || need+=(nodejs)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

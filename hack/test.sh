@@ -11,6 +11,8 @@ fail=0
 echo "== dependencies and guest images"
 hack/install-deps.sh || fail=1
 images/build.sh all || fail=1
+echo "== browser console bundle"
+hack/build-ui.sh || fail=1
 
 echo "== generated code"
 hack/verify-codegen.sh || fail=1

@@ -33,7 +33,10 @@ const (
 	streamCertName = pki.AgentServerName
 )
 
-var upgrader = websocket.Upgrader{ReadBufferSize: wsstream.BufferSize, WriteBufferSize: wsstream.BufferSize, CheckOrigin: func(*http.Request) bool { return true }}
+// upgrader accepts any origin: only the API server reaches the agent (mutual TLS), and it has
+// authenticated and authorized the client already.
+var upgrader = websocket.Upgrader{ReadBufferSize: wsstream.BufferSize, WriteBufferSize: wsstream.BufferSize,
+	Subprotocols: []string{wsstream.Protocol}, CheckOrigin: func(*http.Request) bool { return true }}
 
 // streamIdleTimeout closes a stream-server connection that carries no request.
 const streamIdleTimeout = 2 * time.Minute

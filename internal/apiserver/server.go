@@ -40,6 +40,7 @@ import (
 	"kumo.dev/kumo/internal/auth"
 	"kumo.dev/kumo/internal/pki"
 	"kumo.dev/kumo/internal/version"
+	"kumo.dev/kumo/internal/webui"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 	generatedopenapi "kumo.dev/kumo/pkg/generated/openapi"
@@ -148,6 +149,11 @@ func New(cfg Config) (*Server, error) {
 	// Console and VNC streams live as long as the user stays attached.
 	config.LongRunningFunc = genericfilters.BasicLongRunningRequestCheck(sets.NewString("watch", "proxy"), sets.NewString("console", "vnc", "upload", "proxy", "log"))
 	namer := openapi.NewDefinitionNamer(Scheme)
+	// The browser console's static files are served before authentication (they hold no data;
+	// every request they make goes to the API with the user's token).
+	config.BuildHandlerChainFunc = func(api http.Handler, c *genericapiserver.Config) http.Handler {
+		return webui.Mount(genericapiserver.DefaultBuildHandlerChain(api, c))
+	}
 	config.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(generatedopenapi.GetOpenAPIDefinitions, namer)
 	config.OpenAPIConfig.Info.Title, config.OpenAPIConfig.Info.Version = "Kumo", "v1alpha1"
 	config.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(generatedopenapi.GetOpenAPIDefinitions, namer)
@@ -158,7 +164,7 @@ func New(cfg Config) (*Server, error) {
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
 	certAuth := x509request.New(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, x509request.CommonNameUserConversion)
-	config.Authentication.Authenticator = group.NewAuthenticatedGroupAdder(union.New(certAuth, bearertoken.New(tokens)))
+	config.Authentication.Authenticator = group.NewAuthenticatedGroupAdder(union.New(certAuth, bearertoken.New(tokens), newStreamProtocolAuthenticator(tokens)))
 	clientCA, err := dynamiccertificates.NewStaticCAContent("kumo-ca", ca.CertPEM)
 	if err != nil {
 		return nil, err
@@ -184,6 +190,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.installVersion()
+	s.installWhoAmI()
 	s.installNoCRDs()
 	s.installMetricsCertificates()
 	generic.AddPostStartHookOrDie("kumo-bootstrap", func(ctx genericapiserver.PostStartHookContext) error {

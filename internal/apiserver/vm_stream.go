@@ -82,5 +82,8 @@ func (s *vmStream) Connect(ctx context.Context, name string, options runtime.Obj
 	}
 	loc.RawQuery = q.Encode()
 	h := proxy.NewUpgradeAwareHandler(loc, transport, false, !opts.ShowLog, proxy.NewErrorResponder(responder))
-	return h, nil
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		stripBearerProtocols(r.Header)
+		h.ServeHTTP(w, r)
+	}), nil
 }

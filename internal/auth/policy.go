@@ -25,8 +25,8 @@ const (
 var readVerbs = map[string]bool{"get": true, "list": true, "watch": true}
 
 // publicPaths are the non-resource paths any authenticated user may read: discovery, OpenAPI,
-// version and health.
-var publicPaths = []string{"/api", "/apis", "/openapi/", "/version", "/kumo/version", "/healthz", "/readyz", "/livez"}
+// version, health, and who the server takes the user for.
+var publicPaths = []string{"/api", "/apis", "/openapi/", "/version", "/kumo/version", "/kumo/whoami", "/healthz", "/readyz", "/livez"}
 
 // Authorizer is the server's authorization policy.
 func Authorizer() authorizer.Authorizer {

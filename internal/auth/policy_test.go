@@ -120,6 +120,8 @@ func TestDecide(t *testing.T) {
 		{"node reads /openapi/v2", path(nodeUser, "get", "/openapi/v2"), allow},
 		{"stranger reads /version", path(stranger, "get", "/version"), allow},
 		{"stranger reads /healthz", path(stranger, "get", "/healthz"), allow},
+		{"tenant reads /kumo/whoami", path(tenantUser, "get", "/kumo/whoami"), allow},
+		{"tenant posts to /kumo/whoami", path(tenantUser, "post", "/kumo/whoami"), deny},
 		{"stranger reads /api", path(stranger, "get", "/api"), allow},
 		{"tenant reads /metrics", path(tenantUser, "get", "/metrics"), deny},
 		{"stranger reads /metrics", path(stranger, "get", "/metrics"), deny},

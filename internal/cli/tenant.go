@@ -40,19 +40,30 @@ func newTenantCmd(f cmdutil.Factory, streams genericiooptions.IOStreams) *cobra.
 			return o.run(cmd.Context(), f, streams, args[0], false)
 		},
 	}
-	for _, c := range []*cobra.Command{create, kubeconfig} {
+	token := &cobra.Command{
+		Use:   "token NAME",
+		Short: "Print a bearer token for a user of an existing tenant (to log in to the browser console at /ui/)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.tokenOnly = true
+			return o.run(cmd.Context(), f, streams, args[0], false)
+		},
+	}
+	for _, c := range []*cobra.Command{create, kubeconfig, token} {
 		c.Flags().StringVar(&o.user, "user", "", "user name the kubeconfig authenticates as (default: NAME-user)")
 		c.Flags().StringVarP(&o.output, "output-file", "o", "", "write the kubeconfig to this file (mode 0600) instead of printing it")
 		c.Flags().DurationVar(&o.lifetime, "token-lifetime", 0, "lifetime of the user's token (default one year)")
 	}
 	create.Flags().StringVar(&o.displayName, "display-name", "", "human name of the tenant")
-	cmd.AddCommand(create, kubeconfig)
+	cmd.AddCommand(create, kubeconfig, token)
 	return cmd
 }
 
 type tenantKubeconfigOptions struct {
 	user, output, displayName string
 	lifetime                  time.Duration
+	// tokenOnly prints (or writes) the bare token instead of a kubeconfig.
+	tokenOnly bool
 }
 
 func (o tenantKubeconfigOptions) run(ctx context.Context, f cmdutil.Factory, streams genericiooptions.IOStreams, name string, create bool) error {
@@ -93,6 +104,9 @@ func (o tenantKubeconfigOptions) run(ctx context.Context, f cmdutil.Factory, str
 	if err := c.Kumo.Post().Resource("tenants").Name(name).SubResource("token").Body(req).Do(ctx).Into(got); err != nil {
 		return fmt.Errorf("issue a token for %s of tenant %s: %w", userName, name, err)
 	}
+	if o.tokenOnly {
+		return o.write(streams, []byte(got.Status.Token+"\n"), "token", userName, name)
+	}
 	caPEM := cfg.CAData
 	if len(caPEM) == 0 && cfg.CAFile != "" {
 		if caPEM, err = os.ReadFile(cfg.CAFile); err != nil {
@@ -103,14 +117,19 @@ func (o tenantKubeconfigOptions) run(ctx context.Context, f cmdutil.Factory, str
 	if err != nil {
 		return err
 	}
+	return o.write(streams, data, "kubeconfig", userName, name)
+}
+
+// write prints data (a kubeconfig or a token, what) or writes it to --output-file.
+func (o tenantKubeconfigOptions) write(streams genericiooptions.IOStreams, data []byte, what, userName, tenant string) error {
 	if o.output == "" {
-		_, err = streams.Out.Write(data)
+		_, err := streams.Out.Write(data)
 		return err
 	}
 	if err := os.WriteFile(o.output, data, 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", o.output, err)
 	}
-	fmt.Fprintf(streams.ErrOut, "kubeconfig for %s of tenant %s written to %s (namespace %s)\n", userName, name, o.output, kumo.TenantNamespace(name))
+	fmt.Fprintf(streams.ErrOut, "%s for %s of tenant %s written to %s (namespace %s)\n", what, userName, tenant, o.output, kumo.TenantNamespace(tenant))
 	return nil
 }
 
