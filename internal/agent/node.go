@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -75,12 +76,17 @@ func (a *Agent) markReady(n *kumo.Node) {
 		Reason: "AgentReady", Message: "the agent renews its heartbeat"})
 }
 
+// heartbeatTimeout bounds one renewal (a read and a write of the Node).
+const heartbeatTimeout = 5 * time.Second
+
 // heartbeat renews the node's heartbeat (and its image list) about every second.
 func (a *Agent) heartbeat(ctx context.Context) {
 	wait.UntilWithContext(ctx, a.beat, HeartbeatPeriod)
 }
 
 func (a *Agent) beat(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, heartbeatTimeout)
+	defer cancel()
 	node := &kumo.Node{}
 	if err := a.c.Kumo.Get().Resource("nodes").Name(a.opts.Node).Do(ctx).Into(node); err != nil {
 		slog.Warn("heartbeat: read node", "err", err)

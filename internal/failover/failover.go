@@ -19,7 +19,10 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"k8s.io/client-go/rest"
 )
@@ -32,6 +35,11 @@ const (
 	KeepAliveIdle     = 5 * time.Second
 	KeepAliveInterval = 2 * time.Second
 	KeepAliveCount    = 3
+	// UserTimeout ends a connection whose sent data stays unacknowledged that long
+	// (TCP_USER_TIMEOUT): keep-alive probes only run on an idle connection, so without it a
+	// request sent to a server that vanished (a partition) waits for the kernel's ~15 minutes of
+	// retransmissions, and every request sharing the HTTP/2 connection with it hangs too.
+	UserTimeout = KeepAliveIdle + KeepAliveInterval*KeepAliveCount
 	// unreachableLogEvery limits the "cannot reach any API server" log line.
 	unreachableLogEvery = 10 * time.Second
 )
@@ -145,10 +153,26 @@ func Configure(cfg *rest.Config, servers *Servers) {
 			Enable: true, Idle: KeepAliveIdle, Interval: KeepAliveInterval, Count: KeepAliveCount,
 		},
 	}
+	dialer.Control = setUserTimeout
 	if cfg.Dial == nil {
 		cfg.Dial = dialer.DialContext
 	}
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &Transport{Servers: servers, Next: rt} })
+}
+
+// setUserTimeout sets TCP_USER_TIMEOUT on a new connection's socket.
+func setUserTimeout(network, address string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(UserTimeout/time.Millisecond))
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("set TCP_USER_TIMEOUT on the connection to %s: %w", address, err)
+	}
+	return nil
 }
 
 // Transport sends each request to the current server and moves on when it cannot be reached.

@@ -199,19 +199,33 @@ func (d *Driver) PruneBases(ctx context.Context) error {
 			if !isBase(image) {
 				continue
 			}
-			stale := !hasDisks
+			replaced := false
 			if golden, id, ok := storage.ParseObjectName(strings.TrimPrefix(image, basePrefix)); ok && !strings.HasPrefix(image, blankBase) {
 				id, _, _ = strings.Cut(id, "-")
 				// Stale when the image is known to hold other content now, or known to be
 				// gone. A node that holds no copy of it (not cached yet) knows neither: the
 				// pool is shared, other nodes clone from the base.
 				img, ok := d.golden(golden)
-				stale = stale || (ok && img.ID != id) || (!ok && d.goldenGone(golden))
+				replaced = (ok && img.ID != id) || (!ok && d.goldenGone(golden))
 			}
-			if !stale {
+			if !replaced && hasDisks {
 				continue
 			}
 			base := d.Pool + "/" + ns + "/" + image
+			if !replaced {
+				// Unused only because the namespace holds no disk yet: a tenant's first disks
+				// are cloned from a base another node has just made. Keep young bases.
+				young, err := d.youngerThan(ctx, base, baseGrace)
+				if err != nil || young {
+					if isAbsent(err) {
+						err = nil
+					}
+					if err != nil {
+						return err
+					}
+					continue
+				}
+			}
 			out, err := d.rbd(ctx, "children", "--format", "json", base+"@"+baseSnap)
 			if isAbsent(err) {
 				out, err = "[]", nil // no snapshot (a removal cut short): nothing is cloned from it
@@ -233,6 +247,19 @@ func (d *Driver) PruneBases(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// baseGrace is how long a base no disk uses yet is kept: long enough for every node that is
+// preparing a tenant's first disks to have cloned them from it.
+const baseGrace = 30 * time.Minute
+
+// youngerThan says whether image was created less than age ago.
+func (d *Driver) youngerThan(ctx context.Context, image string, age time.Duration) (bool, error) {
+	created, err := d.createdAt(ctx, image)
+	if err != nil {
+		return false, err
+	}
+	return now().Sub(created) < age, nil
 }
 
 // orphanAge is when a base still under its temporary name is certainly what a crash left: its

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -116,5 +117,52 @@ func TestCloneOfABaseThatVanishedMakesItAgain(t *testing.T) {
 	}
 	if clones != 2 || !made {
 		t.Errorf("clones %d, made %v", clones, made)
+	}
+}
+
+// A tenant's first disks are cloned, on several nodes, from a base one of them has just made:
+// while the namespace holds no disk yet, another node's prune must not take the new base for
+// unused (the lab saw "failed to locate snapshot: base"). Once it is old, it goes.
+func TestYoungBaseOfANamespaceWithoutDisksIsKept(t *testing.T) {
+	const base = "golden_.blank-k1"
+	created := time.Now()
+	answer := func(args string) (string, int) {
+		switch {
+		case strings.HasPrefix(args, "namespace ls"):
+			return `[{"name":"tenant-a"}]`, 0
+		case strings.HasPrefix(args, "ls "):
+			return `["` + base + `"]`, 0
+		case strings.HasPrefix(args, "info "):
+			return `{"create_timestamp":"` + created.Format(time.ANSIC) + `"}`, 0
+		case strings.HasPrefix(args, "children"):
+			return `[]`, 0
+		}
+		return "", 0
+	}
+	calls := scriptedRBD(t, answer)
+	d := &Driver{Conf: "c", User: "u", Pool: "p", Golden: noGolden{}}
+	removed := func() bool {
+		for _, c := range *calls {
+			if c == "rm --no-progress p/tenant-a/"+base {
+				return true
+			}
+		}
+		return false
+	}
+	if err := d.PruneBases(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if removed() {
+		t.Fatalf("a base made a moment ago was removed: %v", *calls)
+	}
+	*calls = nil
+	orig := now
+	now = func() time.Time { return time.Now().Add(baseGrace + time.Minute) }
+	t.Cleanup(func() { now = orig })
+	if err := d.PruneBases(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !removed() {
+		t.Errorf("an old base no disk uses is kept: %v", *calls)
 	}
 }
