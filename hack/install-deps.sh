@@ -16,6 +16,12 @@ command -v xorriso >/dev/null || need+=(xorriso)
 command -v mcopy >/dev/null || need+=(mtools)
 [ -e /usr/lib/ISOLINUX/isolinux.bin ] || need+=(isolinux)
 [ -e /usr/lib/syslinux/modules/bios/ldlinux.c32 ] || need+=(syslinux-common)
+# Replicated disks and the lab (make lab): Ceph daemons and clients, QEMU's rbd driver.
+for p in ceph-mon ceph-osd ceph-mgr ceph-common qemu-block-extra; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
+done
+# The lab runs Ceph daemons in network namespaces with ip netns exec.
+command -v ip >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
