@@ -13,14 +13,15 @@ import (
 )
 
 // runCephUp brings Ceph up with hack/ceph/up.sh spread over the datacenters' namespaces and
-// records its daemons (their pid files) so faults and Heal can find them.
-func runCephUp(ctx context.Context, s *State) error {
+// returns its daemons per datacenter (found through their pid files) for faults and Heal. It
+// only reads s, so it may run while the servers start.
+func runCephUp(ctx context.Context, s *State) ([][]Process, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	logPath := filepath.Join(s.Dir, "logs", "ceph-up.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
-		return fmt.Errorf("ceph bring-up log: %w", err)
+		return nil, fmt.Errorf("ceph bring-up log: %w", err)
 	}
 	defer logf.Close()
 	cmd := exec.CommandContext(ctx, filepath.Join(s.RepoRoot, "hack", "ceph", "up.sh"), s.CephDir)
@@ -31,11 +32,11 @@ func runCephUp(ctx context.Context, s *State) error {
 		if len(tail) > 3000 {
 			tail = tail[len(tail)-3000:]
 		}
-		return fmt.Errorf("hack/ceph/up.sh %s: %w:\n%s", s.CephDir, err, tail)
+		return nil, fmt.Errorf("hack/ceph/up.sh %s: %w:\n%s", s.CephDir, err, tail)
 	}
+	daemons := make([][]Process, len(s.Datacenters))
 	for i := range s.Datacenters {
 		dc := &s.Datacenters[i]
-		dc.Ceph = nil
 		ids := [][2]string{{"mon", dc.Name}, {"osd", fmt.Sprint(i)}}
 		if i == 0 {
 			ids = append(ids, [2]string{"mgr", "x"})
@@ -50,16 +51,16 @@ func runCephUp(ctx context.Context, s *State) error {
 			}
 			b, err := os.ReadFile(p.PIDFile)
 			if err != nil {
-				return fmt.Errorf("pid of %s: %w", name, err)
+				return nil, fmt.Errorf("pid of %s: %w", name, err)
 			}
 			if _, err := fmt.Sscan(string(b), &p.PID); err != nil {
-				return fmt.Errorf("pid file of %s: %w", name, err)
+				return nil, fmt.Errorf("pid file of %s: %w", name, err)
 			}
 			p.StartTime, _, _ = procStat(p.PID)
-			dc.Ceph = append(dc.Ceph, p)
+			daemons[i] = append(daemons[i], p)
 		}
 	}
-	return nil
+	return daemons, nil
 }
 
 // Ceph runs the ceph CLI as the cluster's admin from the host (through the host's veth).

@@ -47,8 +47,8 @@ func checkHostRoutes(subnet, external netip.Prefix) error {
 		}
 		ones, _ := r.Dst.Mask.Size()
 		ip, ok := netip.AddrFromSlice(r.Dst.IP.To4())
-		if !ok {
-			continue
+		if !ok || ones == 0 {
+			continue // a default route does not capture the lab's more specific one
 		}
 		rp := netip.PrefixFrom(ip, ones)
 		for _, p := range []netip.Prefix{subnet, external} {

@@ -86,6 +86,7 @@ func Up(ctx context.Context, cfg Config, out io.Writer) (*State, error) {
 
 	// Ceph and the servers come up side by side.
 	g, gctx := errgroup.WithContext(ctx)
+	var cephDaemons [][]Process
 	if !cfg.NoCeph {
 		s.CephDir = filepath.Join(cfg.Dir, "ceph")
 		s.CephConf = filepath.Join(s.CephDir, "ceph.conf")
@@ -95,7 +96,8 @@ func Up(ctx context.Context, cfg Config, out io.Writer) (*State, error) {
 		}
 		s.CephEnv = []string{"CEPH_DATACENTERS=" + strings.Join(spec, " "), "CEPH_OSD_SIZE=" + cfg.CephOSDSize}
 		g.Go(func() error {
-			if err := runCephUp(gctx, s); err != nil {
+			var err error
+			if cephDaemons, err = runCephUp(gctx, s); err != nil {
 				return err
 			}
 			step(out, t0, "ceph: %d monitors, %d OSDs, 1 mgr (conf %s)", len(s.Datacenters), len(s.Datacenters), s.CephConf)
@@ -121,7 +123,11 @@ func Up(ctx context.Context, cfg Config, out io.Writer) (*State, error) {
 		step(out, t0, "servers ready: %s", strings.Join(s.ServerURLs(), " "))
 		return nodeKubeconfigs(gctx, s)
 	})
-	if err := g.Wait(); err != nil {
+	err = g.Wait()
+	for i := range cephDaemons {
+		s.Datacenters[i].Ceph = cephDaemons[i]
+	}
+	if err != nil {
 		_ = s.Save()
 		return s, err
 	}
