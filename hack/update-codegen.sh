@@ -14,6 +14,7 @@ readonly_pkgs=(
   k8s.io/apimachinery/pkg/api/resource
   k8s.io/apimachinery/pkg/util/intstr
   k8s.io/api/core/v1
+  k8s.io/api/coordination/v1
 )
 ro_flags=()
 for p in "${readonly_pkgs[@]}"; do ro_flags+=(--readonly-pkg "$p"); done

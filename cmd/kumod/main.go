@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -18,7 +19,10 @@ import (
 	"k8s.io/klog/v2"
 
 	"kumo.dev/kumo/internal/agent"
+	"kumo.dev/kumo/internal/apiserver"
 	"kumo.dev/kumo/internal/daemon"
+	"kumo.dev/kumo/internal/etcd"
+	"kumo.dev/kumo/internal/pki"
 	"kumo.dev/kumo/internal/storage/importer"
 	"kumo.dev/kumo/internal/version"
 )
@@ -52,6 +56,33 @@ func root() *cobra.Command {
 	cmd.AddCommand(serverCmd("server", "Run the API server and controllers", "0.0.0.0", false))
 	cmd.AddCommand(serverCmd("all-in-one", "Run every role of Kumo on this machine: server and node agent", "127.0.0.1", true))
 	cmd.AddCommand(agentCmd())
+	cmd.AddCommand(pkiCmd())
+	return cmd
+}
+
+func pkiCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "pki", Short: "Manage the secrets the servers of one cluster share"}
+	var dataDir string
+	initCmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create DATA-DIR/pki with the secrets every server of a new cluster shares",
+		Long: "Create DATA-DIR/pki with the secrets every server of a new cluster shares: the cluster CA (ca.crt, ca.key), " +
+			"the token signing key (token.key) and the encryption-at-rest configuration (encryption.yaml).\n\n" +
+			"Copy DATA-DIR/pki/* into every server's --data-dir/pki before its first start; each server then makes its own " +
+			"serving and etcd certificates from the shared CA. A server whose secrets differ from its peers' refuses to start.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir := filepath.Join(dataDir, "pki")
+			if err := apiserver.InitClusterPKI(dir); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "created %s (%s): copy its files into every server's DATA-DIR/pki\n", dir, strings.Join(pki.SharedFiles, ", "))
+			return nil
+		},
+	}
+	initCmd.Flags().StringVar(&dataDir, "data-dir", "", "directory to create pki/ in")
+	_ = initCmd.MarkFlagRequired("data-dir")
+	cmd.AddCommand(initCmd)
 	return cmd
 }
 
@@ -82,8 +113,20 @@ func serverCmd(use, short, defaultBind string, withAgent bool) *cobra.Command {
 	f.StringVar(&o.AdvertiseAddress, "advertise-address", "", "address clients reach the API at (default: the bind address, or the first non-loopback address)")
 	f.StringSliceVar(&o.ExtraSANs, "tls-san", nil, "extra DNS names or IPs for the serving certificate")
 	f.StringSliceVar(&o.EtcdEndpoints, "etcd-endpoints", nil, "client URLs of an external etcd cluster (default: embedded etcd)")
-	f.IntVar(&o.EtcdClientPort, "etcd-client-port", 2379, "loopback client port of the embedded etcd")
-	f.IntVar(&o.EtcdPeerPort, "etcd-peer-port", 2380, "loopback peer port of the embedded etcd")
+	f.IntVar(&o.EtcdClientPort, "etcd-client-port", 2379, "client port of the embedded etcd (on loopback, or on --etcd-advertise-address; the same on every member)")
+	f.IntVar(&o.EtcdPeerPort, "etcd-peer-port", 2380, "peer port of the embedded etcd (on loopback, or on --etcd-advertise-address)")
+	f.StringVar(&o.EtcdName, "etcd-name", daemon.DefaultEtcdName, "name of the embedded etcd member, and of this server in leader election")
+	f.StringVar(&o.EtcdAdvertiseAddress, "etcd-advertise-address", "", "IP the embedded etcd member of a cluster listens on for clients and peers, over TLS from the cluster CA (default: one loopback member, no cluster)")
+	f.StringVar(&o.EtcdInitialCluster, "etcd-initial-cluster", "", "every member of the etcd cluster, NAME=https://IP:PEER-PORT,... (this one included)")
+	f.StringVar(&o.EtcdInitialClusterState, "etcd-initial-cluster-state", "new", "new (the members start together) or existing (join a running cluster)")
+	f.DurationVar(&o.EtcdHeartbeatInterval, "etcd-heartbeat-interval", etcd.DefaultHeartbeatInterval, "raft heartbeat interval of the etcd members (about the round trip between them)")
+	f.DurationVar(&o.EtcdElectionTimeout, "etcd-election-timeout", etcd.DefaultElectionTimeout, "raft election timeout of the etcd members (about 10 heartbeats)")
+	f.StringSliceVar(&o.APIServers, "api-servers", nil, "every API URL of the cluster (https://HOST:PORT,...); the kubeconfigs this server writes list them all, its own first")
+	o.LeaderElection = daemon.DefaultLeaderElection()
+	f.BoolVar(&o.LeaderElection.Enabled, "leader-elect", true, "run controllers and scheduler only while this server holds the leader Lease kumo-system/kumo-controllers")
+	f.DurationVar(&o.LeaderElection.LeaseDuration, "leader-elect-lease-duration", o.LeaderElection.LeaseDuration, "how long the others wait after the leader's last renewal before taking over")
+	f.DurationVar(&o.LeaderElection.RenewDeadline, "leader-elect-renew-deadline", o.LeaderElection.RenewDeadline, "how long the leader retries renewing before it stops its controllers")
+	f.DurationVar(&o.LeaderElection.RetryPeriod, "leader-elect-retry-period", o.LeaderElection.RetryPeriod, "how often the leader renews and the others try to acquire")
 	return cmd
 }
 
@@ -100,7 +143,7 @@ func agentCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Server, "server", "", "API server URL (overrides the kubeconfig's)")
+	f.StringSliceVar(&o.Servers, "server", nil, "API server URL, repeatable or comma-separated; the agent fails over between them (default: the kubeconfig's list)")
 	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "the node's credentials (default DATA-DIR/node.kubeconfig; kumo node kubeconfig NAME makes one)")
 	f.StringVar(&o.DataDir, "data-dir", "/var/lib/kumo-agent", "directory for run directories, disks and logs")
 	addNodeFlags(f, &o, "")

@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"kumo.dev/kumo/internal/controller/events"
+	"kumo.dev/kumo/internal/failover"
 	"kumo.dev/kumo/internal/hypervisor/qemu"
 	"kumo.dev/kumo/internal/storage"
 	"kumo.dev/kumo/internal/storage/ceph"
@@ -56,8 +57,11 @@ type Options struct {
 	DataDir string
 	// ImagesDir holds golden images (<name>.qcow2).
 	ImagesDir string
-	// Kubeconfig authenticates the agent as its node; Server overrides its server URL.
-	Kubeconfig, Server string
+	// Kubeconfig authenticates the agent as its node.
+	Kubeconfig string
+	// Servers, when set, replace the kubeconfig's API server URLs; the agent fails over between
+	// them (internal/failover).
+	Servers []string
 	// Accel is "auto", "kvm" or "tcg".
 	Accel string
 	// QEMU is the qemu-system binary.
@@ -119,14 +123,26 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	rules := &clientcmd.ClientConfigLoadingRules{ExplicitPath: opts.Kubeconfig}
-	overrides := &clientcmd.ConfigOverrides{}
-	if opts.Server != "" {
-		overrides.ClusterInfo.Server = opts.Server
-	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
+	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
+	cfg, err := loader.ClientConfig()
 	if err != nil {
 		return nil, fmt.Errorf("node credentials %s: %w", opts.Kubeconfig, err)
 	}
+	serverURLs := opts.Servers
+	if len(serverURLs) == 0 {
+		if serverURLs, err = failover.KubeconfigServers(loader); err != nil {
+			return nil, fmt.Errorf("node credentials %s: %w", opts.Kubeconfig, err)
+		}
+	}
+	if len(serverURLs) == 0 {
+		serverURLs = []string{cfg.Host}
+	}
+	servers, err := failover.NewServers(serverURLs)
+	if err != nil {
+		return nil, fmt.Errorf("API servers: %w", err)
+	}
+	failover.Configure(cfg, servers)
+	slog.Info("API servers", "servers", servers.URLs())
 	cfg.QPS, cfg.Burst = 50, 100
 	cfg.UserAgent = "kumo-agent/" + opts.Node
 	token := useRenewableToken(cfg)
@@ -143,9 +159,13 @@ func New(opts Options) (*Agent, error) {
 	if len(caPEM) == 0 {
 		return nil, fmt.Errorf("node credentials carry no cluster CA: the agent could not authenticate the API server's streams")
 	}
-	platform, err := platformNetworks(cfg.Host)
-	if err != nil {
-		return nil, err
+	var platform []netip.Prefix
+	for _, u := range servers.URLs() {
+		p, err := platformNetworks(u)
+		if err != nil {
+			return nil, err
+		}
+		platform = append(platform, p...)
 	}
 	cat := &golden.Catalog{Dir: filepath.Join(opts.DataDir, "golden"), ImagesDir: opts.ImagesDir}
 	diskNets := importer.Networks{Allowed: opts.ImportAllowedNetworks, Platform: platform}

@@ -35,6 +35,7 @@ import (
 	"k8s.io/apiserver/pkg/util/compatibility"
 	restclient "k8s.io/client-go/rest"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"kumo.dev/kumo/internal/auth"
 	"kumo.dev/kumo/internal/pki"
@@ -59,9 +60,14 @@ type Config struct {
 	AdvertiseAddress string
 	// ExtraSANs are more names or IPs for the serving certificate.
 	ExtraSANs []string
-	// EtcdServers are the etcd client URLs.
+	// EtcdServers are the etcd client URLs; the storage client fails over between them.
 	EtcdServers []string
+	// EtcdTLS, when set, is the client certificate and CA the storage reaches etcd with.
+	EtcdTLS *EtcdTLS
 }
+
+// EtcdTLS are the files of a TLS connection to etcd.
+type EtcdTLS struct{ CAFile, CertFile, KeyFile string }
 
 // Server is a configured API server, ready to run.
 type Server struct {
@@ -105,8 +111,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 
-	opts := genericoptions.NewRecommendedOptions(etcdPrefix, Codecs.LegacyCodec(apps.SchemeGroupVersion, kumo.SchemeGroupVersion, corev1.SchemeGroupVersion))
+	opts := genericoptions.NewRecommendedOptions(etcdPrefix, Codecs.LegacyCodec(apps.SchemeGroupVersion, kumo.SchemeGroupVersion, corev1.SchemeGroupVersion, coordinationv1.SchemeGroupVersion))
 	opts.Etcd.StorageConfig.Transport.ServerList = cfg.EtcdServers
+	if t := cfg.EtcdTLS; t != nil {
+		opts.Etcd.StorageConfig.Transport.TrustedCAFile = t.CAFile
+		opts.Etcd.StorageConfig.Transport.CertFile = t.CertFile
+		opts.Etcd.StorageConfig.Transport.KeyFile = t.KeyFile
+	}
 	opts.Etcd.DefaultStorageMediaType = "application/json"
 	if opts.Etcd.EncryptionProviderConfigFilepath, err = encryptionConfig(cfg.PKIDir); err != nil {
 		return nil, fmt.Errorf("encryption at rest: %w", err)
@@ -222,13 +233,19 @@ func (s *Server) install() error {
 	if err := s.generic.InstallLegacyAPIGroup(genericapiserver.DefaultLegacyAPIPrefix, &coreInfo); err != nil {
 		return fmt.Errorf("install core group: %w", err)
 	}
+	coordInfo := genericapiserver.NewDefaultAPIGroupInfo(coordinationv1.GroupName, Scheme, metav1.ParameterCodec, Codecs)
+	coordInfo.VersionedResourcesStorageMap[coordinationv1.SchemeGroupVersion.Version] = map[string]rest.Storage{"leases": st.leases}
+	if err := s.generic.InstallAPIGroup(&coordInfo); err != nil {
+		return fmt.Errorf("install %s: %w", coordinationv1.GroupName, err)
+	}
 	return nil
 }
 
 // IssueNodeKubeconfig writes a kubeconfig that authenticates as node name (for the agent of an
 // all-in-one machine, which shares the server's data directory). Like kumo node kubeconfig, it
-// registers the Node (in datacenter) when it does not exist and binds the token to its UID.
-func (s *Server) IssueNodeKubeconfig(ctx context.Context, path, url, name, datacenter string) error {
+// registers the Node (in datacenter) when it does not exist and binds the token to its UID. The
+// kubeconfig lists servers (this server's URL first), which the agent fails over between.
+func (s *Server) IssueNodeKubeconfig(ctx context.Context, path string, servers []string, name, datacenter string) error {
 	issuer := &nodeTokenREST{nodes: s.stores.nodes, signer: s.Signer, datacenter: datacenter}
 	var token string
 	var last error
@@ -243,7 +260,7 @@ func (s *Server) IssueNodeKubeconfig(ctx context.Context, path, url, name, datac
 	if err != nil {
 		return fmt.Errorf("issue the token of node %s: %w (last attempt: %v)", name, err, last)
 	}
-	data, err := pki.Kubeconfig("kumo", url, s.CA.CertPEM, auth.NodeUserPrefix+name, pki.Credentials{Token: token}, "")
+	data, err := pki.KubeconfigServers("kumo", servers, s.CA.CertPEM, auth.NodeUserPrefix+name, pki.Credentials{Token: token}, "")
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ type stores struct {
 	instanceProfiles, tenants, nodes *registry.Storage
 	namespaces, events, tenantKeys   *registry.Storage
 	goldenImages                     *registry.Storage
+	leases                           *registry.Storage
 	// gate serializes creates in a namespace with its termination (nsgate.go).
 	gate namespaceGate
 }
@@ -32,6 +33,7 @@ func (s *stores) build(opts generic.RESTOptionsGetter, refs *lookups) error {
 		{&s.instanceTypes, instanceTypeKind()}, {&s.instanceProfiles, instanceProfileKind()},
 		{&s.tenants, tenantKind()}, {&s.nodes, nodeKind()},
 		{&s.namespaces, namespaceKind()}, {&s.events, eventKind()}, {&s.tenantKeys, tenantKeyKind()}, {&s.goldenImages, goldenImageKind()},
+		{&s.leases, leaseKind()},
 	} {
 		st, err := registry.NewStorage(b.kind, Scheme, opts)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	cmdutil "k8s.io/kubectl/pkg/cmd/util"
 
 	"kumo.dev/kumo/internal/auth"
+	"kumo.dev/kumo/internal/failover"
 	"kumo.dev/kumo/internal/pki"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 	"kumo.dev/kumo/pkg/client"
@@ -43,7 +44,15 @@ func newNodeCmd(f cmdutil.Factory, streams genericiooptions.IOStreams) *cobra.Co
 					return err
 				}
 			}
-			data, err := pki.Kubeconfig("kumo", cfg.Host, caPEM, auth.NodeUserPrefix+args[0], pki.Credentials{Token: got.Status.Token}, "")
+			// The node's agent fails over between the servers this kubeconfig lists.
+			servers, err := failover.KubeconfigServers(f.ToRawKubeConfigLoader())
+			if err != nil {
+				return err
+			}
+			if len(servers) == 0 {
+				servers = []string{cfg.Host}
+			}
+			data, err := pki.KubeconfigServers("kumo", servers, caPEM, auth.NodeUserPrefix+args[0], pki.Credentials{Token: got.Status.Token}, "")
 			if err != nil {
 				return err
 			}

@@ -31,6 +31,7 @@ func NewRoot(streams genericiooptions.IOStreams) *cobra.Command {
 	}
 	configFlags := genericclioptions.NewConfigFlags(true).WithDeprecatedPasswordFlag().WithDiscoveryBurst(300).WithDiscoveryQPS(50)
 	configFlags.AddFlags(root.PersistentFlags())
+	configFlags.WrapConfigFn = failoverConfig(configFlags)
 	f := cmdutil.NewFactory(cmdutil.NewMatchVersionFlags(configFlags))
 
 	applyCmd := apply.NewCmdApply("kumo", f, streams)

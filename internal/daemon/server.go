@@ -38,6 +38,22 @@ type ServerOptions struct {
 	EtcdEndpoints  []string
 	EtcdClientPort int
 	EtcdPeerPort   int
+	// EtcdName names the embedded member (and this server in leader election); "kumo" by default.
+	EtcdName string
+	// EtcdAdvertiseAddress, when set, makes the embedded member one of a cluster (cluster.go):
+	// it listens on this IP, over TLS with certificates from the cluster CA, for clients on
+	// EtcdClientPort and peers on EtcdPeerPort.
+	EtcdAdvertiseAddress string
+	// EtcdInitialCluster (name=https://IP:PORT,...) and EtcdInitialClusterState (new|existing)
+	// are etcd's bootstrap settings.
+	EtcdInitialCluster, EtcdInitialClusterState string
+	// EtcdHeartbeatInterval and EtcdElectionTimeout are raft's timings (etcd's defaults if zero).
+	EtcdHeartbeatInterval, EtcdElectionTimeout time.Duration
+	// APIServers are every API server URL of the cluster, written into the kubeconfigs this
+	// server issues (its own URL first); empty: its own alone.
+	APIServers []string
+	// LeaderElection decides which server runs the controllers.
+	LeaderElection LeaderElection
 }
 
 // AdminKubeconfig is where the server writes the administrator's kubeconfig.
@@ -51,10 +67,10 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 // RunAllInOne runs the server and a node agent in one process: the agent gets a node
 // kubeconfig issued by the server and keeps its VMs under the same data directory.
 func RunAllInOne(ctx context.Context, o ServerOptions, ao agent.Options) error {
-	return runServer(ctx, o, func(ctx context.Context, srv *apiserver.Server, url string) error {
+	return runServer(ctx, o, func(ctx context.Context, srv *apiserver.Server, servers []string) error {
 		ao.DataDir = o.DataDir
 		ao.Kubeconfig = filepath.Join(o.DataDir, "node.kubeconfig")
-		if err := srv.IssueNodeKubeconfig(ctx, ao.Kubeconfig, url, ao.Node, ao.Datacenter); err != nil {
+		if err := srv.IssueNodeKubeconfig(ctx, ao.Kubeconfig, servers, ao.Node, ao.Datacenter); err != nil {
 			return fmt.Errorf("node kubeconfig: %w", err)
 		}
 		if err := waitReady(ctx, ao.Kubeconfig); err != nil {
@@ -64,7 +80,7 @@ func RunAllInOne(ctx context.Context, o ServerOptions, ao agent.Options) error {
 	})
 }
 
-func runServer(ctx context.Context, o ServerOptions, withAgent func(context.Context, *apiserver.Server, string) error) error {
+func runServer(ctx context.Context, o ServerOptions, withAgent func(context.Context, *apiserver.Server, []string) error) error {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir %s: %w", o.DataDir, err)
 	}
@@ -76,10 +92,23 @@ func runServer(ctx context.Context, o ServerOptions, withAgent func(context.Cont
 	if advertise == "" {
 		advertise = defaultAdvertise(bind)
 	}
+	if err := o.validate(); err != nil {
+		return err
+	}
+	pkiDir := filepath.Join(o.DataDir, "pki")
 	endpoints := o.EtcdEndpoints
-	if len(endpoints) == 0 {
-		member, err := etcd.Start(etcd.Config{
-			Name:      "kumo",
+	var etcdTLS *apiserver.EtcdTLS
+	switch {
+	case o.EtcdAdvertiseAddress != "":
+		member, urls, tlsFiles, err := startClusterMember(ctx, o, pkiDir)
+		if err != nil {
+			return err
+		}
+		defer member.Close()
+		endpoints, etcdTLS = urls, tlsFiles
+	case len(endpoints) == 0:
+		member, err := etcd.Start(ctx, etcd.Config{
+			Name:      o.EtcdName,
 			Dir:       filepath.Join(o.DataDir, "etcd"),
 			ClientURL: "http://127.0.0.1:" + strconv.Itoa(o.EtcdClientPort),
 			PeerURL:   "http://127.0.0.1:" + strconv.Itoa(o.EtcdPeerPort),
@@ -91,30 +120,43 @@ func runServer(ctx context.Context, o ServerOptions, withAgent func(context.Cont
 		endpoints = []string{member.ClientURL()}
 	}
 	cfg := apiserver.Config{
-		PKIDir:           filepath.Join(o.DataDir, "pki"),
+		PKIDir:           pkiDir,
 		BindAddress:      bind,
 		Port:             o.Port,
 		AdvertiseAddress: advertise,
 		ExtraSANs:        o.ExtraSANs,
 		EtcdServers:      endpoints,
+		EtcdTLS:          etcdTLS,
 	}
 	srv, err := apiserver.New(cfg)
 	if err != nil {
 		return err
 	}
-	if err := srv.OnStarted("kumo-controllers", startControllers); err != nil {
+	if err := checkClusterPKI(ctx, endpoints, etcdTLS, pkiDir); err != nil {
 		return err
 	}
-	if err := writeAdminKubeconfig(o.AdminKubeconfig(), cfg.URL(), srv.CA); err != nil {
+	identity := o.identity(cfg.URL())
+	if o.LeaderElection.Enabled {
+		err = srv.OnStarted("kumo-leader-election", func(ctx context.Context, loopback *rest.Config) error {
+			return runLeaderElection(ctx, loopback, identity, o.LeaderElection, startControllers)
+		})
+	} else {
+		err = srv.OnStarted("kumo-controllers", startControllers)
+	}
+	if err != nil {
 		return err
 	}
-	slog.Info("kumo API server starting", "url", cfg.URL(), "kubeconfig", o.AdminKubeconfig(), "etcd", endpoints)
+	servers := o.servers(cfg.URL())
+	if err := writeAdminKubeconfig(o.AdminKubeconfig(), servers, srv.CA); err != nil {
+		return err
+	}
+	slog.Info("kumo API server starting", "url", cfg.URL(), "servers", servers, "identity", identity, "kubeconfig", o.AdminKubeconfig(), "etcd", endpoints)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	agentErr := make(chan error, 1)
 	if withAgent != nil {
 		go func() {
-			err := withAgent(ctx, srv, cfg.URL())
+			err := withAgent(ctx, srv, servers)
 			if err != nil && ctx.Err() == nil {
 				slog.Error("node agent stopped", "err", err)
 				agentErr <- err
@@ -134,13 +176,13 @@ func runServer(ctx context.Context, o ServerOptions, withAgent func(context.Cont
 }
 
 // writeAdminKubeconfig issues an admin client certificate and writes a kubeconfig with it
-// (mode 0600) for url.
-func writeAdminKubeconfig(path, url string, ca *pki.CA) error {
+// (mode 0600) for servers.
+func writeAdminKubeconfig(path string, servers []string, ca *pki.CA) error {
 	pair, err := ca.Issue(auth.AdminUser, []string{"system:masters", auth.GroupAdmins}, nil, nil, false)
 	if err != nil {
 		return err
 	}
-	data, err := pki.Kubeconfig("kumo", url, ca.CertPEM, auth.AdminUser, pki.Credentials{ClientCertPEM: pair.CertPEM, ClientKeyPEM: pair.KeyPEM}, "")
+	data, err := pki.KubeconfigServers("kumo", servers, ca.CertPEM, auth.AdminUser, pki.Credentials{ClientCertPEM: pair.CertPEM, ClientKeyPEM: pair.KeyPEM}, "")
 	if err != nil {
 		return err
 	}

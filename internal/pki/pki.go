@@ -92,13 +92,17 @@ type Pair struct{ CertPEM, KeyPEM []byte }
 // Issue signs a new certificate. Server certificates get the given DNS names and IPs; client
 // certificates carry the user as CN and groups as O, which the API server reads.
 func (ca *CA) Issue(cn string, groups []string, dnsNames []string, ips []net.IP, server bool) (*Pair, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
 	usage := x509.ExtKeyUsageClientAuth
 	if server {
 		usage = x509.ExtKeyUsageServerAuth
+	}
+	return ca.issue(cn, groups, dnsNames, ips, usage)
+}
+
+func (ca *CA) issue(cn string, groups []string, dnsNames []string, ips []net.IP, usages ...x509.ExtKeyUsage) (*Pair, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
@@ -106,7 +110,7 @@ func (ca *CA) Issue(cn string, groups []string, dnsNames []string, ips []net.IP,
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(certValidity),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		ExtKeyUsage:  usages,
 		DNSNames:     dnsNames,
 		IPAddresses:  ips,
 	}
@@ -125,7 +129,7 @@ func (ca *CA) Issue(cn string, groups []string, dnsNames []string, ips []net.IP,
 // names already exists, and returns their paths.
 func (ca *CA) EnsureServerCert(dir string, dnsNames []string, ips []net.IP) (certPath, keyPath string, err error) {
 	certPath, keyPath = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
-	if covers(certPath, dnsNames, ips) {
+	if covers(certPath, dnsNames, ips) && ca.signed(certPath) {
 		return certPath, keyPath, nil
 	}
 	p, err := ca.Issue("kumo-apiserver", nil, dnsNames, ips, true)

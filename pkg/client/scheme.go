@@ -3,6 +3,7 @@
 package client
 
 import (
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -15,8 +16,8 @@ import (
 )
 
 var (
-	// Scheme knows every kind Kumo serves: the Hikube kinds, Kumo's platform kinds and the two
-	// core kinds Kumo keeps (Namespace, owned by tenants, and Event).
+	// Scheme knows every kind Kumo serves: the Hikube kinds, Kumo's platform kinds, the two
+	// core kinds Kumo keeps (Namespace, owned by tenants, and Event) and coordination Leases.
 	Scheme = runtime.NewScheme()
 	// Codecs encodes and decodes with Scheme.
 	Codecs = serializer.NewCodecFactory(Scheme)
@@ -29,6 +30,9 @@ func init() {
 	for _, gv := range []schema.GroupVersion{corev1.SchemeGroupVersion, coreInternal} {
 		Scheme.AddKnownTypes(gv, &corev1.Namespace{}, &corev1.NamespaceList{}, &corev1.Event{}, &corev1.EventList{})
 	}
+	utilruntime.Must(coordinationv1.AddToScheme(Scheme))
+	Scheme.AddKnownTypes(schema.GroupVersion{Group: coordinationv1.GroupName, Version: runtime.APIVersionInternal}, &coordinationv1.Lease{}, &coordinationv1.LeaseList{})
+	utilruntime.Must(Scheme.SetVersionPriority(coordinationv1.SchemeGroupVersion))
 	utilruntime.Must(Scheme.SetVersionPriority(appsv1alpha1.SchemeGroupVersion))
 	utilruntime.Must(Scheme.SetVersionPriority(kumov1alpha1.SchemeGroupVersion))
 	utilruntime.Must(Scheme.SetVersionPriority(corev1.SchemeGroupVersion))
