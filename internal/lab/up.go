@@ -313,7 +313,7 @@ func startAgents(ctx context.Context, s *State, cfg Config) error {
 			"--data-dir", n.DataDir, "--kubeconfig", filepath.Join(n.DataDir, "node.kubeconfig"),
 			"--images-dir", cfg.ImagesDir, "--accel", "tcg",
 			"--cpus", fmt.Sprint(cfg.NodeCPUs), "--memory", cfg.NodeMemory,
-			"--stream-listen", stream, "--stream-advertise", stream,
+			"--stream-listen", stream, "--stream-advertise", n.Address,
 			"--import-allowed-networks", s.Subnet + ",127.0.0.0/8",
 			"--image-import-allowed-networks", s.Subnet + ",127.0.0.0/8"}
 		if s.CephConf != "" {
