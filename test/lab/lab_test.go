@@ -221,6 +221,17 @@ func TestReplicatedVMBootsInEveryDatacenter(t *testing.T) {
 	}
 	tenantKC = filepath.Join(s.Dir, "labt.kubeconfig")
 	mustKumo(t, s.Kubeconfig, "tenant", "create", "labt", "-o", tenantKC)
+	// A first replicated disk alone: until the tenant's RADOS namespace holds a disk, every
+	// agent's garbage collection takes the tenant's bases for unused and may remove them while
+	// another node clones from them (the clone is retried, with back-off, until it wins).
+	anchor := "apiVersion: apps.cozystack.io/v1alpha1\nkind: VMDisk\nmetadata:\n  name: anchor\nspec:\n  storage: 64Mi\n  storageClass: replicated\n"
+	if r := kumo(tenantKC, anchor, "apply", "-f", "-"); r.Err != nil {
+		t.Fatal(r)
+	}
+	eventually(t, 4*time.Minute, "the tenant's first replicated disk Ready", func() (bool, string) {
+		r := kumo(tenantKC, "", "get", "vmd", "anchor", "-o", "jsonpath={.status.phase}")
+		return strings.TrimSpace(r.Stdout) == "Ready", r.Stdout + r.Stderr
+	})
 	var manifest []string
 	for i := range s.Datacenters {
 		manifest = append(manifest, replicatedVM(fmt.Sprintf("vm%d", i+1)))
@@ -229,7 +240,7 @@ func TestReplicatedVMBootsInEveryDatacenter(t *testing.T) {
 		t.Fatal(r)
 	}
 	// The scheduler spreads the three VMs over the three datacenters.
-	eventually(t, 5*time.Minute, "three VMs running", func() (bool, string) {
+	eventually(t, 6*time.Minute, "three VMs running", func() (bool, string) {
 		var why []string
 		for i := range s.Datacenters {
 			vm := getVM(t, fmt.Sprintf("vm%d", i+1))
