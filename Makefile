@@ -11,6 +11,7 @@ build: ui
 	@mkdir -p $(BIN)
 	go build -ldflags "$(GO_LDFLAGS)" -o $(BIN)/kumod ./cmd/kumod
 	go build -ldflags "$(GO_LDFLAGS)" -o $(BIN)/kumo ./cmd/kumo
+	go build -ldflags "$(GO_LDFLAGS)" -o $(BIN)/kumo-lab ./cmd/kumo-lab
 
 # The browser console's bundle (web/ → internal/webui/dist, embedded into kumod), from npm
 # packages pinned by web/package-lock.json. Without it kumod's /ui/ says to run this.
@@ -75,3 +76,15 @@ ceph-up:
 
 ceph-down:
 	hack/ceph/down.sh $(CEPH_DIR)
+
+# The lab: three datacenters on this machine (network namespaces, a server and etcd member per
+# datacenter, two agents per datacenter, Ceph with a mon and an OSD per datacenter). State, data
+# and logs in _output/lab; LAB_FLAGS passes flags to kumo-lab up (e.g. --nodes-per-dc 1).
+.PHONY: lab lab-down
+lab: build
+	hack/install-deps.sh
+	images/build.sh kumo-tiny
+	$(BIN)/kumo-lab up $(LAB_FLAGS)
+
+lab-down:
+	$(BIN)/kumo-lab down

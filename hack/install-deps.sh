@@ -21,6 +21,12 @@ command -v mcopy >/dev/null || need+=(mtools)
 command -v npm >/dev/null || need+=(npm)
 command -v node >/dev/null || need+=(nodejs)
 command -v chromium >/dev/null || need+=(chromium)
+# Replicated disks and the lab (make lab): Ceph daemons and clients, QEMU's rbd driver.
+for p in ceph-mon ceph-osd ceph-mgr ceph-common qemu-block-extra; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
+done
+# The lab runs Ceph daemons in network namespaces with ip netns exec.
+command -v ip >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
