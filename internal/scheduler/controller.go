@@ -170,14 +170,26 @@ func (ctl *Controller) schedule(ctx context.Context, key string) error {
 	return err
 }
 
-// request computes what a VM needs from its instance type and disks.
-func (ctl *Controller) request(vm *apps.VMInstance) (Request, error) {
+// vmSize is what a VM is guaranteed: spec.resources when it sizes the VM, else its instance type.
+func (ctl *Controller) vmSize(vm *apps.VMInstance) (Resources, bool) {
+	if size, ok := vm.Spec.ExplicitSize(); ok {
+		return Resources{CPUs: size.CPUs, Memory: size.Memory}, true
+	}
 	obj, ok, _ := ctl.inf.Types.GetStore().GetByKey(vm.Spec.InstanceType)
+	if !ok {
+		return Resources{}, false
+	}
+	it := obj.(*kumo.InstanceType)
+	return Resources{CPUs: int64(it.Spec.CPUs), Memory: it.Spec.Memory.Value()}, true
+}
+
+// request computes what a VM needs from its size and disks.
+func (ctl *Controller) request(vm *apps.VMInstance) (Request, error) {
+	size, ok := ctl.vmSize(vm)
 	if !ok {
 		return Request{}, &Unschedulable{Message: fmt.Sprintf("instance type %s does not exist", vm.Spec.InstanceType)}
 	}
-	it := obj.(*kumo.InstanceType)
-	req := Request{Resources: Resources{CPUs: int64(it.Spec.CPUs), Memory: it.Spec.Memory.Value()}}
+	req := Request{Resources: size}
 	// Every disk must exist and none may have failed; then every disk must be ready (disks are
 	// placed and prepared on their own, see disks.go).
 	var disks []*apps.VMDisk
@@ -257,10 +269,9 @@ func (ctl *Controller) nodes() []Node {
 		}
 		key, _ := cache.MetaNamespaceKeyFunc(vm)
 		seen[key] = true
-		if t, ok, _ := ctl.inf.Types.GetStore().GetByKey(vm.Spec.InstanceType); ok {
-			it := t.(*kumo.InstanceType)
-			n.Used.CPUs += int64(it.Spec.CPUs)
-			n.Used.Memory += it.Spec.Memory.Value()
+		if size, ok := ctl.vmSize(vm); ok {
+			n.Used.CPUs += size.CPUs
+			n.Used.Memory += size.Memory
 		}
 		n.VMs++
 	}

@@ -53,8 +53,18 @@ type Config struct {
 	Accel     string // "kvm" or "tcg" (default "tcg")
 	Machine   string // "q35" (default) or "pc"
 	CPUs      int
+	// Sockets splits CPUs into sockets of CPUs/Sockets cores each (default 1 socket).
+	Sockets   int
+	// CPUModel is the guest's CPU model; empty: "host" under KVM, qemu64 under TCG.
+	CPUModel  string
 	MemoryMiB int64
 	Firmware  Firmware // FirmwareBIOS (default) or FirmwareUEFI
+	// SecureBoot boots OVMF's Secure Boot build with Microsoft's keys enrolled; it needs UEFI
+	// and q35, and turns on SMM.
+	SecureBoot bool
+	// UEFIVars is the VM's variable store; empty: OVMF_VARS.fd in RunDir, which goes with the
+	// run directory. A path outside RunDir keeps the variables across incarnations.
+	UEFIVars string
 	Clock     string   // "utc" (default) or "localtime"
 	Tablet    bool     // USB tablet, so a VNC pointer maps absolutely
 	HyperV    bool     // Hyper-V enlightenments; only applied under kvm
@@ -126,7 +136,12 @@ func (c *Config) PIDFile() string { return filepath.Join(c.RunDir, pidFileName) 
 func (c *Config) LogFile() string { return filepath.Join(c.RunDir, logFileName) }
 
 // UEFIVarsFile is the VM's private copy of the OVMF variable store.
-func (c *Config) UEFIVarsFile() string { return filepath.Join(c.RunDir, uefiVarsName) }
+func (c *Config) UEFIVarsFile() string {
+	if c.UEFIVars != "" {
+		return c.UEFIVars
+	}
+	return filepath.Join(c.RunDir, uefiVarsName)
+}
 
 // Limits checked by Validate.
 const (
@@ -142,6 +157,7 @@ const (
 var (
 	idPattern   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
 	namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	cpuModelPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 	macPattern  = regexp.MustCompile(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`)
 	// tapPattern follows the kernel's interface name rules (IFNAMSIZ 16 including NUL).
@@ -164,6 +180,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Clock == "" {
 		c.Clock = DefaultClock
+	}
+	if c.Sockets == 0 {
+		c.Sockets = 1
 	}
 	c.Disks = append([]Disk(nil), c.Disks...)
 	for i := range c.Disks {
@@ -214,6 +233,21 @@ func (c *Config) validate() error {
 	}
 	if c.CPUs < 1 || c.CPUs > maxCPUs {
 		bad("CPUs", "%d must be between 1 and %d", c.CPUs, maxCPUs)
+	}
+	if c.Sockets < 1 || c.CPUs%c.Sockets != 0 {
+		bad("Sockets", "%d must be at least 1 and divide CPUs (%d)", c.Sockets, c.CPUs)
+	}
+	if c.CPUModel != "" && !cpuModelPattern.MatchString(c.CPUModel) {
+		bad("CPUModel", "%q is not a QEMU CPU model name", c.CPUModel)
+	}
+	if c.CPUModel == "host" && c.Accel != AccelKVM {
+		bad("CPUModel", "\"host\" needs the kvm accelerator (this node runs %s)", c.Accel)
+	}
+	if c.SecureBoot && (c.Firmware != FirmwareUEFI || c.Machine != "q35") {
+		bad("SecureBoot", "needs UEFI firmware and the q35 machine (firmware %q, machine %q)", c.Firmware, c.Machine)
+	}
+	if c.UEFIVars != "" && !filepath.IsAbs(c.UEFIVars) {
+		bad("UEFIVars", "%q must be an absolute path", c.UEFIVars)
 	}
 	if c.MemoryMiB < minMemMiB {
 		bad("MemoryMiB", "%d must be at least %d", c.MemoryMiB, minMemMiB)

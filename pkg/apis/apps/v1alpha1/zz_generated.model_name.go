@@ -13,6 +13,11 @@ func (in DiskSource) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in Firmware) OpenAPIModelName() string {
+	return "io.cozystack.apps.v1alpha1.Firmware"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in GPURef) OpenAPIModelName() string {
 	return "io.cozystack.apps.v1alpha1.GPURef"
 }
@@ -30,6 +35,11 @@ func (in ImageSource) OpenAPIModelName() string {
 // OpenAPIModelName returns the OpenAPI model name for this type.
 func (in IncarnationExit) OpenAPIModelName() string {
 	return "io.cozystack.apps.v1alpha1.IncarnationExit"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in NetworkRef) OpenAPIModelName() string {
+	return "io.cozystack.apps.v1alpha1.NetworkRef"
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
