@@ -47,14 +47,14 @@ const (
 
 // Config describes one VM incarnation. Everything QEMU needs comes from here; no string maps.
 type Config struct {
-	Name      string // e.g. "tenant-a_vm1", used for -name, logs and the cgroup
-	UUID      string // SMBIOS uuid (the VMInstance UID)
-	Binary    string // default "qemu-system-x86_64"
-	Accel     string // "kvm" or "tcg" (default "tcg")
-	Machine   string // "q35" (default) or "pc"
-	CPUs      int
+	Name    string // e.g. "tenant-a_vm1", used for -name, logs and the cgroup
+	UUID    string // SMBIOS uuid (the VMInstance UID)
+	Binary  string // default "qemu-system-x86_64"
+	Accel   string // "kvm" or "tcg" (default "tcg")
+	Machine string // "q35" (default) or "pc"
+	CPUs    int
 	// Sockets splits CPUs into sockets of CPUs/Sockets cores each (default 1 socket).
-	Sockets   int
+	Sockets int
 	// CPUModel is the guest's CPU model; empty: "host" under KVM, qemu64 under TCG.
 	CPUModel  string
 	MemoryMiB int64
@@ -65,12 +65,12 @@ type Config struct {
 	// UEFIVars is the VM's variable store; empty: OVMF_VARS.fd in RunDir, which goes with the
 	// run directory. A path outside RunDir keeps the variables across incarnations.
 	UEFIVars string
-	Clock     string   // "utc" (default) or "localtime"
-	Tablet    bool     // USB tablet, so a VNC pointer maps absolutely
-	HyperV    bool     // Hyper-V enlightenments; only applied under kvm
-	Disks     []Disk
-	NICs      []NIC
-	RunDir    string // absolute per-VM directory, mode 0700: sockets, pid file, log, UEFI vars
+	Clock    string // "utc" (default) or "localtime"
+	Tablet   bool   // USB tablet, so a VNC pointer maps absolutely
+	HyperV   bool   // Hyper-V enlightenments; only applied under kvm
+	Disks    []Disk
+	NICs     []NIC
+	RunDir   string // absolute per-VM directory, mode 0700: sockets, pid file, log, UEFI vars
 }
 
 // Disk is one block device of the VM.
@@ -155,11 +155,11 @@ const (
 )
 
 var (
-	idPattern   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
-	namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	idPattern       = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+	namePattern     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 	cpuModelPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	macPattern  = regexp.MustCompile(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`)
+	uuidPattern     = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	macPattern      = regexp.MustCompile(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`)
 	// tapPattern follows the kernel's interface name rules (IFNAMSIZ 16 including NUL).
 	tapPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$`)
 )

@@ -639,9 +639,11 @@ func TestValidateVMInstance(t *testing.T) {
 			want: []wantErr{{field.ErrorTypeInvalid, "spec.resources.cpu"}, {field.ErrorTypeInvalid, "spec.resources.sockets"}, {field.ErrorTypeInvalid, "spec.resources.memory"}},
 		},
 		{
-			name:   "more vCPUs than a VM may have are invalid",
-			before: func(vm *apps.VMInstance) { vm.Spec.Resources = &apps.Resources{CPU: "100", Sockets: "4", Memory: "4Gi"} },
-			want:   []wantErr{{field.ErrorTypeInvalid, "spec.resources.cpu"}},
+			name: "more vCPUs than a VM may have are invalid",
+			before: func(vm *apps.VMInstance) {
+				vm.Spec.Resources = &apps.Resources{CPU: "100", Sockets: "4", Memory: "4Gi"}
+			},
+			want: []wantErr{{field.ErrorTypeInvalid, "spec.resources.cpu"}},
 		},
 		{
 			name:   "memory that is not a quantity is invalid",
@@ -660,14 +662,18 @@ func TestValidateVMInstance(t *testing.T) {
 			want:   []wantErr{{field.ErrorTypeNotSupported, "spec.firmware.bootloader"}},
 		},
 		{
-			name:   "secure boot and persistent variables need uefi",
-			before: func(vm *apps.VMInstance) { vm.Spec.Firmware = &apps.Firmware{Bootloader: apps.BootloaderBIOS, SecureBoot: true, EFIPersistent: true} },
-			want:   []wantErr{{field.ErrorTypeInvalid, "spec.firmware.secureBoot"}, {field.ErrorTypeInvalid, "spec.firmware.efiPersistent"}},
+			name: "secure boot and persistent variables need uefi",
+			before: func(vm *apps.VMInstance) {
+				vm.Spec.Firmware = &apps.Firmware{Bootloader: apps.BootloaderBIOS, SecureBoot: true, EFIPersistent: true}
+			},
+			want: []wantErr{{field.ErrorTypeInvalid, "spec.firmware.secureBoot"}, {field.ErrorTypeInvalid, "spec.firmware.efiPersistent"}},
 		},
 		{
-			name:   "a disk bus must be virtio, sata or scsi",
-			before: func(vm *apps.VMInstance) { vm.Spec.Disks = []apps.VMDiskRef{{Name: "a", Bus: "sata"}, {Name: "b", Bus: "ide"}} },
-			want:   []wantErr{{field.ErrorTypeNotSupported, "spec.disks[1].bus"}},
+			name: "a disk bus must be virtio, sata or scsi",
+			before: func(vm *apps.VMInstance) {
+				vm.Spec.Disks = []apps.VMDiskRef{{Name: "a", Bus: "sata"}, {Name: "b", Bus: "ide"}}
+			},
+			want: []wantErr{{field.ErrorTypeNotSupported, "spec.disks[1].bus"}},
 		},
 		{
 			name:   "a cpu model must look like a QEMU model name",
