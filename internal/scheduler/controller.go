@@ -34,6 +34,9 @@ const (
 // Informers are the watches the scheduler reads.
 type Informers struct {
 	VMs, Nodes, Types, Disks cache.SharedIndexInformer
+	// Images are the GoldenImages; optional (nil: a disk from an unknown image waits for a node
+	// that has it, without saying the image does not exist).
+	Images cache.SharedIndexInformer
 }
 
 // Controller binds pending VMs to nodes, one at a time so that its own bindings never overcommit
@@ -86,6 +89,9 @@ func NewController(c *client.Client, inf Informers) *Controller {
 	}
 	inf.Nodes.AddEventHandler(handlers)
 	inf.Disks.AddEventHandler(handlers)
+	if inf.Images != nil {
+		inf.Images.AddEventHandler(handlers)
+	}
 	return ctl
 }
 
@@ -94,7 +100,11 @@ func (ctl *Controller) Run(ctx context.Context) {
 	defer ctl.queue.ShutDown()
 	defer ctl.diskQueue.ShutDown()
 	ctl.recorder = events.NewRecorder(ctx, ctl.c, "kumo-scheduler")
-	if !cache.WaitForCacheSync(ctx.Done(), ctl.inf.VMs.HasSynced, ctl.inf.Nodes.HasSynced, ctl.inf.Types.HasSynced, ctl.inf.Disks.HasSynced) {
+	synced := []cache.InformerSynced{ctl.inf.VMs.HasSynced, ctl.inf.Nodes.HasSynced, ctl.inf.Types.HasSynced, ctl.inf.Disks.HasSynced}
+	if ctl.inf.Images != nil {
+		synced = append(synced, ctl.inf.Images.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return
 	}
 	go wait.Until(func() { ctl.requeuePending(); ctl.requeuePendingDisks() }, resync, ctx.Done())
