@@ -184,12 +184,19 @@ spec:
 		}
 	}
 	r := consoleRun(kc, "sized", `echo cpus=$(grep -c ^processor /proc/cpuinfo) sockets=$(grep '^physical id' /proc/cpuinfo | sort -u | wc -l) mem=$(awk '/MemTotal/{print $2}' /proc/meminfo) sda=$(readlink -f /sys/block/sda)`)
-	line := grepLine(r.Stdout, "cpus=")
+	// The guest's answer, not the echoed command line (which also holds "cpus=").
+	var line string
+	for _, l := range strings.Split(r.Stdout, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "cpus=") {
+			line = strings.TrimSpace(l)
+		}
+	}
 	if !strings.Contains(line, "cpus=2 ") || !strings.Contains(line, "sockets=2 ") {
 		t.Errorf("guest CPUs: %q (%s)", line, r)
 	}
 	var memKiB int
-	if _, err := fmt.Sscanf(line[strings.Index(line, "mem="):], "mem=%d", &memKiB); err != nil || memKiB < 300<<10 || memKiB > 384<<10 {
+	_, mem, _ := strings.Cut(line, "mem=")
+	if _, err := fmt.Sscanf(mem, "%d", &memKiB); err != nil || memKiB < 300<<10 || memKiB > 384<<10 {
 		t.Errorf("guest MemTotal %d KiB, want a little under 384 MiB (%q)", memKiB, line)
 	}
 	// An AHCI disk sits under an ataN host in sysfs; a virtio disk would be vdX.

@@ -333,6 +333,7 @@ func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenA
 		v1alpha1.NetworkRef{}.OpenAPIModelName():                   schema_pkg_apis_apps_v1alpha1_NetworkRef(ref),
 		v1alpha1.Resources{}.OpenAPIModelName():                    v1alpha1.Resources{}.OpenAPIDefinition(),
 		v1alpha1.RunRequest{}.OpenAPIModelName():                   schema_pkg_apis_apps_v1alpha1_RunRequest(ref),
+		v1alpha1.Size{}.OpenAPIModelName():                         schema_pkg_apis_apps_v1alpha1_Size(ref),
 		v1alpha1.UploadSource{}.OpenAPIModelName():                 schema_pkg_apis_apps_v1alpha1_UploadSource(ref),
 		v1alpha1.VMConsoleOptions{}.OpenAPIModelName():             schema_pkg_apis_apps_v1alpha1_VMConsoleOptions(ref),
 		v1alpha1.VMDisk{}.OpenAPIModelName():                       schema_pkg_apis_apps_v1alpha1_VMDisk(ref),
@@ -17609,6 +17610,41 @@ func schema_pkg_apis_apps_v1alpha1_RunRequest(ref common.ReferenceCallback) comm
 		},
 		Dependencies: []string{
 			metav1.Time{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_apps_v1alpha1_Size(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "Size is how big a VM is when spec.resources sizes it: CPUs vCPUs in Sockets sockets, Memory bytes.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"CPUs": {
+						SchemaProps: spec.SchemaProps{
+							Default: 0,
+							Type:    []string{"integer"},
+							Format:  "int64",
+						},
+					},
+					"Sockets": {
+						SchemaProps: spec.SchemaProps{
+							Default: 0,
+							Type:    []string{"integer"},
+							Format:  "int64",
+						},
+					},
+					"Memory": {
+						SchemaProps: spec.SchemaProps{
+							Default: 0,
+							Type:    []string{"integer"},
+							Format:  "int64",
+						},
+					},
+				},
+				Required: []string{"CPUs", "Sockets", "Memory"},
+			},
+		},
 	}
 }
 

@@ -53,6 +53,11 @@ func (in RunRequest) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in Size) OpenAPIModelName() string {
+	return "io.cozystack.apps.v1alpha1.Size"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in UploadSource) OpenAPIModelName() string {
 	return "io.cozystack.apps.v1alpha1.UploadSource"
 }
