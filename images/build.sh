@@ -2,7 +2,7 @@
 # Builds Kumo's guest test images into a cache directory. Every image is a bootable
 # disk with its own bootloader: QEMU boots it through SeaBIOS, never with -kernel.
 #
-#   images/build.sh [kumo-tiny | debian-12 | all]     (default: kumo-tiny)
+#   images/build.sh [kumo-tiny | debian-12 | debian-12-cloud | all]   (default: kumo-tiny)
 #
 #   kumo-tiny.qcow2  Debian kernel + busybox/dropbear initramfs on a FAT partition
 #                    booted by syslinux. Applies a NoCloud seed and prints
@@ -10,6 +10,9 @@
 #   debian-12.qcow2  Debian 12 with cloud-init (mmdebstrap): syslinux FAT boot
 #                    partition + ext4 root partition. Prints "Cloud-init v. …
 #                    finished at" on ttyS0; default user "debian".
+#   debian-12-cloud.qcow2  The same on Debian's cloud kernel (linux-image-cloud-amd64,
+#                    as in Debian's genericcloud images): no AHCI driver, so it reads
+#                    the NoCloud seed only where Kumo puts it for Linux (a virtio disk).
 #
 # Environment:
 #   KUMO_IMAGES_DIR  cache/output directory (default: <repo>/_output/images)
@@ -42,10 +45,10 @@ TINY_MODULES="virtio_pci virtio_blk virtio_net virtio_scsi virtio_rng isofs sr_m
 	ahci libahci libata sd_mod e1000e button evdev"
 TINY_DISK_MIB=64
 
-# Packages installed into debian-12. The generic kernel, not linux-image-cloud-amd64:
-# the cloud kernel has no AHCI driver, so it sees neither q35's CD-ROM (where Kumo
-# attaches the NoCloud seed) nor AHCI disks.
-DEBIAN_PACKAGES="systemd-sysv udev dbus cloud-init openssh-server linux-image-amd64
+# Packages installed into debian-12 and debian-12-cloud, with the image's kernel: the
+# generic one (linux-image-amd64, with AHCI) or the cloud one (linux-image-cloud-amd64,
+# virtio only, like Debian's genericcloud images).
+DEBIAN_PACKAGES="systemd-sysv udev dbus cloud-init openssh-server
 	ifupdown isc-dhcp-client iproute2 netbase sudo ca-certificates initramfs-tools"
 DEBIAN_DISK_GIB=2
 DEBIAN_SUITE=bookworm
@@ -113,12 +116,14 @@ remove_tree() {
 # Caching
 # ---------------------------------------------------------------------------
 
-# inputs_hash IMAGE: hash of this script and the image's own input files.
+# inputs_hash IMAGE: hash of this script and the image's own input files (debian-12-cloud
+# is made from debian-12's).
 inputs_hash() {
-	local name=$1
+	local name=$1 dir=$1
+	[ "$name" = debian-12-cloud ] && dir=debian-12
 	{
 		sha256sum "$HERE/build.sh"
-		[ -d "$HERE/$name" ] && find "$HERE/$name" -type f | LC_ALL=C sort | xargs -r sha256sum
+		[ -d "$HERE/$dir" ] && find "$HERE/$dir" -type f | LC_ALL=C sort | xargs -r sha256sum
 	} | sed "s|$HERE/||" | sha256sum | cut -d' ' -f1
 }
 
@@ -314,8 +319,10 @@ EOF
 # debian-12
 # ---------------------------------------------------------------------------
 
-build_debian_12() {
-	local name=debian-12 work debs rootfs kver boot_mib=64 root_start disk_mib q
+# build_debian NAME KERNEL_PACKAGE: debian-12 (generic kernel) or debian-12-cloud (cloud
+# kernel); both from the same hooks in debian-12/.
+build_debian() {
+	local name=$1 kernel=$2 work debs rootfs kver boot_mib=64 root_start disk_mib q
 	if up_to_date "$name"; then
 		log "$name is up to date"
 		return 0
@@ -325,7 +332,7 @@ build_debian_12() {
 
 	local start=$SECONDS
 	work=$OUT/work/$name
-	debs=$OUT/debs/$name
+	debs=$OUT/debs/debian-12
 	rootfs=$work/rootfs
 	remove_tree "$work"
 	mkdir -p "$work" "$debs"
@@ -336,7 +343,7 @@ build_debian_12() {
 	q=$(printf '%q' "$debs")
 	# shellcheck disable=SC2086
 	ROOT_PARTUUID=$DISK_ID-02 mmdebstrap --variant=minbase --mode=root --quiet \
-		--include="$(echo $DEBIAN_PACKAGES | tr ' ' ,)" \
+		--include="$(echo $DEBIAN_PACKAGES $kernel | tr ' ' ,)" \
 		--dpkgopt='path-exclude=/usr/share/man/*' \
 		--dpkgopt='path-exclude=/usr/share/locale/*' \
 		--dpkgopt='path-include=/usr/share/locale/locale.alias' \
@@ -394,9 +401,9 @@ start=$root_start, type=83"
 main() {
 	local target=${1:-kumo-tiny} built=()
 	case "$target" in
-	kumo-tiny | debian-12 | all) ;;
+	kumo-tiny | debian-12 | debian-12-cloud | all) ;;
 	-h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; return 0 ;;
-	*) die "unknown image '$target' (kumo-tiny, debian-12, all)" ;;
+	*) die "unknown image '$target' (kumo-tiny, debian-12, debian-12-cloud, all)" ;;
 	esac
 	mkdir -p "$OUT"
 	# One build at a time per cache directory.
@@ -408,8 +415,12 @@ main() {
 		built+=("$OUT/kumo-tiny.qcow2")
 	fi
 	if [ "$target" = debian-12 ] || [ "$target" = all ]; then
-		build_debian_12
+		build_debian debian-12 linux-image-amd64
 		built+=("$OUT/debian-12.qcow2")
+	fi
+	if [ "$target" = debian-12-cloud ] || [ "$target" = all ]; then
+		build_debian debian-12-cloud linux-image-cloud-amd64
+		built+=("$OUT/debian-12-cloud.qcow2")
 	fi
 	rmdir "$OUT/work" 2>/dev/null || true
 	printf '%s\n' "${built[@]}"

@@ -90,6 +90,8 @@ type Agent struct {
 	caPEM []byte
 	accel string
 	qemuV string
+	// cpuModels are the CPU models the node's QEMU offers (reported in Node status).
+	cpuModels []string
 	// recorder records events on disks (import steps, failures, resizes); set by Run.
 	recorder record.EventRecorder
 	// golden is the node's golden images (see images.go).
@@ -292,6 +294,9 @@ func (a *Agent) detect(ctx context.Context) error {
 		return fmt.Errorf("QEMU (%s): %w", a.opts.QEMU, err)
 	}
 	a.qemuV = v
+	if a.cpuModels, err = qemu.CPUModels(ctx, a.opts.QEMU); err != nil {
+		return fmt.Errorf("QEMU (%s): %w", a.opts.QEMU, err)
+	}
 	switch a.opts.Accel {
 	case "kvm", "tcg":
 		a.accel = a.opts.Accel

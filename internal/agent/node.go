@@ -56,7 +56,7 @@ func (a *Agent) register(ctx context.Context) error {
 		kumo.ResourceLocalStorage: *resource.NewQuantity(localCap, resource.BinarySI)}
 	node.Status.Allocatable = map[string]resource.Quantity{"cpu": *resource.NewQuantity(allocCPU, resource.DecimalSI), "memory": *resource.NewQuantity(allocMem, resource.BinarySI),
 		kumo.ResourceLocalStorage: *resource.NewQuantity(localAlloc, resource.BinarySI)}
-	node.Status.QEMUVersion, node.Status.Accelerator = a.qemuV, a.accel
+	node.Status.QEMUVersion, node.Status.Accelerator, node.Status.CPUModels = a.qemuV, a.accel, a.cpuModels
 	node.Status.AgentEndpoint, node.Status.AgentCertificate = a.endpoint, a.certPEM
 	node.Status.Addresses = []string{a.advertiseHost()}
 	node.Status.Images = a.local.Images()

@@ -293,7 +293,8 @@ func (a *Agent) start(ctx context.Context, vm *apps.VMInstance) error {
 		cfg, err = a.qemuConfig(ctx, vm, runDir, key)
 	}
 	if err == nil {
-		seed := cloudinit.Seed{InstanceID: cloudinit.InstanceID(vm.Namespace, vm.Name, vm.Spec.CloudInitSeed), Hostname: vm.Name, UserData: vm.Spec.CloudInit, SSHKeys: vm.Spec.SSHKeys}
+		seed := cloudinit.Seed{InstanceID: cloudinit.InstanceID(vm.Namespace, vm.Name, vm.Spec.CloudInitSeed), Hostname: vm.Name, UserData: vm.Spec.CloudInit, SSHKeys: vm.Spec.SSHKeys,
+			DHCPAllInterfaces: vm.Spec.NetplanDHCP}
 		err = seed.WriteISO(filepath.Join(cfg.RunDir, "cidata.iso"))
 	}
 	rt := &runtimeVM{key: vmKey, uid: string(vm.UID), incarnation: vm.Status.Incarnation, dir: cfg.RunDir, cfg: cfg}
@@ -378,14 +379,19 @@ func (a *Agent) reportExit(ctx context.Context, vm *apps.VMInstance, reason apps
 	})
 }
 
-// qemuConfig turns the VM's intent into QEMU's configuration: size from the instance type,
-// devices from the profile, disks prepared by their storage drivers in boot order.
+// qemuConfig turns the VM's intent into QEMU's configuration: size from spec.resources or the
+// instance type, devices from the profile (each disk's bus may override it), firmware from the
+// profile or spec.firmware, disks prepared by their storage drivers in boot order.
 func (a *Agent) qemuConfig(ctx context.Context, vm *apps.VMInstance, runDir string, key storage.Key) (qemu.Config, error) {
-	obj, ok, _ := a.types.GetStore().GetByKey(vm.Spec.InstanceType)
+	size, ok := vm.Spec.ExplicitSize()
 	if !ok {
-		return qemu.Config{}, fmt.Errorf("instance type %s does not exist", vm.Spec.InstanceType)
+		obj, found, _ := a.types.GetStore().GetByKey(vm.Spec.InstanceType)
+		if !found {
+			return qemu.Config{}, fmt.Errorf("instance type %s does not exist", vm.Spec.InstanceType)
+		}
+		it := obj.(*kumo.InstanceType)
+		size = apps.Size{CPUs: int64(it.Spec.CPUs), Sockets: 1, Memory: it.Spec.Memory.Value()}
 	}
-	it := obj.(*kumo.InstanceType)
 	profile := kumo.BuiltinInstanceProfiles()[0].Spec
 	if vm.Spec.InstanceProfile != "" {
 		obj, ok, _ := a.profiles.GetStore().GetByKey(vm.Spec.InstanceProfile)
@@ -396,9 +402,19 @@ func (a *Agent) qemuConfig(ctx context.Context, vm *apps.VMInstance, runDir stri
 	}
 	cfg := qemu.Config{
 		Name: vm.Namespace + "_" + vm.Name, UUID: string(vm.UID), Binary: a.opts.QEMU, Accel: a.accel,
-		Machine: profile.Machine, CPUs: int(it.Spec.CPUs), MemoryMiB: it.Spec.Memory.Value() >> 20,
+		Machine: profile.Machine, CPUs: int(size.CPUs), Sockets: int(size.Sockets), MemoryMiB: size.Memory >> 20,
+		CPUModel: vm.Spec.CPUModel,
 		Firmware: qemu.Firmware(profile.Firmware), Clock: profile.Clock, Tablet: profile.Tablet, HyperV: profile.HyperV,
 		RunDir: runDir,
+	}
+	if fw := vm.Spec.Firmware; fw != nil {
+		if fw.Bootloader != "" {
+			cfg.Firmware = qemu.Firmware(fw.Bootloader)
+		}
+		cfg.SecureBoot = fw.SecureBoot
+		if fw.EFIPersistent {
+			cfg.UEFIVars = a.uefiVarsFile(vm)
+		}
 	}
 	for i, ref := range vm.Spec.Disks {
 		// Disks are prepared by the disk queue before the VM is scheduled; here they are only
@@ -407,16 +423,58 @@ func (a *Agent) qemuConfig(ctx context.Context, vm *apps.VMInstance, runDir stri
 		if err != nil {
 			return qemu.Config{}, err
 		}
+		bus := diskBus(ref.Bus, profile)
+		if d.optical {
+			bus = opticalBus(ref.Bus, profile)
+		}
 		disk := qemu.Disk{ID: fmt.Sprintf("disk%d", i), Name: ref.Name, Path: d.vol.Path, Driver: d.vol.Driver, Format: d.vol.Format,
-			Bus: profile.DiskBus, CDROM: d.optical, ReadOnly: d.optical, BootIndex: i + 1, KeyFile: d.vol.KeyFile}
+			Bus: bus, CDROM: d.optical, ReadOnly: d.optical, BootIndex: i + 1, KeyFile: d.vol.KeyFile}
 		if r := d.vol.RBD; r != nil {
 			disk.Path = ""
 			disk.RBD = &qemu.RBDImage{Pool: r.Pool, Namespace: r.Namespace, Image: r.Image, Conf: r.Conf, User: r.User}
 		}
 		cfg.Disks = append(cfg.Disks, disk)
 	}
-	cfg.Disks = append(cfg.Disks, qemu.Disk{ID: "cidata", Path: filepath.Join(cfg.RunDir, "cidata.iso"), Driver: "file", Format: "raw", Bus: profile.DiskBus, CDROM: true, ReadOnly: true})
+	cfg.Disks = append(cfg.Disks, seedDisk(cfg.RunDir, profile))
 	return cfg, cfg.Validate()
+}
+
+// seedDisk attaches the NoCloud seed where the guest's kernel sees it. Linux guests get a
+// read-only virtio disk, as KubeVirt does: cloud kernels (Debian's linux-image-cloud-amd64) have
+// virtio but no AHCI driver, so a CD-ROM on q35's AHCI controller is invisible to them. Windows
+// (cloudbase-init looks for a CD-ROM and has no virtio driver out of the box) keeps a SATA CD-ROM.
+func seedDisk(runDir string, profile kumo.InstanceProfileSpec) qemu.Disk {
+	seed := qemu.Disk{ID: "cidata", Path: filepath.Join(runDir, "cidata.iso"), Driver: "file", Format: "raw", ReadOnly: true}
+	if profile.OSType == kumo.OSWindows {
+		seed.Bus, seed.CDROM = qemu.BusSATA, true
+	} else {
+		seed.Bus = qemu.BusVirtio
+	}
+	return seed
+}
+
+// diskBus is the bus of a disk: the one the VM names for it, else the profile's.
+func diskBus(bus apps.DiskBus, profile kumo.InstanceProfileSpec) string {
+	if bus != "" {
+		return string(bus)
+	}
+	return profile.DiskBus
+}
+
+// opticalBus is the bus of a CD-ROM. A CD-ROM cannot be a virtio-blk device, and q35's AHCI
+// controller is invisible to cloud kernels, so CD-ROMs go to virtio-scsi (scsi-cd, which SeaBIOS
+// and OVMF boot from) unless the VM or its profile asks for SATA (Windows installers).
+func opticalBus(bus apps.DiskBus, profile kumo.InstanceProfileSpec) string {
+	if bus == apps.BusSATA || (bus == "" && profile.DiskBus == qemu.BusSATA) {
+		return qemu.BusSATA
+	}
+	return qemu.BusSCSI
+}
+
+// uefiVarsFile is where a VM with firmware.efiPersistent keeps its UEFI variables on this node:
+// outside its run directory, so that they survive the end of an incarnation.
+func (a *Agent) uefiVarsFile(vm *apps.VMInstance) string {
+	return filepath.Join(a.opts.DataDir, "efivars", vm.Namespace, vm.Name+"-"+string(vm.UID)+".fd")
 }
 
 func logTail(path string) string {

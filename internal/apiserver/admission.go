@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,6 +30,8 @@ type lookups struct {
 	namespaces, tenants, instanceTypes, instanceProfiles rest.Getter
 	vmInstances                                          rest.Lister
 	vmDisks                                              getLister
+	// nodes report the CPU models their QEMU offers (spec.cpuModel is checked against them).
+	nodes rest.Lister
 }
 
 // getLister reads single objects and lists.
@@ -152,7 +155,47 @@ func (l *lookups) vmReferences(ctx context.Context, vm, old *apps.VMInstance) fi
 	}
 	check(l.instanceTypes, spec.Child("instanceType"), vm.Spec.InstanceType, oldType, "instance type")
 	check(l.instanceProfiles, spec.Child("instanceProfile"), vm.Spec.InstanceProfile, oldProfile, "instance profile")
+	if old == nil || vm.Spec.CPUModel != old.Spec.CPUModel {
+		errs = append(errs, l.cpuModelOffered(ctx, vm.Spec.CPUModel, spec.Child("cpuModel"))...)
+	}
 	return errs
+}
+
+// cpuModelOffered refuses a cpuModel no node can give: "host" when no node runs KVM, any other
+// model when nodes report their QEMU's models and none offers it. While no node has reported a
+// list (none registered yet), the model is accepted and a node that lacks it fails the start
+// with QEMU's message.
+func (l *lookups) cpuModelOffered(ctx context.Context, model string, path *field.Path) field.ErrorList {
+	if model == "" || l.nodes == nil {
+		return nil
+	}
+	list, err := l.nodes.List(ctx, &metainternalversion.ListOptions{ResourceVersion: "0"})
+	if err != nil {
+		return field.ErrorList{field.InternalError(path, fmt.Errorf("list nodes to check the CPU model: %w", err))}
+	}
+	nodes := list.(*kumo.NodeList).Items
+	reported, kvm := false, false
+	for _, n := range nodes {
+		if n.Status.Accelerator == "kvm" {
+			kvm = true
+		}
+		if len(n.Status.CPUModels) == 0 {
+			continue
+		}
+		reported = true
+		if model != "host" && slices.Contains(n.Status.CPUModels, model) {
+			return nil
+		}
+	}
+	switch {
+	case model == "host" && (kvm || len(nodes) == 0):
+		return nil
+	case model == "host":
+		return field.ErrorList{field.Invalid(path, model, "host passthrough needs KVM and no node runs it; name a model such as max or Skylake-Server-v4, or leave cpuModel empty")}
+	case !reported:
+		return nil
+	}
+	return field.ErrorList{field.Invalid(path, model, "no node's QEMU offers this CPU model (kumo get node NODE -o yaml lists status.cpuModels)")}
 }
 
 // tenantEmpty refuses to delete a tenant whose namespace still holds VMs or disks.

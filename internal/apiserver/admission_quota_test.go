@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
@@ -212,5 +213,20 @@ func TestConcurrentCreatesCannotBothTakeTheLastUnit(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("drain blocked")
+	}
+}
+
+// spec.resources sizes a VM over its instance type (scheduler and agent alike): the quota counts
+// what the VM really gets, so resources cannot slip past a vCPU or memory limit.
+func TestVMSizedByResourcesCountsItsResources(t *testing.T) {
+	w := quotaWorld(kumo.TenantResources{CPUs: count(3)})
+	big := vmUsing("b")
+	big.Spec.Resources = &apps.Resources{}
+	if err := json.Unmarshal([]byte(`{"cpu":"4","memory":"1Gi"}`), big.Spec.Resources); err != nil {
+		t.Fatal(err)
+	}
+	err := createIn(w.admission(), "vminstances", big)
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "requested: cpus=4") {
+		t.Fatalf("4 vCPUs from spec.resources against a quota of 3 (its instance type has 1): want 403 naming cpus=4, got %v", err)
 	}
 }

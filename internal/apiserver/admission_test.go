@@ -73,7 +73,7 @@ func (f *fakeStore) ConvertToTable(context.Context, runtime.Object, runtime.Obje
 const testNS = "tenant-acme"
 
 type world struct {
-	vms, disks, namespaces, tenants, types, profiles *fakeStore
+	vms, disks, namespaces, tenants, types, profiles, nodes *fakeStore
 }
 
 func newWorld() *world {
@@ -85,12 +85,13 @@ func newWorld() *world {
 		tenants:    &fakeStore{gr: kumo.Resource("tenants"), newList: none},
 		types:      &fakeStore{gr: kumo.Resource("instancetypes"), newList: none},
 		profiles:   &fakeStore{gr: kumo.Resource("instanceprofiles"), newList: none},
+		nodes:      &fakeStore{gr: kumo.Resource("nodes"), newList: func() runtime.Object { return &kumo.NodeList{} }},
 	}
 }
 
 func (w *world) lookups() *lookups {
 	return &lookups{namespaces: w.namespaces, tenants: w.tenants, instanceTypes: w.types, instanceProfiles: w.profiles,
-		vmInstances: w.vms, vmDisks: w.disks}
+		vmInstances: w.vms, vmDisks: w.disks, nodes: w.nodes}
 }
 
 func (w *world) admission() *admissionChecks { return &admissionChecks{l: w.lookups()} }
@@ -468,5 +469,31 @@ func TestCloneAcrossStorageClassesIsRefused(t *testing.T) {
 	clone.Spec.StorageClass = apps.StorageLocal
 	if errs := w.lookups().cloneSource(ctxIn(testNS), clone); len(errs) != 0 {
 		t.Errorf("a copy in the source's class: %v", errs)
+	}
+}
+
+func TestCPUModelMustBeOfferedByANode(t *testing.T) {
+	w := newWorld()
+	w.types.objs = []runtime.Object{&kumo.InstanceType{ObjectMeta: metav1.ObjectMeta{Name: "u1.medium"}}}
+	vm := vmUsing("vm")
+	vm.Spec.CPUModel = "Skylake-Server-v4"
+	// No node has reported its models yet: accepted (the node's start says more).
+	if errs := w.lookups().vmReferences(context.Background(), vm, nil); len(errs) != 0 {
+		t.Fatalf("no node reported models: %v", errs)
+	}
+	w.nodes.objs = []runtime.Object{
+		&kumo.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: kumo.NodeStatus{Accelerator: "tcg", CPUModels: []string{"max", "qemu64"}}},
+		&kumo.Node{ObjectMeta: metav1.ObjectMeta{Name: "n2"}, Status: kumo.NodeStatus{Accelerator: "tcg", CPUModels: []string{"EPYC-v4", "max", "qemu64"}}},
+	}
+	oneError(t, w.lookups().vmReferences(context.Background(), vm, nil), field.ErrorTypeInvalid, "spec.cpuModel", "no node's QEMU offers")
+	vm.Spec.CPUModel = "EPYC-v4"
+	if errs := w.lookups().vmReferences(context.Background(), vm, nil); len(errs) != 0 {
+		t.Fatalf("a model n2 offers: %v", errs)
+	}
+	vm.Spec.CPUModel = "host"
+	oneError(t, w.lookups().vmReferences(context.Background(), vm, nil), field.ErrorTypeInvalid, "spec.cpuModel", "needs KVM")
+	w.nodes.objs = append(w.nodes.objs, &kumo.Node{ObjectMeta: metav1.ObjectMeta{Name: "n3"}, Status: kumo.NodeStatus{Accelerator: "kvm", CPUModels: []string{"host"}}})
+	if errs := w.lookups().vmReferences(context.Background(), vm, nil); len(errs) != 0 {
+		t.Fatalf("host with a KVM node: %v", errs)
 	}
 }

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"fmt"
 
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 
@@ -171,7 +172,7 @@ func nodeKind() *registry.Kind {
 			{Name: "Status", Type: "string", Value: func(o runtime.Object) interface{} { return ready(nd(o)) }},
 			{Name: "DC", Type: "string", Value: func(o runtime.Object) interface{} { return nd(o).Spec.Datacenter }},
 			{Name: "vCPU", Type: "string", Value: func(o runtime.Object) interface{} { return quantity(nd(o), "cpu") }},
-			{Name: "Memory", Type: "string", Value: func(o runtime.Object) interface{} { return quantity(nd(o), "memory") }},
+			{Name: "Memory", Type: "string", Value: func(o runtime.Object) interface{} { return nodeMemory(nd(o)) }},
 			{Name: "Accel", Type: "string", Priority: 1, Value: func(o runtime.Object) interface{} { return registry.OrNone(nd(o).Status.Accelerator) }},
 			{Name: "QEMU", Type: "string", Priority: 1, Value: func(o runtime.Object) interface{} { return registry.OrNone(nd(o).Status.QEMUVersion) }},
 		},
@@ -220,4 +221,14 @@ func goldenImageKind() *registry.Kind {
 			}},
 		},
 	}
+}
+
+// nodeMemory is a node's allocatable memory in GiB with one decimal (23.0Gi), as people read it;
+// the agent reports bytes, which a Quantity prints as 24159260Ki.
+func nodeMemory(n *kumo.Node) string {
+	q, ok := n.Status.Allocatable["memory"]
+	if !ok {
+		return "<none>"
+	}
+	return fmt.Sprintf("%.1fGi", float64(q.Value())/(1<<30))
 }

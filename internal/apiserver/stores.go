@@ -49,7 +49,7 @@ func (s *stores) lookups() lookups {
 	return lookups{
 		namespaces: s.namespaces, tenants: s.tenants,
 		instanceTypes: s.instanceTypes, instanceProfiles: s.instanceProfiles,
-		vmInstances: s.vmInstances, vmDisks: s.vmDisks,
+		vmInstances: s.vmInstances, vmDisks: s.vmDisks, nodes: s.nodes,
 	}
 }
 

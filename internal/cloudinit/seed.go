@@ -1,10 +1,11 @@
 // Package cloudinit builds a VM's NoCloud seed: an ISO9660 volume labelled "cidata" holding
-// meta-data (instance-id, local-hostname) and user-data (the VM's cloudInit with its sshKeys
-// merged in). The content is ours; genisoimage writes the ISO.
+// meta-data (instance-id, local-hostname), user-data (the VM's cloudInit with its sshKeys
+// merged in) and, when asked, network-config. The content is ours; genisoimage writes the ISO.
 package cloudinit
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -26,7 +28,37 @@ type Seed struct {
 	// UserData is the VM's cloudInit; empty gives a minimal #cloud-config.
 	UserData string
 	SSHKeys  []string
+	// DHCPAllInterfaces adds a network-config (version 2) asking DHCP on every en* and eth*
+	// interface (the VM's netplanDhcp).
+	DHCPAllInterfaces bool
 }
+
+// dhcpNetworkConfig is the network-config of netplanDhcp: DHCPv4 and v6 on every interface whose
+// name starts with en (predictable names) or eth (kernel names).
+const dhcpNetworkConfig = `version: 2
+ethernets:
+  kumo-en:
+    match:
+      name: "en*"
+    dhcp4: true
+    dhcp6: true
+  kumo-eth:
+    match:
+      name: "eth*"
+    dhcp4: true
+    dhcp6: true
+`
+
+// NetworkConfig renders network-config, or nil when the seed has none.
+func (s Seed) NetworkConfig() []byte {
+	if !s.DHCPAllInterfaces {
+		return nil
+	}
+	return []byte(dhcpNetworkConfig)
+}
+
+// isoTimeout bounds genisoimage, which writes a few kilobytes.
+const isoTimeout = 30 * time.Second
 
 // InstanceID derives the instance-id from the VM's identity and its cloudInitSeed: changing the
 // seed changes the id, so cloud-init runs again.
@@ -153,14 +185,25 @@ func (s Seed) WriteISO(path string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	for name, data := range map[string][]byte{"meta-data": s.MetaData(), "user-data": ud} {
+	files := map[string][]byte{"meta-data": s.MetaData(), "user-data": ud}
+	if nc := s.NetworkConfig(); nc != nil {
+		files["network-config"] = nc
+	}
+	args := []string{"-quiet", "-output", path + ".tmp", "-volid", "cidata", "-joliet", "-rock"}
+	for _, name := range []string{"user-data", "meta-data", "network-config"} {
+		data, ok := files[name]
+		if !ok {
+			continue
+		}
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			return err
 		}
+		args = append(args, filepath.Join(dir, name))
 	}
 	tmp := path + ".tmp"
-	out, err := exec.Command("genisoimage", "-quiet", "-output", tmp, "-volid", "cidata", "-joliet", "-rock",
-		filepath.Join(dir, "user-data"), filepath.Join(dir, "meta-data")).CombinedOutput()
+	ctx, cancel := context.WithTimeout(context.Background(), isoTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "genisoimage", args...).CombinedOutput()
 	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("genisoimage: %v: %s", err, strings.TrimSpace(string(out)))

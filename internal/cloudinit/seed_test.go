@@ -116,3 +116,46 @@ func TestWriteISOLabelsTheVolumeCidata(t *testing.T) {
 		t.Errorf("seed mode %o", st.Mode().Perm())
 	}
 }
+
+func TestNetplanDHCPAddsNetworkConfigForEveryInterface(t *testing.T) {
+	requireISOTools(t)
+	dir := t.TempDir()
+	without := Seed{InstanceID: "kumo-1", Hostname: "vm1"}
+	if err := without.WriteISO(filepath.Join(dir, "plain.iso")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("isoinfo", "-R", "-f", "-i", filepath.Join(dir, "plain.iso")).Output(); err != nil || strings.Contains(string(out), "network-config") {
+		t.Errorf("a seed without netplanDhcp lists %q (%v)", out, err)
+	}
+	with := Seed{InstanceID: "kumo-1", Hostname: "vm1", DHCPAllInterfaces: true}
+	path := filepath.Join(dir, "dhcp.iso")
+	if err := with.WriteISO(path); err != nil {
+		t.Fatal(err)
+	}
+	data, err := exec.Command("isoinfo", "-R", "-i", path, "-x", "/network-config").Output()
+	if err != nil {
+		t.Fatalf("isoinfo -x /network-config: %v", err)
+	}
+	var nc struct {
+		Version   int `json:"version"`
+		Ethernets map[string]struct {
+			Match struct {
+				Name string `json:"name"`
+			} `json:"match"`
+			DHCP4 bool `json:"dhcp4"`
+			DHCP6 bool `json:"dhcp6"`
+		} `json:"ethernets"`
+	}
+	if err := yaml.UnmarshalStrict(data, &nc); err != nil {
+		t.Fatalf("network-config is not the expected YAML: %v\n%s", err, data)
+	}
+	names := map[string]bool{}
+	for _, e := range nc.Ethernets {
+		if e.DHCP4 {
+			names[e.Match.Name] = true
+		}
+	}
+	if nc.Version != 2 || !names["en*"] || !names["eth*"] {
+		t.Errorf("network-config %+v: want version 2 with DHCP on en* and eth*", nc)
+	}
+}

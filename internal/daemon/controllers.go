@@ -31,10 +31,11 @@ func startControllers(ctx context.Context, loopback *rest.Config) error {
 	go tenant.NewController(c, apiserver.LabelTenant).Run(ctx, 2)
 
 	inf := scheduler.Informers{
-		VMs:   client.NewInformer(c.Apps, "vminstances", &apps.VMInstance{}, "", informerResync),
-		Disks: client.NewInformer(c.Apps, "vmdisks", &apps.VMDisk{}, "", informerResync),
-		Nodes: client.NewInformer(c.Kumo, "nodes", &kumo.Node{}, "", informerResync),
-		Types: client.NewInformer(c.Kumo, "instancetypes", &kumo.InstanceType{}, "", informerResync),
+		VMs:    client.NewInformer(c.Apps, "vminstances", &apps.VMInstance{}, "", informerResync),
+		Disks:  client.NewInformer(c.Apps, "vmdisks", &apps.VMDisk{}, "", informerResync),
+		Nodes:  client.NewInformer(c.Kumo, "nodes", &kumo.Node{}, "", informerResync),
+		Types:  client.NewInformer(c.Kumo, "instancetypes", &kumo.InstanceType{}, "", informerResync),
+		Images: client.NewInformer(c.Kumo, "goldenimages", &kumo.GoldenImage{}, "", informerResync),
 	}
 	sched := scheduler.NewController(c, inf)
 	// Per-node resources and VMs by phase, as the scheduler counts them, on the server's /metrics.
@@ -44,7 +45,7 @@ func startControllers(ctx context.Context, loopback *rest.Config) error {
 	metrics.Leader.Set(1) // one server runs the controllers until leader election lands
 	go sched.Run(ctx)
 	go instance.NewController(c, inf.VMs).Run(ctx, 2)
-	for _, i := range []cache.SharedIndexInformer{inf.VMs, inf.Disks, inf.Nodes, inf.Types} {
+	for _, i := range []cache.SharedIndexInformer{inf.VMs, inf.Disks, inf.Nodes, inf.Types, inf.Images} {
 		go i.Run(ctx.Done())
 	}
 	return nil

@@ -118,7 +118,7 @@ func (a Amounts) Resources() kumo.TenantResources {
 // Sizer gives an instance type's vCPU and memory; found is false when no such type exists.
 type Sizer func(instanceType string) (cpus int64, memory int64, found bool, err error)
 
-// OfVM is what one VM counts: itself, its instance type's vCPU and memory, and a public IP when
+// OfVM is what one VM counts: itself, its vCPU and memory (spec.resources, else its instance type's), and a public IP when
 // it is external. A VM whose instance type does not exist (any more) cannot run: it counts no
 // vCPU or memory.
 func OfVM(vm *apps.VMInstance, size Sizer) (Amounts, error) {
@@ -126,6 +126,11 @@ func OfVM(vm *apps.VMInstance, size Sizer) (Amounts, error) {
 	a[VMs] = 1
 	if vm.Spec.External {
 		a[PublicIPs] = 1
+	}
+	if explicit, ok := vm.Spec.ExplicitSize(); ok {
+		// spec.resources sizes the VM and overrides its instance type (as the scheduler does).
+		a[CPUs], a[Memory] = explicit.CPUs, explicit.Memory
+		return a, nil
 	}
 	cpus, mem, found, err := size(vm.Spec.InstanceType)
 	if err != nil {

@@ -35,6 +35,9 @@ const (
 // Informers are the watches the scheduler reads.
 type Informers struct {
 	VMs, Nodes, Types, Disks cache.SharedIndexInformer
+	// Images are the GoldenImages; optional (nil: a disk from an unknown image waits for a node
+	// that has it, without saying the image does not exist).
+	Images cache.SharedIndexInformer
 }
 
 // Controller binds pending VMs to nodes, one at a time so that its own bindings never overcommit
@@ -93,6 +96,9 @@ func NewController(c *client.Client, inf Informers) *Controller {
 	}
 	inf.Nodes.AddEventHandler(handlers)
 	inf.Disks.AddEventHandler(handlers)
+	if inf.Images != nil {
+		inf.Images.AddEventHandler(handlers)
+	}
 	return ctl
 }
 
@@ -101,7 +107,11 @@ func (ctl *Controller) Run(ctx context.Context) {
 	defer ctl.queue.ShutDown()
 	defer ctl.diskQueue.ShutDown()
 	ctl.recorder = events.NewRecorder(ctx, ctl.c, "kumo-scheduler")
-	if !cache.WaitForCacheSync(ctx.Done(), ctl.inf.VMs.HasSynced, ctl.inf.Nodes.HasSynced, ctl.inf.Types.HasSynced, ctl.inf.Disks.HasSynced) {
+	synced := []cache.InformerSynced{ctl.inf.VMs.HasSynced, ctl.inf.Nodes.HasSynced, ctl.inf.Types.HasSynced, ctl.inf.Disks.HasSynced}
+	if ctl.inf.Images != nil {
+		synced = append(synced, ctl.inf.Images.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return
 	}
 	go wait.Until(func() { ctl.requeuePending(); ctl.requeuePendingDisks() }, resync, ctx.Done())
@@ -189,14 +199,26 @@ func (ctl *Controller) schedule(ctx context.Context, key string) (string, error)
 	return metrics.ResultError, err
 }
 
-// request computes what a VM needs from its instance type and disks.
-func (ctl *Controller) request(vm *apps.VMInstance) (Request, error) {
+// vmSize is what a VM is guaranteed: spec.resources when it sizes the VM, else its instance type.
+func (ctl *Controller) vmSize(vm *apps.VMInstance) (Resources, bool) {
+	if size, ok := vm.Spec.ExplicitSize(); ok {
+		return Resources{CPUs: size.CPUs, Memory: size.Memory}, true
+	}
 	obj, ok, _ := ctl.inf.Types.GetStore().GetByKey(vm.Spec.InstanceType)
+	if !ok {
+		return Resources{}, false
+	}
+	it := obj.(*kumo.InstanceType)
+	return Resources{CPUs: int64(it.Spec.CPUs), Memory: it.Spec.Memory.Value()}, true
+}
+
+// request computes what a VM needs from its size and disks.
+func (ctl *Controller) request(vm *apps.VMInstance) (Request, error) {
+	size, ok := ctl.vmSize(vm)
 	if !ok {
 		return Request{}, &Unschedulable{Message: fmt.Sprintf("instance type %s does not exist", vm.Spec.InstanceType)}
 	}
-	it := obj.(*kumo.InstanceType)
-	req := Request{Resources: Resources{CPUs: int64(it.Spec.CPUs), Memory: it.Spec.Memory.Value()}}
+	req := Request{Resources: size}
 	// Every disk must exist and none may have failed; then every disk must be ready (disks are
 	// placed and prepared on their own, see disks.go).
 	var disks []*apps.VMDisk
@@ -281,10 +303,9 @@ func (ctl *Controller) nodes() []Node {
 		}
 		key, _ := cache.MetaNamespaceKeyFunc(vm)
 		seen[key] = true
-		if t, ok, _ := ctl.inf.Types.GetStore().GetByKey(vm.Spec.InstanceType); ok {
-			it := t.(*kumo.InstanceType)
-			n.Used.CPUs += int64(it.Spec.CPUs)
-			n.Used.Memory += it.Spec.Memory.Value()
+		if size, ok := ctl.vmSize(vm); ok {
+			n.Used.CPUs += size.CPUs
+			n.Used.Memory += size.Memory
 		}
 		n.VMs++
 	}

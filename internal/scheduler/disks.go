@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
+	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 )
 
 // Disks are placed as soon as they are created, so that their import runs before any VM needs
@@ -97,6 +99,10 @@ func (ctl *Controller) diskRequest(d *apps.VMDisk) (Request, error) {
 				Message: fmt.Sprintf("waits for its upload (kumo upload vmdisk %s --file FILE)", d.Name)}
 		}
 	case src.Image != nil:
+		if !ctl.imageExists(src.Image.Name) {
+			return Request{}, &Unschedulable{Reason: ReasonImageNotFound, Message: fmt.Sprintf(
+				"golden image %s does not exist (kumo image list shows the images; an admin adds one with kumo image import)", src.Image.Name)}
+		}
 		req.Images = []string{src.Image.Name}
 	case src.Disk != nil:
 		obj, ok, _ := ctl.inf.Disks.GetStore().GetByKey(d.Namespace + "/" + src.Disk.Name)
@@ -132,6 +138,23 @@ func (ctl *Controller) diskRequest(d *apps.VMDisk) (Request, error) {
 		req.Node, req.NodeBy = ctl.siblingsNode(d)
 	}
 	return req, nil
+}
+
+// imageExists says whether a golden image of that name is registered (a GoldenImage) or present
+// on a node (files in an agent's --images-dir count too). Without an image informer it assumes so.
+func (ctl *Controller) imageExists(name string) bool {
+	if ctl.inf.Images == nil {
+		return true
+	}
+	if _, ok, _ := ctl.inf.Images.GetStore().GetByKey(name); ok {
+		return true
+	}
+	for _, obj := range ctl.inf.Nodes.GetStore().List() {
+		if slices.Contains(obj.(*kumo.Node).Status.Images, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // siblingsNode is the node holding (or chosen for) the other local disks of the VMs that name
@@ -237,7 +260,7 @@ func (ctl *Controller) markDiskUnschedulable(ctx context.Context, d *apps.VMDisk
 	if err != nil {
 		return fmt.Errorf("mark disk %s/%s unschedulable: %w", d.Namespace, d.Name, err)
 	}
-	if reason == ReasonUnschedulable {
+	if reason == ReasonUnschedulable || reason == ReasonImageNotFound {
 		ctl.recorder.Event(d, corev1.EventTypeWarning, "FailedScheduling", u.Message)
 	}
 	return nil

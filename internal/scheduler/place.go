@@ -85,6 +85,8 @@ const (
 	ReasonWaitingForUpload = "WaitingForUpload"
 	// ReasonWaitingForSource: a disk waits for the disk it is copied from to be ready.
 	ReasonWaitingForSource = "WaitingForSourceDisk"
+	// ReasonImageNotFound: a disk's golden image does not exist (on no node, no GoldenImage).
+	ReasonImageNotFound = "ImageNotFound"
 )
 
 // Unschedulable explains why no node fits, or what the object waits for.
@@ -139,24 +141,35 @@ func place(req Request, nodes []Node, load func(Node) int, noneFits, pinnedCanno
 	}
 	var fit []Node
 	var why []string
+	// causes are the summaries of why nodes do not fit, so the message leads with the real
+	// reason ("no node holds golden image x") rather than a resource shortage no node has.
+	causes := map[string]bool{}
 	for _, n := range nodes {
 		switch {
 		case req.Node != "" && n.Name != req.Node:
 			continue
 		case !n.Ready:
 			why = append(why, n.Name+": not ready")
+			causes["no node is ready"] = true
 		case !n.Schedulable:
 			why = append(why, n.Name+": unschedulable")
+			causes["no node is schedulable"] = true
 		case missing(n.StorageClasses, req.StorageClasses) != "":
-			why = append(why, fmt.Sprintf("%s: lacks storage class %s", n.Name, missing(n.StorageClasses, req.StorageClasses)))
+			c := missing(n.StorageClasses, req.StorageClasses)
+			why = append(why, fmt.Sprintf("%s: lacks storage class %s", n.Name, c))
+			causes["no node serves storage class "+c] = true
 		case !hasImages(n, req.Images):
 			why = append(why, fmt.Sprintf("%s: lacks golden image %s", n.Name, strings.Join(req.Images, ", ")))
+			causes["no node holds golden image "+strings.Join(req.Images, ", ")] = true
 		case req.LocalBytes > 0 && n.LocalStorage < 0:
 			why = append(why, n.Name+": reports no local storage capacity")
+			causes["no node reports its local storage"] = true
 		case req.LocalBytes > n.LocalFree():
 			why = append(why, fmt.Sprintf("%s: %s of local storage free, the disk needs %s", n.Name, bytesString(max(n.LocalFree(), 0)), bytesString(req.LocalBytes)))
+			causes["no node has room for the local disk"] = true
 		case !req.Resources.Fits(n.Free()):
 			why = append(why, fmt.Sprintf("%s: %s free", n.Name, n.Free()))
+			causes[noneFits] = true
 		default:
 			fit = append(fit, n)
 		}
@@ -166,8 +179,15 @@ func place(req Request, nodes []Node, load func(Node) int, noneFits, pinnedCanno
 			return Node{}, &Unschedulable{Message: pinnedMissing}
 		}
 		prefix := noneFits
-		if req.Node != "" {
+		switch {
+		case req.Node != "":
 			prefix = pinnedCannot
+		case len(causes) == 1:
+			for c := range causes {
+				prefix = c
+			}
+		case !causes[noneFits] && req.Resources != (Resources{}):
+			prefix = "no node fits"
 		}
 		sort.Strings(why)
 		return Node{}, &Unschedulable{Message: prefix + " (" + strings.Join(why, "; ") + ")"}

@@ -104,3 +104,18 @@ func TestPlaceNeedsTheDisksStorageClasses(t *testing.T) {
 		t.Errorf("no node with Ceph: %v", err)
 	}
 }
+
+func TestSchedulingMessageLeadsWithTheRealReason(t *testing.T) {
+	nodes := []Node{
+		{Name: "n1", Datacenter: "dc1", Ready: true, Schedulable: true, StorageClasses: map[string]bool{"local": true},
+			Allocatable: Resources{CPUs: 8, Memory: 16 << 30}},
+	}
+	_, err := Place(Request{Resources: Resources{CPUs: 1, Memory: 4 << 30}, Images: []string{"kumo-tiny"}}, nodes)
+	if err == nil || !strings.HasPrefix(err.Error(), "no node holds golden image kumo-tiny (") {
+		t.Errorf("a missing image with plenty of room: %v, want the image first", err)
+	}
+	_, err = Place(Request{Resources: Resources{CPUs: 16, Memory: 4 << 30}}, nodes)
+	if err == nil || !strings.HasPrefix(err.Error(), "no node has 16 vCPU") {
+		t.Errorf("too big a VM: %v", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -171,4 +172,43 @@ func parseVersion(out string) (string, error) {
 		return "", fmt.Errorf("parse qemu version from %q", strings.TrimSpace(out))
 	}
 	return m[1], nil
+}
+
+// cpuModelsTimeout bounds `qemu -cpu help`.
+const cpuModelsTimeout = 10 * time.Second
+
+// CPUModels lists the CPU models the QEMU binary offers a guest (`-cpu help`), e.g. qemu64, max,
+// host, Skylake-Server-v4; VMs may name one as spec.cpuModel.
+func CPUModels(ctx context.Context, binary string) ([]string, error) {
+	if binary == "" {
+		binary = DefaultBinary
+	}
+	cctx, cancel := context.WithTimeout(ctx, cpuModelsTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(cctx, binary, "-machine", "none", "-cpu", "help").Output()
+	if err != nil {
+		return nil, fmt.Errorf("run %s -cpu help: %w", binary, err)
+	}
+	models := parseCPUModels(string(out))
+	if len(models) == 0 {
+		return nil, fmt.Errorf("%s -cpu help lists no CPU models", binary)
+	}
+	return models, nil
+}
+
+// parseCPUModels reads the "x86 NAME  (description)" lines of `-cpu help`, sorted.
+func parseCPUModels(out string) []string {
+	seen := map[string]bool{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "x86" && cpuModelPattern.MatchString(f[1]) {
+			seen[f[1]] = true
+		}
+	}
+	models := make([]string, 0, len(seen))
+	for m := range seen {
+		models = append(models, m)
+	}
+	sort.Strings(models)
+	return models
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -125,4 +126,26 @@ func TestVersionOfInstalledQEMU(t *testing.T) {
 		t.Fatalf("Version = %q", v)
 	}
 	t.Logf("QEMU %s", v)
+}
+
+func TestParseCPUModelsReadsTheX86Lines(t *testing.T) {
+	out := "Available CPUs:\nx86 486                   (alias configured by machine type)\nx86 Skylake-Server-v4     Intel Xeon\nx86 host                  KVM processor with all supported host features\nx86 qemu64                QEMU Virtual CPU version 2.5+\n\nRecognized CPUID flags:\n  3dnow 3dnowext\n"
+	got := parseCPUModels(out)
+	want := []string{"486", "Skylake-Server-v4", "host", "qemu64"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("models = %v, want %v", got, want)
+	}
+}
+
+func TestCPUModelsOfTheInstalledQEMU(t *testing.T) {
+	requireQEMU(t)
+	models, err := CPUModels(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"qemu64", "max", "host"} {
+		if !slices.Contains(models, m) {
+			t.Errorf("QEMU's models %v lack %s", models, m)
+		}
+	}
 }

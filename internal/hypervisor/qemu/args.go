@@ -39,12 +39,16 @@ func (c *Config) Args() ([]string, error) {
 	if cfg.Firmware == FirmwareUEFI {
 		machine += ",pflash0=" + pflashCodeID + ",pflash1=" + pflashVarsID
 	}
+	if cfg.SecureBoot {
+		// OVMF's Secure Boot build keeps its variables safe from the guest OS in SMM.
+		machine += ",smm=on"
+	}
 	a.add("-name", "guest="+cfg.Name+",debug-threads=on")
 	a.add("-uuid", cfg.UUID)
 	a.add("-machine", machine)
 	a.add("-accel", cfg.Accel)
 	a.add("-cpu", cfg.cpuModel())
-	a.add("-smp", strconv.Itoa(cfg.CPUs))
+	a.add("-smp", fmt.Sprintf("%d,sockets=%d,cores=%d,threads=1", cfg.CPUs, cfg.Sockets, cfg.CPUs/cfg.Sockets))
 	a.add("-m", strconv.FormatInt(cfg.MemoryMiB, 10))
 	a.add("-nodefaults", "-no-user-config", "-no-shutdown")
 	a.add("-msg", "timestamp=on")
@@ -59,8 +63,12 @@ func (c *Config) Args() ([]string, error) {
 	// pvpanic turns a guest kernel panic into the QMP status "guest-panicked".
 	a.add("-device", "pvpanic")
 
+	if cfg.SecureBoot {
+		// Only SMM code may write the variable flash: the guest cannot tamper with the keys.
+		a.add("-global", "driver=cfi.pflash01,property=secure,value=on")
+	}
 	if cfg.Firmware == FirmwareUEFI {
-		code, _, err := uefiFirmware()
+		code, _, err := uefiFirmware(cfg.SecureBoot)
 		if err != nil {
 			return nil, err
 		}
@@ -87,13 +95,18 @@ func (c *Config) Args() ([]string, error) {
 }
 
 func (c *Config) cpuModel() string {
-	if c.Accel != AccelKVM {
-		return tcgCPUModel
+	model := c.CPUModel
+	switch {
+	case model != "":
+	case c.Accel != AccelKVM:
+		model = tcgCPUModel
+	default:
+		model = "host"
 	}
-	if c.HyperV {
-		return "host," + strings.Join(hypervEnlightenments, ",")
+	if c.HyperV && c.Accel == AccelKVM {
+		return model + "," + strings.Join(hypervEnlightenments, ",")
 	}
-	return "host"
+	return model
 }
 
 // diskArgs adds the storage controllers the disks need, then one pair of block nodes (protocol

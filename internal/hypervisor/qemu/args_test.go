@@ -14,7 +14,7 @@ const testUUID = "0d4c6f7e-2b1a-4c3d-9e8f-7a6b5c4d3e2f"
 func fakeOVMF(t *testing.T) (code string) {
 	t.Helper()
 	dir := t.TempDir()
-	for _, f := range []string{"OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd", "OVMF_CODE.fd", "OVMF_VARS.fd"} {
+	for _, f := range []string{"OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd", "OVMF_CODE.fd", "OVMF_VARS.fd", "OVMF_CODE_4M.ms.fd", "OVMF_VARS_4M.ms.fd"} {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -89,7 +89,7 @@ func TestArgsLinuxVirtioVM(t *testing.T) {
 		NICs: []NIC{{ID: "eth0", Tap: "kt-1a2b3c", MAC: "52:54:00:AB:cd:01"}},
 	}
 	rd := cfg.RunDir
-	want := commonArgs("tenant-a_vm1", "q35", "tcg", "qemu64", "2", "2048", "utc", rd)
+	want := commonArgs("tenant-a_vm1", "q35", "tcg", "qemu64", "2,sockets=1,cores=2,threads=1", "2048", "utc", rd)
 	want = append(want,
 		"-blockdev", `{"driver":"file","node-name":"file-root","filename":"/var/lib/kumo/disks/root.qcow2","read-only":false}`,
 		"-blockdev", `{"driver":"qcow2","node-name":"drive-root","file":"file-root","read-only":false}`,
@@ -120,7 +120,7 @@ func TestArgsWindowsSATAUEFIVM(t *testing.T) {
 	}
 	rd := cfg.RunDir
 	want := commonArgs("tenant-b_win", "q35,pflash0=pflash0,pflash1=pflash1", "kvm",
-		"host,hv-relaxed,hv-vapic,hv-spinlocks=0x1fff,hv-time", "4", "8192", "localtime", rd)
+		"host,hv-relaxed,hv-vapic,hv-spinlocks=0x1fff,hv-time", "4,sockets=1,cores=4,threads=1", "8192", "localtime", rd)
 	want = append(want,
 		"-blockdev", `{"driver":"file","node-name":"pflash0","filename":"`+code+`","read-only":true}`,
 		"-blockdev", `{"driver":"file","node-name":"pflash1","filename":"/run/kumo/vms/tenant-b_win/OVMF_VARS.fd","read-only":false}`,
@@ -147,7 +147,7 @@ func TestArgsSCSIVM(t *testing.T) {
 			{ID: "cd", Path: "/d/tools.iso", Bus: BusSCSI, CDROM: true},
 		},
 	}
-	want := commonArgs("vm-scsi", "q35", "tcg", "qemu64", "1", "512", "utc", "/r")
+	want := commonArgs("vm-scsi", "q35", "tcg", "qemu64", "1,sockets=1,cores=1,threads=1", "512", "utc", "/r")
 	want = append(want,
 		"-device", "virtio-scsi-pci,id=scsi0",
 		"-blockdev", `{"driver":"file","node-name":"file-root","filename":"/d/root.raw","read-only":false}`,
@@ -241,5 +241,70 @@ func TestArgsHyperVIgnoredUnderTCG(t *testing.T) {
 	args := strings.Join(mustArgs(t, cfg), " ")
 	if strings.Contains(args, "hv-") || strings.Contains(args, "host") {
 		t.Fatalf("tcg args carry KVM-only CPU flags: %s", args)
+	}
+}
+
+func TestArgsSocketsTopologyAndCPUModel(t *testing.T) {
+	cfg := Config{Name: "vm", UUID: testUUID, CPUs: 4, Sockets: 2, CPUModel: "Skylake-Server-v4", MemoryMiB: 256, RunDir: "/r"}
+	args := strings.Join(mustArgs(t, cfg), " ")
+	for _, want := range []string{"-smp 4,sockets=2,cores=2,threads=1", "-cpu Skylake-Server-v4 "} {
+		if !strings.Contains(args, want) {
+			t.Errorf("args lack %q:\n%s", want, args)
+		}
+	}
+	cfg.Sockets = 3
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "Sockets") {
+		t.Errorf("4 CPUs in 3 sockets: Validate = %v, want an error naming Sockets", err)
+	}
+}
+
+func TestArgsHostCPUModelNeedsKVM(t *testing.T) {
+	cfg := Config{Name: "vm", UUID: testUUID, CPUs: 1, CPUModel: "host", MemoryMiB: 256, RunDir: "/r"}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "CPUModel") {
+		t.Errorf("host model under TCG: Validate = %v, want an error naming CPUModel", err)
+	}
+}
+
+func TestArgsSecureBootUsesMicrosoftKeysAndSMM(t *testing.T) {
+	code := fakeOVMF(t)
+	dir := filepath.Dir(code)
+	cfg := Config{Name: "vm", UUID: testUUID, CPUs: 1, MemoryMiB: 256, RunDir: "/r", Firmware: FirmwareUEFI, SecureBoot: true,
+		UEFIVars: "/var/lib/kumo/efivars/vm.fd"}
+	args := strings.Join(mustArgs(t, cfg), " ")
+	for _, want := range []string{
+		"-machine q35,pflash0=pflash0,pflash1=pflash1,smm=on ",
+		"-global driver=cfi.pflash01,property=secure,value=on",
+		`"filename":"` + filepath.Join(dir, "OVMF_CODE_4M.ms.fd") + `","read-only":true`,
+		`"filename":"/var/lib/kumo/efivars/vm.fd","read-only":false`,
+	} {
+		if !strings.Contains(args, want) {
+			t.Errorf("args lack %q:\n%s", want, args)
+		}
+	}
+	cfg.Machine = "pc"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "SecureBoot") {
+		t.Errorf("secure boot on pc: Validate = %v, want an error naming SecureBoot", err)
+	}
+}
+
+func TestPersistentUEFIVarsAreCopiedOnceFromTheirTemplate(t *testing.T) {
+	code := fakeOVMF(t)
+	vars := filepath.Join(t.TempDir(), "efivars", "vm.fd")
+	cfg := Config{Name: "vm", UUID: testUUID, CPUs: 1, MemoryMiB: 256, RunDir: "/r", Firmware: FirmwareUEFI, SecureBoot: true, UEFIVars: vars}
+	if err := prepareUEFIVars(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(vars)
+	if err != nil || string(got) != "OVMF_VARS_4M.ms.fd" {
+		t.Fatalf("variable store = %q, %v; want a copy of the Microsoft-keys template next to %s", got, err, code)
+	}
+	if err := os.WriteFile(vars, []byte("written by the guest"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := prepareUEFIVars(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(vars); string(got) != "written by the guest" {
+		t.Fatalf("the next start replaced the VM's variables: %q", got)
 	}
 }

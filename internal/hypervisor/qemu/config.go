@@ -47,20 +47,30 @@ const (
 
 // Config describes one VM incarnation. Everything QEMU needs comes from here; no string maps.
 type Config struct {
-	Name      string // e.g. "tenant-a_vm1", used for -name, logs and the cgroup
-	UUID      string // SMBIOS uuid (the VMInstance UID)
-	Binary    string // default "qemu-system-x86_64"
-	Accel     string // "kvm" or "tcg" (default "tcg")
-	Machine   string // "q35" (default) or "pc"
-	CPUs      int
+	Name    string // e.g. "tenant-a_vm1", used for -name, logs and the cgroup
+	UUID    string // SMBIOS uuid (the VMInstance UID)
+	Binary  string // default "qemu-system-x86_64"
+	Accel   string // "kvm" or "tcg" (default "tcg")
+	Machine string // "q35" (default) or "pc"
+	CPUs    int
+	// Sockets splits CPUs into sockets of CPUs/Sockets cores each (default 1 socket).
+	Sockets int
+	// CPUModel is the guest's CPU model; empty: "host" under KVM, qemu64 under TCG.
+	CPUModel  string
 	MemoryMiB int64
 	Firmware  Firmware // FirmwareBIOS (default) or FirmwareUEFI
-	Clock     string   // "utc" (default) or "localtime"
-	Tablet    bool     // USB tablet, so a VNC pointer maps absolutely
-	HyperV    bool     // Hyper-V enlightenments; only applied under kvm
-	Disks     []Disk
-	NICs      []NIC
-	RunDir    string // absolute per-VM directory, mode 0700: sockets, pid file, log, UEFI vars
+	// SecureBoot boots OVMF's Secure Boot build with Microsoft's keys enrolled; it needs UEFI
+	// and q35, and turns on SMM.
+	SecureBoot bool
+	// UEFIVars is the VM's variable store; empty: OVMF_VARS.fd in RunDir, which goes with the
+	// run directory. A path outside RunDir keeps the variables across incarnations.
+	UEFIVars string
+	Clock    string // "utc" (default) or "localtime"
+	Tablet   bool   // USB tablet, so a VNC pointer maps absolutely
+	HyperV   bool   // Hyper-V enlightenments; only applied under kvm
+	Disks    []Disk
+	NICs     []NIC
+	RunDir   string // absolute per-VM directory, mode 0700: sockets, pid file, log, UEFI vars
 }
 
 // Disk is one block device of the VM.
@@ -126,7 +136,12 @@ func (c *Config) PIDFile() string { return filepath.Join(c.RunDir, pidFileName) 
 func (c *Config) LogFile() string { return filepath.Join(c.RunDir, logFileName) }
 
 // UEFIVarsFile is the VM's private copy of the OVMF variable store.
-func (c *Config) UEFIVarsFile() string { return filepath.Join(c.RunDir, uefiVarsName) }
+func (c *Config) UEFIVarsFile() string {
+	if c.UEFIVars != "" {
+		return c.UEFIVars
+	}
+	return filepath.Join(c.RunDir, uefiVarsName)
+}
 
 // Limits checked by Validate.
 const (
@@ -140,10 +155,11 @@ const (
 )
 
 var (
-	idPattern   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
-	namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-	uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	macPattern  = regexp.MustCompile(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`)
+	idPattern       = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+	namePattern     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	cpuModelPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	uuidPattern     = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	macPattern      = regexp.MustCompile(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`)
 	// tapPattern follows the kernel's interface name rules (IFNAMSIZ 16 including NUL).
 	tapPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$`)
 )
@@ -164,6 +180,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Clock == "" {
 		c.Clock = DefaultClock
+	}
+	if c.Sockets == 0 {
+		c.Sockets = 1
 	}
 	c.Disks = append([]Disk(nil), c.Disks...)
 	for i := range c.Disks {
@@ -214,6 +233,21 @@ func (c *Config) validate() error {
 	}
 	if c.CPUs < 1 || c.CPUs > maxCPUs {
 		bad("CPUs", "%d must be between 1 and %d", c.CPUs, maxCPUs)
+	}
+	if c.Sockets < 1 || c.CPUs%c.Sockets != 0 {
+		bad("Sockets", "%d must be at least 1 and divide CPUs (%d)", c.Sockets, c.CPUs)
+	}
+	if c.CPUModel != "" && !cpuModelPattern.MatchString(c.CPUModel) {
+		bad("CPUModel", "%q is not a QEMU CPU model name", c.CPUModel)
+	}
+	if c.CPUModel == "host" && c.Accel != AccelKVM {
+		bad("CPUModel", "\"host\" needs the kvm accelerator (this node runs %s)", c.Accel)
+	}
+	if c.SecureBoot && (c.Firmware != FirmwareUEFI || c.Machine != "q35") {
+		bad("SecureBoot", "needs UEFI firmware and the q35 machine (firmware %q, machine %q)", c.Firmware, c.Machine)
+	}
+	if c.UEFIVars != "" && !filepath.IsAbs(c.UEFIVars) {
+		bad("UEFIVars", "%q must be an absolute path", c.UEFIVars)
 	}
 	if c.MemoryMiB < minMemMiB {
 		bad("MemoryMiB", "%d must be at least %d", c.MemoryMiB, minMemMiB)

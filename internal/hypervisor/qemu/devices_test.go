@@ -71,7 +71,7 @@ func createTap(t *testing.T, name string) string {
 func TestStartUEFIWithEveryDeviceKind(t *testing.T) {
 	requireQEMU(t)
 	requireQEMUImg(t)
-	if _, _, err := uefiFirmware(); err != nil {
+	if _, _, err := uefiFirmware(false); err != nil {
 		t.Fatalf("%v", err)
 	}
 	dir := shortTempDir(t)

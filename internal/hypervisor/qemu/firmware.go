@@ -18,17 +18,29 @@ var ovmfPairs = [][2]string{
 	{"OVMF_CODE.fd", "OVMF_VARS.fd"},
 }
 
-// uefiFirmware locates OVMF: the read-only code image and the pristine variable-store template.
-func uefiFirmware() (code, varsTemplate string, err error) {
+// ovmfSecureBootPairs are Debian's Secure Boot builds (SMM required) with a variable store that
+// has Microsoft's keys enrolled (package ovmf: OVMF_CODE_4M.ms.fd is OVMF_CODE_4M.secboot.fd).
+var ovmfSecureBootPairs = [][2]string{
+	{"OVMF_CODE_4M.ms.fd", "OVMF_VARS_4M.ms.fd"},
+	{"OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd"},
+}
+
+// uefiFirmware locates OVMF: the read-only code image and the pristine variable-store template,
+// of the Secure Boot build with Microsoft's keys when secureBoot is set.
+func uefiFirmware(secureBoot bool) (code, varsTemplate string, err error) {
+	pairs := ovmfPairs
+	if secureBoot {
+		pairs = ovmfSecureBootPairs
+	}
 	for _, dir := range ovmfDirs {
-		for _, p := range ovmfPairs {
+		for _, p := range pairs {
 			c, v := filepath.Join(dir, p[0]), filepath.Join(dir, p[1])
 			if fileExists(c) && fileExists(v) {
 				return c, v, nil
 			}
 		}
 	}
-	return "", "", fmt.Errorf("find OVMF firmware: no OVMF_CODE/OVMF_VARS pair in %v (install package ovmf)", ovmfDirs)
+	return "", "", fmt.Errorf("find OVMF firmware: none of %v in %v (install package ovmf)", pairs, ovmfDirs)
 }
 
 func fileExists(path string) bool {
@@ -43,9 +55,12 @@ func prepareUEFIVars(cfg *Config) error {
 	if fileExists(dst) {
 		return nil
 	}
-	_, tmpl, err := uefiFirmware()
+	_, tmpl, err := uefiFirmware(cfg.SecureBoot)
 	if err != nil {
 		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return fmt.Errorf("UEFI variable store directory for VM %s: %w", cfg.Name, err)
 	}
 	if err := copyFile(tmpl, dst, 0o600); err != nil {
 		return fmt.Errorf("copy UEFI variable store for VM %s: %w", cfg.Name, err)

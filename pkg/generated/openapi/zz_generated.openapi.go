@@ -329,12 +329,15 @@ func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenA
 		intstr.IntOrString{}.OpenAPIModelName():                        schema_apimachinery_pkg_util_intstr_IntOrString(ref),
 		version.Info{}.OpenAPIModelName():                              schema_k8sio_apimachinery_pkg_version_Info(ref),
 		v1alpha1.DiskSource{}.OpenAPIModelName():                       schema_pkg_apis_apps_v1alpha1_DiskSource(ref),
+		v1alpha1.Firmware{}.OpenAPIModelName():                         schema_pkg_apis_apps_v1alpha1_Firmware(ref),
 		v1alpha1.GPURef{}.OpenAPIModelName():                           schema_pkg_apis_apps_v1alpha1_GPURef(ref),
 		v1alpha1.HTTPSource{}.OpenAPIModelName():                       schema_pkg_apis_apps_v1alpha1_HTTPSource(ref),
 		v1alpha1.ImageSource{}.OpenAPIModelName():                      schema_pkg_apis_apps_v1alpha1_ImageSource(ref),
 		v1alpha1.IncarnationExit{}.OpenAPIModelName():                  schema_pkg_apis_apps_v1alpha1_IncarnationExit(ref),
-		v1alpha1.Resources{}.OpenAPIModelName():                        schema_pkg_apis_apps_v1alpha1_Resources(ref),
+		v1alpha1.NetworkRef{}.OpenAPIModelName():                       schema_pkg_apis_apps_v1alpha1_NetworkRef(ref),
+		v1alpha1.Resources{}.OpenAPIModelName():                        v1alpha1.Resources{}.OpenAPIDefinition(),
 		v1alpha1.RunRequest{}.OpenAPIModelName():                       schema_pkg_apis_apps_v1alpha1_RunRequest(ref),
+		v1alpha1.Size{}.OpenAPIModelName():                             schema_pkg_apis_apps_v1alpha1_Size(ref),
 		v1alpha1.UploadSource{}.OpenAPIModelName():                     schema_pkg_apis_apps_v1alpha1_UploadSource(ref),
 		v1alpha1.VMConsoleOptions{}.OpenAPIModelName():                 schema_pkg_apis_apps_v1alpha1_VMConsoleOptions(ref),
 		v1alpha1.VMDisk{}.OpenAPIModelName():                           schema_pkg_apis_apps_v1alpha1_VMDisk(ref),
@@ -17575,6 +17578,40 @@ func schema_pkg_apis_apps_v1alpha1_DiskSource(ref common.ReferenceCallback) comm
 	}
 }
 
+func schema_pkg_apis_apps_v1alpha1_Firmware(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "Firmware is the VM's boot firmware, as in Cozystack's vm-instance.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"bootloader": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Bootloader is bios (SeaBIOS) or uefi (OVMF); empty takes the instance profile's.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"secureBoot": {
+						SchemaProps: spec.SchemaProps{
+							Description: "SecureBoot boots OVMF with Secure Boot on and Microsoft's keys enrolled (Debian's OVMF_VARS_4M.ms.fd); it needs bootloader uefi and gives the VM a q35 machine with SMM.",
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
+					"efiPersistent": {
+						SchemaProps: spec.SchemaProps{
+							Description: "EFIPersistent keeps the VM's UEFI variables (boot entries, enrolled keys) from one start to the next. Without it every start begins with the firmware's pristine variables. Needs bootloader uefi.",
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
+				},
+			},
+		},
+	}
+}
+
 func schema_pkg_apis_apps_v1alpha1_GPURef(ref common.ReferenceCallback) common.OpenAPIDefinition {
 	return common.OpenAPIDefinition{
 		Schema: spec.Schema{
@@ -17584,9 +17621,10 @@ func schema_pkg_apis_apps_v1alpha1_GPURef(ref common.ReferenceCallback) common.O
 				Properties: map[string]spec.Schema{
 					"name": {
 						SchemaProps: spec.SchemaProps{
-							Default: "",
-							Type:    []string{"string"},
-							Format:  "",
+							Description: "Name of the GPU resource, e.g. nvidia.com/GA102GL_A10.",
+							Default:     "",
+							Type:        []string{"string"},
+							Format:      "",
 						},
 					},
 				},
@@ -17688,33 +17726,23 @@ func schema_pkg_apis_apps_v1alpha1_IncarnationExit(ref common.ReferenceCallback)
 	}
 }
 
-func schema_pkg_apis_apps_v1alpha1_Resources(ref common.ReferenceCallback) common.OpenAPIDefinition {
+func schema_pkg_apis_apps_v1alpha1_NetworkRef(ref common.ReferenceCallback) common.OpenAPIDefinition {
 	return common.OpenAPIDefinition{
 		Schema: spec.Schema{
 			SchemaProps: spec.SchemaProps{
-				Description: "Resources is Hikube's explicit sizing block.",
+				Description: "NetworkRef names a network of the tenant.",
 				Type:        []string{"object"},
 				Properties: map[string]spec.Schema{
-					"cpu": {
+					"name": {
 						SchemaProps: spec.SchemaProps{
-							Ref: ref(resource.Quantity{}.OpenAPIModelName()),
-						},
-					},
-					"memory": {
-						SchemaProps: spec.SchemaProps{
-							Ref: ref(resource.Quantity{}.OpenAPIModelName()),
-						},
-					},
-					"sockets": {
-						SchemaProps: spec.SchemaProps{
-							Ref: ref(resource.Quantity{}.OpenAPIModelName()),
+							Description: "Name of the network attachment.",
+							Type:        []string{"string"},
+							Format:      "",
 						},
 					},
 				},
 			},
 		},
-		Dependencies: []string{
-			resource.Quantity{}.OpenAPIModelName()},
 	}
 }
 
@@ -17743,6 +17771,41 @@ func schema_pkg_apis_apps_v1alpha1_RunRequest(ref common.ReferenceCallback) comm
 		},
 		Dependencies: []string{
 			metav1.Time{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_apps_v1alpha1_Size(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "Size is how big a VM is when spec.resources sizes it: CPUs vCPUs in Sockets sockets, Memory bytes.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"CPUs": {
+						SchemaProps: spec.SchemaProps{
+							Default: 0,
+							Type:    []string{"integer"},
+							Format:  "int64",
+						},
+					},
+					"Sockets": {
+						SchemaProps: spec.SchemaProps{
+							Default: 0,
+							Type:    []string{"integer"},
+							Format:  "int64",
+						},
+					},
+					"Memory": {
+						SchemaProps: spec.SchemaProps{
+							Default: 0,
+							Type:    []string{"integer"},
+							Format:  "int64",
+						},
+					},
+				},
+				Required: []string{"CPUs", "Sockets", "Memory"},
+			},
+		},
 	}
 }
 
@@ -17956,6 +18019,13 @@ func schema_pkg_apis_apps_v1alpha1_VMDiskSpec(ref common.ReferenceCallback) comm
 					"storageClass": {
 						SchemaProps: spec.SchemaProps{
 							Description: "StorageClass is replicated (default; three replicas, one per datacenter) or local (on one node). It cannot change after creation.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"schedulingClass": {
+						SchemaProps: spec.SchemaProps{
+							Description: "SchedulingClass names a scheduling class for the disk's workloads. Accepted for Hikube compatibility; not used yet.",
 							Type:        []string{"string"},
 							Format:      "",
 						},
@@ -18185,10 +18255,16 @@ func schema_pkg_apis_apps_v1alpha1_VMInstanceSpec(ref common.ReferenceCallback) 
 							Format:      "",
 						},
 					},
+					"externalAllowICMP": {
+						SchemaProps: spec.SchemaProps{
+							Description: "ExternalAllowICMP accepts ICMP to the VM's public IP in PortList mode (ping, path-MTU discovery); it has no effect with WholeIP. Default true.",
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
 					"instanceType": {
 						SchemaProps: spec.SchemaProps{
-							Description: "InstanceType names an InstanceType (e.g. u1.medium) that sizes the VM's vCPU and memory.",
-							Default:     "",
+							Description: "InstanceType names an InstanceType (e.g. u1.medium) that sizes the VM's vCPU and memory. It is required unless resources sizes the VM (cpu and memory), which then overrides it.",
 							Type:        []string{"string"},
 							Format:      "",
 						},
@@ -18207,12 +18283,48 @@ func schema_pkg_apis_apps_v1alpha1_VMInstanceSpec(ref common.ReferenceCallback) 
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "Disks are the VMDisks attached to the VM; their order is the boot order. Each item is either a disk name or an object with a name.",
+							Description: "Disks are the VMDisks attached to the VM; their order is the boot order. Each item is either a disk name or an object with a name and an optional bus.",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
 									SchemaProps: spec.SchemaProps{
 										Ref: ref(v1alpha1.VMDiskRef{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
+					"networks": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "atomic",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "Networks are the tenant networks (subnets) the VM is attached to, by name. Accepted for Hikube compatibility; attaching them is the network feature's work.",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(v1alpha1.NetworkRef{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
+					"subnets": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "atomic",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "Subnets is the deprecated name of networks.",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(v1alpha1.NetworkRef{}.OpenAPIModelName()),
 									},
 								},
 							},
@@ -18225,7 +18337,7 @@ func schema_pkg_apis_apps_v1alpha1_VMInstanceSpec(ref common.ReferenceCallback) 
 							},
 						},
 						SchemaProps: spec.SchemaProps{
-							Description: "GPUs to pass through. Kumo's nodes offer none yet; the field is accepted empty so that Hikube manifests apply unchanged.",
+							Description: "GPUs to pass through. Kumo's nodes offer none yet: a non-empty list is refused, an empty one is accepted so that Hikube manifests apply unchanged.",
 							Type:        []string{"array"},
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
@@ -18236,10 +18348,37 @@ func schema_pkg_apis_apps_v1alpha1_VMInstanceSpec(ref common.ReferenceCallback) 
 							},
 						},
 					},
+					"cpuModel": {
+						SchemaProps: spec.SchemaProps{
+							Description: "CPUModel is the CPU model the guest sees, as QEMU names it (e.g. host, max, qemu64, Skylake-Server-v4, EPYC-v4). Empty: host passthrough under KVM, qemu64 under TCG. A named model (not host or max) keeps the VM movable between nodes of different CPU generations. It must be a model the nodes' QEMU offers (kumo get node -o yaml: status.cpuModels).",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"firmware": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Firmware picks the boot firmware; empty fields take the instance profile's.",
+							Ref:         ref(v1alpha1.Firmware{}.OpenAPIModelName()),
+						},
+					},
 					"resources": {
 						SchemaProps: spec.SchemaProps{
-							Description: "Resources is accepted empty for compatibility with Hikube manifests; sizing comes from instanceType.",
+							Description: "Resources sizes the VM directly: cpu cores per socket, sockets and memory. Set, they override instanceType (scheduled on guaranteed resources like a type); empty strings and an empty block mean unset.",
 							Ref:         ref(v1alpha1.Resources{}.OpenAPIModelName()),
+						},
+					},
+					"netplanDhcp": {
+						SchemaProps: spec.SchemaProps{
+							Description: "NetplanDHCP adds cloud-init network-config (version 2) that asks DHCP on every en* and eth* interface, for images that configure no network themselves.",
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
+					"schedulingClass": {
+						SchemaProps: spec.SchemaProps{
+							Description: "SchedulingClass names a scheduling class for the VM. Accepted for Hikube compatibility; not used yet.",
+							Type:        []string{"string"},
+							Format:      "",
 						},
 					},
 					"sshKeys": {
@@ -18276,11 +18415,10 @@ func schema_pkg_apis_apps_v1alpha1_VMInstanceSpec(ref common.ReferenceCallback) 
 						},
 					},
 				},
-				Required: []string{"instanceType"},
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.GPURef{}.OpenAPIModelName(), v1alpha1.Resources{}.OpenAPIModelName(), v1alpha1.VMDiskRef{}.OpenAPIModelName()},
+			v1alpha1.Firmware{}.OpenAPIModelName(), v1alpha1.GPURef{}.OpenAPIModelName(), v1alpha1.NetworkRef{}.OpenAPIModelName(), v1alpha1.Resources{}.OpenAPIModelName(), v1alpha1.VMDiskRef{}.OpenAPIModelName()},
 	}
 }
 
@@ -19173,6 +19311,25 @@ func schema_pkg_apis_kumo_v1alpha1_NodeStatus(ref common.ReferenceCallback) comm
 							Description: "Accelerator is kvm or tcg.",
 							Type:        []string{"string"},
 							Format:      "",
+						},
+					},
+					"cpuModels": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "set",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "CPUModels are the CPU models the node's QEMU offers a guest (QMP query-cpu-definitions), the values a VM's spec.cpuModel may take.",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Type:   []string{"string"},
+										Format: "",
+									},
+								},
+							},
 						},
 					},
 					"agentEndpoint": {

@@ -55,7 +55,7 @@ func TestVMDiskRefErrorExplainsBothShapes(t *testing.T) {
 	if err == nil {
 		t.Fatal("want an error for an unknown field")
 	}
-	if want := "a disk is a name or an object {name: NAME}"; !strings.Contains(err.Error(), want) {
+	if want := "a disk is a name or an object {name: NAME, bus: BUS}"; !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q should explain the accepted shapes (%q)", err, want)
 	}
 }
@@ -113,7 +113,7 @@ func TestVMInstanceSpecDecodesMixedDiskList(t *testing.T) {
 
 func TestVMInstanceSpecRejectsBadDiskItem(t *testing.T) {
 	for _, in := range []string{
-		`{"disks":["a",{"name":"b","bus":"virtio"}]}`,
+		`{"disks":["a",{"name":"b","size":"1Gi"}]}`,
 		`{"disks":[5]}`,
 		`{"disks":"a"}`,
 	} {
@@ -121,5 +121,15 @@ func TestVMInstanceSpecRejectsBadDiskItem(t *testing.T) {
 		if err := json.Unmarshal([]byte(in), &s); err == nil {
 			t.Errorf("%s decoded to %+v, want an error", in, s.Disks)
 		}
+	}
+}
+
+func TestVMDiskRefKeepsItsBus(t *testing.T) {
+	var s VMInstanceSpec
+	if err := json.Unmarshal([]byte(`{"disks":["a",{"name":"b","bus":"sata"}]}`), &s); err != nil {
+		t.Fatal(err)
+	}
+	if want := []VMDiskRef{{Name: "a"}, {Name: "b", Bus: BusSATA}}; !reflect.DeepEqual(s.Disks, want) {
+		t.Errorf("disks = %+v, want %+v", s.Disks, want)
 	}
 }

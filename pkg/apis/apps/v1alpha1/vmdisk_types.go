@@ -56,6 +56,10 @@ type VMDiskSpec struct {
 	// It cannot change after creation.
 	// +optional
 	StorageClass StorageClass `json:"storageClass,omitempty"`
+	// SchedulingClass names a scheduling class for the disk's workloads. Accepted for Hikube
+	// compatibility; not used yet.
+	// +optional
+	SchedulingClass string `json:"schedulingClass,omitempty"`
 }
 
 // VMDiskSource names where a disk's initial content comes from.

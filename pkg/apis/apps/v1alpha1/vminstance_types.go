@@ -1,7 +1,6 @@
 package v1alpha1
 
 import (
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -73,26 +72,59 @@ type VMInstanceSpec struct {
 	// Running is the older boolean form: true means runStrategy Always, false means Halted.
 	// +optional
 	Running *bool `json:"running,omitempty"`
+	// ExternalAllowICMP accepts ICMP to the VM's public IP in PortList mode (ping, path-MTU
+	// discovery); it has no effect with WholeIP. Default true.
+	// +optional
+	ExternalAllowICMP *bool `json:"externalAllowICMP,omitempty"`
 	// InstanceType names an InstanceType (e.g. u1.medium) that sizes the VM's vCPU and memory.
-	InstanceType string `json:"instanceType"`
+	// It is required unless resources sizes the VM (cpu and memory), which then overrides it.
+	// +optional
+	InstanceType string `json:"instanceType,omitempty"`
 	// InstanceProfile names an InstanceProfile (ubuntu, centos, debian, fedora, windows) that picks
 	// the VM's device models.
 	// +optional
 	InstanceProfile string `json:"instanceProfile,omitempty"`
 	// Disks are the VMDisks attached to the VM; their order is the boot order. Each item is either
-	// a disk name or an object with a name.
+	// a disk name or an object with a name and an optional bus.
 	// +optional
 	// +listType=atomic
 	Disks []VMDiskRef `json:"disks,omitempty"`
-	// GPUs to pass through. Kumo's nodes offer none yet; the field is accepted empty so that
-	// Hikube manifests apply unchanged.
+	// Networks are the tenant networks (subnets) the VM is attached to, by name. Accepted for
+	// Hikube compatibility; attaching them is the network feature's work.
+	// +optional
+	// +listType=atomic
+	Networks []NetworkRef `json:"networks,omitempty"`
+	// Subnets is the deprecated name of networks.
+	// +optional
+	// +listType=atomic
+	Subnets []NetworkRef `json:"subnets,omitempty"`
+	// GPUs to pass through. Kumo's nodes offer none yet: a non-empty list is refused, an empty
+	// one is accepted so that Hikube manifests apply unchanged.
 	// +optional
 	// +listType=atomic
 	GPUs []GPURef `json:"gpus,omitempty"`
-	// Resources is accepted empty for compatibility with Hikube manifests; sizing comes from
-	// instanceType.
+	// CPUModel is the CPU model the guest sees, as QEMU names it (e.g. host, max, qemu64,
+	// Skylake-Server-v4, EPYC-v4). Empty: host passthrough under KVM, qemu64 under TCG. A named
+	// model (not host or max) keeps the VM movable between nodes of different CPU generations.
+	// It must be a model the nodes' QEMU offers (kumo get node -o yaml: status.cpuModels).
+	// +optional
+	CPUModel string `json:"cpuModel,omitempty"`
+	// Firmware picks the boot firmware; empty fields take the instance profile's.
+	// +optional
+	Firmware *Firmware `json:"firmware,omitempty"`
+	// Resources sizes the VM directly: cpu cores per socket, sockets and memory. Set, they
+	// override instanceType (scheduled on guaranteed resources like a type); empty strings and
+	// an empty block mean unset.
 	// +optional
 	Resources *Resources `json:"resources,omitempty"`
+	// NetplanDHCP adds cloud-init network-config (version 2) that asks DHCP on every en* and eth*
+	// interface, for images that configure no network themselves.
+	// +optional
+	NetplanDHCP bool `json:"netplanDhcp,omitempty"`
+	// SchedulingClass names a scheduling class for the VM. Accepted for Hikube compatibility;
+	// not used yet.
+	// +optional
+	SchedulingClass string `json:"schedulingClass,omitempty"`
 	// SSHKeys are OpenSSH public keys installed for the default user through cloud-init.
 	// +optional
 	// +listType=atomic
@@ -107,17 +139,55 @@ type VMInstanceSpec struct {
 
 // GPURef names a GPU model.
 type GPURef struct {
+	// Name of the GPU resource, e.g. nvidia.com/GA102GL_A10.
 	Name string `json:"name"`
 }
 
-// Resources is Hikube's explicit sizing block.
+// NetworkRef names a network of the tenant.
+type NetworkRef struct {
+	// Name of the network attachment.
+	// +optional
+	Name string `json:"name,omitempty"`
+}
+
+// Bootloader is the firmware a VM boots with.
+type Bootloader string
+
+const (
+	// BootloaderBIOS is SeaBIOS.
+	BootloaderBIOS Bootloader = "bios"
+	// BootloaderUEFI is OVMF.
+	BootloaderUEFI Bootloader = "uefi"
+)
+
+// Firmware is the VM's boot firmware, as in Cozystack's vm-instance.
+type Firmware struct {
+	// Bootloader is bios (SeaBIOS) or uefi (OVMF); empty takes the instance profile's.
+	// +optional
+	Bootloader Bootloader `json:"bootloader,omitempty"`
+	// SecureBoot boots OVMF with Secure Boot on and Microsoft's keys enrolled (Debian's
+	// OVMF_VARS_4M.ms.fd); it needs bootloader uefi and gives the VM a q35 machine with SMM.
+	// +optional
+	SecureBoot bool `json:"secureBoot,omitempty"`
+	// EFIPersistent keeps the VM's UEFI variables (boot entries, enrolled keys) from one start to
+	// the next. Without it every start begins with the firmware's pristine variables. Needs
+	// bootloader uefi.
+	// +optional
+	EFIPersistent bool `json:"efiPersistent,omitempty"`
+}
+
+// Resources is Hikube's explicit sizing block. Each amount may be written as a number or a
+// string; an empty string means unset.
 type Resources struct {
+	// CPU is the number of cores per socket (a whole number); the VM has cpu x sockets vCPUs.
 	// +optional
-	CPU *resource.Quantity `json:"cpu,omitempty"`
+	CPU Amount `json:"cpu,omitempty"`
+	// Memory is the guest's memory, e.g. 4Gi (whole MiB).
 	// +optional
-	Memory *resource.Quantity `json:"memory,omitempty"`
+	Memory Amount `json:"memory,omitempty"`
+	// Sockets is the number of CPU sockets (a whole number, default 1).
 	// +optional
-	Sockets *resource.Quantity `json:"sockets,omitempty"`
+	Sockets Amount `json:"sockets,omitempty"`
 }
 
 // VMInstanceStatus is what Kumo observed of the VM.

@@ -13,6 +13,11 @@ func (in DiskSource) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in Firmware) OpenAPIModelName() string {
+	return "io.cozystack.apps.v1alpha1.Firmware"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in GPURef) OpenAPIModelName() string {
 	return "io.cozystack.apps.v1alpha1.GPURef"
 }
@@ -33,6 +38,11 @@ func (in IncarnationExit) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in NetworkRef) OpenAPIModelName() string {
+	return "io.cozystack.apps.v1alpha1.NetworkRef"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in Resources) OpenAPIModelName() string {
 	return "io.cozystack.apps.v1alpha1.Resources"
 }
@@ -40,6 +50,11 @@ func (in Resources) OpenAPIModelName() string {
 // OpenAPIModelName returns the OpenAPI model name for this type.
 func (in RunRequest) OpenAPIModelName() string {
 	return "io.cozystack.apps.v1alpha1.RunRequest"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in Size) OpenAPIModelName() string {
+	return "io.cozystack.apps.v1alpha1.Size"
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.

@@ -22,6 +22,8 @@ import (
 var (
 	storageClasses  = []string{string(apps.StorageReplicated), string(apps.StorageLocal)}
 	externalMethods = []string{string(apps.PortList), string(apps.WholeIP)}
+	diskBuses       = []string{string(apps.BusVirtio), string(apps.BusSATA), string(apps.BusSCSI)}
+	bootloaders     = []string{string(apps.BootloaderBIOS), string(apps.BootloaderUEFI)}
 	runStrategies   = []string{string(apps.RunAlways), string(apps.RunHalted), string(apps.RunManual), string(apps.RunRerunOnFailure), string(apps.RunOnce)}
 )
 
@@ -50,6 +52,9 @@ func ValidateVMDisk(d *apps.VMDisk) field.ErrorList {
 	}
 	errs = append(errs, validateStorage(d.Spec.Storage, spec.Child("storage"))...)
 	errs = append(errs, validateLocalSize(d, spec.Child("storage"))...)
+	if d.Spec.SchedulingClass != "" {
+		errs = append(errs, validateRefName(d.Spec.SchedulingClass, spec.Child("schedulingClass"), "scheduling class")...)
+	}
 	if !sets.New(storageClasses...).Has(string(d.Spec.StorageClass)) {
 		errs = append(errs, field.NotSupported(spec.Child("storageClass"), d.Spec.StorageClass, storageClasses))
 	}
@@ -198,8 +203,11 @@ func ValidateVMInstance(vm *apps.VMInstance) field.ErrorList {
 		errs = append(errs, field.Invalid(spec.Child("running"), *s.Running,
 			fmt.Sprintf("conflicts with runStrategy %q: set only one of running and runStrategy", s.RunStrategy)))
 	}
+	_, sized := s.ExplicitSize()
 	if s.InstanceType == "" {
-		errs = append(errs, field.Required(spec.Child("instanceType"), "an instance type such as u1.medium (kumo get instancetypes lists them)"))
+		if !sized {
+			errs = append(errs, field.Required(spec.Child("instanceType"), "an instance type such as u1.medium (kumo get instancetypes lists them), or resources with cpu and memory"))
+		}
 	} else {
 		errs = append(errs, validateRefName(s.InstanceType, spec.Child("instanceType"), "instance type")...)
 	}
@@ -214,12 +222,26 @@ func ValidateVMInstance(vm *apps.VMInstance) field.ErrorList {
 			errs = append(errs, field.Duplicate(path.Child("name"), d.Name))
 		}
 		disks[d.Name] = true
+		if d.Bus != "" && !sets.New(diskBuses...).Has(string(d.Bus)) {
+			errs = append(errs, field.NotSupported(path.Child("bus"), d.Bus, diskBuses))
+		}
+	}
+	for _, nets := range []struct {
+		name string
+		refs []apps.NetworkRef
+	}{{"networks", s.Networks}, {"subnets", s.Subnets}} {
+		for i, n := range nets.refs {
+			errs = append(errs, validateRefName(n.Name, spec.Child(nets.name).Index(i).Child("name"), "network")...)
+		}
 	}
 	if len(s.GPUs) > 0 {
-		errs = append(errs, field.Forbidden(spec.Child("gpus"), "this cloud offers no GPUs; leave the list empty"))
+		errs = append(errs, field.Forbidden(spec.Child("gpus"), "no node of this cloud offers GPUs; leave the list empty"))
 	}
-	if r := s.Resources; r != nil && (r.CPU != nil && !r.CPU.IsZero() || r.Memory != nil && !r.Memory.IsZero() || r.Sockets != nil && !r.Sockets.IsZero()) {
-		errs = append(errs, field.Forbidden(spec.Child("resources"), "VMs are sized by spec.instanceType; leave resources empty"))
+	errs = append(errs, validateCPUModel(s.CPUModel, spec.Child("cpuModel"))...)
+	errs = append(errs, validateFirmware(s.Firmware, spec.Child("firmware"))...)
+	errs = append(errs, validateResources(s.Resources, s.InstanceType, spec.Child("resources"))...)
+	if s.SchedulingClass != "" {
+		errs = append(errs, validateRefName(s.SchedulingClass, spec.Child("schedulingClass"), "scheduling class")...)
 	}
 	sizeErrs, parse := validateSSHKeysSize(s.SSHKeys, spec.Child("sshKeys"))
 	errs = append(errs, sizeErrs...)

@@ -586,25 +586,113 @@ func TestValidateVMInstance(t *testing.T) {
 			want:   []wantErr{{field.ErrorTypeForbidden, "spec.gpus"}},
 		},
 		{
-			name: "zero resources are accepted for Hikube compatibility",
+			name: "empty-string resources are unset (Hikube's examples write them)",
 			before: func(vm *apps.VMInstance) {
-				vm.Spec.Resources = &apps.Resources{CPU: qty("0"), Memory: qty("0"), Sockets: qty("0")}
+				vm.Spec.Resources = &apps.Resources{CPU: "", Memory: "", Sockets: ""}
 			},
 		},
 		{
-			name:   "non-zero cpu resources are forbidden",
-			before: func(vm *apps.VMInstance) { vm.Spec.Resources = &apps.Resources{CPU: qty("2")} },
-			want:   []wantErr{{field.ErrorTypeForbidden, "spec.resources"}},
+			name:   "an empty resources block is unset",
+			before: func(vm *apps.VMInstance) { vm.Spec.Resources = &apps.Resources{} },
 		},
 		{
-			name:   "non-zero memory resources are forbidden",
-			before: func(vm *apps.VMInstance) { vm.Spec.Resources = &apps.Resources{Memory: qty("4Gi")} },
-			want:   []wantErr{{field.ErrorTypeForbidden, "spec.resources"}},
+			name: "cpu, sockets and memory size the VM and override the instance type",
+			before: func(vm *apps.VMInstance) {
+				vm.Spec.Resources = &apps.Resources{CPU: "2", Sockets: "2", Memory: "3Gi"}
+			},
 		},
 		{
-			name:   "non-zero sockets are forbidden",
-			before: func(vm *apps.VMInstance) { vm.Spec.Resources = &apps.Resources{Sockets: qty("1")} },
-			want:   []wantErr{{field.ErrorTypeForbidden, "spec.resources"}},
+			name: "cpu and memory size a VM without an instance type",
+			before: func(vm *apps.VMInstance) {
+				vm.Spec.InstanceType = ""
+				vm.Spec.Resources = &apps.Resources{CPU: "1", Memory: "512Mi"}
+			},
+		},
+		{
+			name:   "cpu alone next to an instance type is refused naming memory",
+			before: func(vm *apps.VMInstance) { vm.Spec.Resources = &apps.Resources{CPU: "2"} },
+			want:   []wantErr{{field.ErrorTypeRequired, "spec.resources.memory"}},
+		},
+		{
+			name:   "memory alone is refused naming cpu",
+			before: func(vm *apps.VMInstance) { vm.Spec.Resources = &apps.Resources{Memory: "4Gi"} },
+			want:   []wantErr{{field.ErrorTypeRequired, "spec.resources.cpu"}},
+		},
+		{
+			name:   "sockets alone is refused naming cpu and memory",
+			before: func(vm *apps.VMInstance) { vm.Spec.Resources = &apps.Resources{Sockets: "1"} },
+			want:   []wantErr{{field.ErrorTypeRequired, "spec.resources.cpu"}, {field.ErrorTypeRequired, "spec.resources.memory"}},
+		},
+		{
+			name: "partial resources without an instance type need the instance type too",
+			before: func(vm *apps.VMInstance) {
+				vm.Spec.InstanceType = ""
+				vm.Spec.Resources = &apps.Resources{CPU: "2"}
+			},
+			want: []wantErr{{field.ErrorTypeRequired, "spec.resources.memory"}, {field.ErrorTypeRequired, "spec.instanceType"}},
+		},
+		{
+			name: "fractional cpu, zero sockets and odd memory are invalid",
+			before: func(vm *apps.VMInstance) {
+				vm.Spec.Resources = &apps.Resources{CPU: "1500m", Sockets: "0", Memory: "1000001"}
+			},
+			want: []wantErr{{field.ErrorTypeInvalid, "spec.resources.cpu"}, {field.ErrorTypeInvalid, "spec.resources.sockets"}, {field.ErrorTypeInvalid, "spec.resources.memory"}},
+		},
+		{
+			name: "more vCPUs than a VM may have are invalid",
+			before: func(vm *apps.VMInstance) {
+				vm.Spec.Resources = &apps.Resources{CPU: "100", Sockets: "4", Memory: "4Gi"}
+			},
+			want: []wantErr{{field.ErrorTypeInvalid, "spec.resources.cpu"}},
+		},
+		{
+			name:   "memory that is not a quantity is invalid",
+			before: func(vm *apps.VMInstance) { vm.Spec.Resources = &apps.Resources{CPU: "1", Memory: "lots"} },
+			want:   []wantErr{{field.ErrorTypeInvalid, "spec.resources.memory"}},
+		},
+		{
+			name: "uefi with secure boot and persistent variables is valid",
+			before: func(vm *apps.VMInstance) {
+				vm.Spec.Firmware = &apps.Firmware{Bootloader: apps.BootloaderUEFI, SecureBoot: true, EFIPersistent: true}
+			},
+		},
+		{
+			name:   "an unknown bootloader is not supported",
+			before: func(vm *apps.VMInstance) { vm.Spec.Firmware = &apps.Firmware{Bootloader: "coreboot"} },
+			want:   []wantErr{{field.ErrorTypeNotSupported, "spec.firmware.bootloader"}},
+		},
+		{
+			name: "secure boot and persistent variables need uefi",
+			before: func(vm *apps.VMInstance) {
+				vm.Spec.Firmware = &apps.Firmware{Bootloader: apps.BootloaderBIOS, SecureBoot: true, EFIPersistent: true}
+			},
+			want: []wantErr{{field.ErrorTypeInvalid, "spec.firmware.secureBoot"}, {field.ErrorTypeInvalid, "spec.firmware.efiPersistent"}},
+		},
+		{
+			name: "a disk bus must be virtio, sata or scsi",
+			before: func(vm *apps.VMInstance) {
+				vm.Spec.Disks = []apps.VMDiskRef{{Name: "a", Bus: "sata"}, {Name: "b", Bus: "ide"}}
+			},
+			want: []wantErr{{field.ErrorTypeNotSupported, "spec.disks[1].bus"}},
+		},
+		{
+			name:   "a cpu model must look like a QEMU model name",
+			before: func(vm *apps.VMInstance) { vm.Spec.CPUModel = "Skylake Server; rm" },
+			want:   []wantErr{{field.ErrorTypeInvalid, "spec.cpuModel"}},
+		},
+		{
+			name: "networks, subnets, netplanDhcp, externalAllowICMP and schedulingClass are accepted",
+			before: func(vm *apps.VMInstance) {
+				f := false
+				vm.Spec.Networks = []apps.NetworkRef{{Name: "subnet-84dbec17"}}
+				vm.Spec.Subnets = []apps.NetworkRef{{Name: "subnet-aa8896b5"}}
+				vm.Spec.NetplanDHCP, vm.Spec.ExternalAllowICMP, vm.Spec.SchedulingClass = true, &f, "co-region-prod"
+			},
+		},
+		{
+			name:   "a network needs a name",
+			before: func(vm *apps.VMInstance) { vm.Spec.Networks = []apps.NetworkRef{{}} },
+			want:   []wantErr{{field.ErrorTypeRequired, "spec.networks[0].name"}},
 		},
 		{
 			name:   "generated ed25519 and rsa keys are accepted",

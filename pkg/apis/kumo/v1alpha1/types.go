@@ -259,6 +259,11 @@ type NodeStatus struct {
 	// Accelerator is kvm or tcg.
 	// +optional
 	Accelerator string `json:"accelerator,omitempty"`
+	// CPUModels are the CPU models the node's QEMU offers a guest (QMP query-cpu-definitions),
+	// the values a VM's spec.cpuModel may take.
+	// +optional
+	// +listType=set
+	CPUModels []string `json:"cpuModels,omitempty"`
 	// AgentEndpoint is the agent's HTTPS URL for console and VNC streams.
 	// +optional
 	AgentEndpoint string `json:"agentEndpoint,omitempty"`

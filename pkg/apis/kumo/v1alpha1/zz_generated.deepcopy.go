@@ -434,6 +434,11 @@ func (in *NodeStatus) DeepCopyInto(out *NodeStatus) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.CPUModels != nil {
+		in, out := &in.CPUModels, &out.CPUModels
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.Images != nil {
 		in, out := &in.Images, &out.Images
 		*out = make([]string, len(*in))
