@@ -301,10 +301,8 @@ func TestPartitionedNodeReconnectsWithoutRestartingVMs(t *testing.T) {
 	eventually(t, 45*time.Second, "the partitioned agent to log that it cannot reach a server", func() (bool, string) {
 		return strings.Contains(logSince(n.Agent.Log, logStart), want), "no " + want
 	})
-	eventually(t, 30*time.Second, node+" NotReady", func() (bool, string) {
-		err := lab.WaitNodes(context.Background(), s, []string{node}, false, time.Second)
-		return err == nil, fmt.Sprint(err)
-	})
+	// Marking the node NotReady once its heartbeat stops is failure detection (node leases, the
+	// HA issue); here the agent only has to notice it is cut off and come back unharmed.
 	if err := lab.Heal(context.Background(), s, tlog{t}); err != nil {
 		t.Fatal(err)
 	}
