@@ -13,6 +13,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	cmdutil "k8s.io/kubectl/pkg/cmd/util"
 
+	"kumo.dev/kumo/internal/failover"
 	"kumo.dev/kumo/internal/pki"
 	kumo "kumo.dev/kumo/pkg/apis/kumo/v1alpha1"
 	"kumo.dev/kumo/pkg/client"
@@ -113,7 +114,12 @@ func (o tenantKubeconfigOptions) run(ctx context.Context, f cmdutil.Factory, str
 			return fmt.Errorf("read CA file: %w", err)
 		}
 	}
-	data, err := pki.Kubeconfig("kumo", cfg.Host, caPEM, userName, pki.Credentials{Token: got.Status.Token}, kumo.TenantNamespace(name))
+	// The tenant's kubeconfig lists every API server the admin's does, so it fails over too.
+	servers, err := failover.KubeconfigServers(f.ToRawKubeConfigLoader())
+	if err != nil || len(servers) == 0 {
+		servers = []string{cfg.Host}
+	}
+	data, err := pki.KubeconfigServers("kumo", servers, caPEM, userName, pki.Credentials{Token: got.Status.Token}, kumo.TenantNamespace(name))
 	if err != nil {
 		return err
 	}
