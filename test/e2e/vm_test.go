@@ -282,7 +282,7 @@ func TestVMsThatCannotStartEndInAClearState(t *testing.T) {
 	}
 	waitVM(t, cl, ns, "noimage", "an unschedulable condition naming the image", time.Minute, func(vm *apps.VMInstance) bool {
 		for _, cond := range vm.Status.Conditions {
-			if cond.Type == apps.ConditionScheduled && cond.Status == metav1.ConditionFalse && strings.Contains(cond.Message, "lacks golden image no-such-image") {
+			if cond.Type == apps.ConditionScheduled && cond.Status == metav1.ConditionFalse && strings.Contains(cond.Message, "golden image no-such-image does not exist") {
 				return vm.Status.Phase == apps.VMPending
 			}
 		}
