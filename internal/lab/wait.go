@@ -31,6 +31,12 @@ func restConfigFor(kubeconfig, url string) (*rest.Config, error) {
 
 // Readyz asks the server at url for /readyz with the credentials of kubeconfig; nil means 200.
 func Readyz(ctx context.Context, kubeconfig, url string) error {
+	return Get(ctx, kubeconfig, url, "/readyz")
+}
+
+// Get GETs path from the server at url (not another) with the credentials of kubeconfig, within
+// 5 s; nil means 200.
+func Get(ctx context.Context, kubeconfig, url, path string) error {
 	cfg, err := restConfigFor(kubeconfig, url)
 	if err != nil {
 		return err
@@ -41,7 +47,7 @@ func Readyz(ctx context.Context, kubeconfig, url string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/readyz", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+path, nil)
 	if err != nil {
 		return err
 	}
@@ -51,7 +57,7 @@ func Readyz(ctx context.Context, kubeconfig, url string) error {
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s/readyz: %s", url, resp.Status)
+		return fmt.Errorf("GET %s%s: %s", url, path, resp.Status)
 	}
 	return nil
 }

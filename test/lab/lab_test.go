@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,8 +15,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"kumo.dev/kumo/internal/lab"
 	apps "kumo.dev/kumo/pkg/apis/apps/v1alpha1"
@@ -430,37 +427,10 @@ func TestHealRejoinsTheDatacenter(t *testing.T) {
 	if s.ReplicatedCP && killedDC != "" {
 		d, _ := s.DC(killedDC)
 		// The healed server serves reads from the cluster's data, written while it was dead.
-		if err := getPath(ctx, s, d.URL, "/apis/kumo.dev/v1alpha1/tenants/acked-9"); err != nil {
+		if err := lab.Get(ctx, s.Kubeconfig, d.URL, "/apis/kumo.dev/v1alpha1/tenants/acked-9"); err != nil {
 			t.Errorf("healed server %s does not serve objects written before its death: %v", d.URL, err)
 		}
 	}
-}
-
-// getPath GETs an API path from the server at url with the admin's credentials.
-func getPath(ctx context.Context, s *lab.State, url, path string) error {
-	cfg, err := clientcmd.BuildConfigFromFlags(url, s.Kubeconfig)
-	if err != nil {
-		return err
-	}
-	hc, err := rest.HTTPClientFor(cfg)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s%s: %s", url, path, resp.Status)
-	}
-	return nil
 }
 
 // tlog writes what the fault functions print into the test log.
